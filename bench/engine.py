@@ -1,0 +1,62 @@
+"""Engine benchmark: SMA-crossover weights -> full results (returns, equity, drawdown, fills, round trips,
+metrics) on synthetic bars, as ns/bar, beside a plain numpy reference of the returns/equity part.
+
+    python bench/engine.py [--sizes 1e4 1e5 1e6 1e7] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from runner.backtest import BacktestConfig, run_backtest
+from strategies.mean_reversion import MeanReversion
+from strategies.sma_crossover import SmaCrossover
+
+
+def reference(close: np.ndarray, weights: np.ndarray, cost: float) -> np.ndarray:
+    """Plain numpy: returns and equity only."""
+    r = np.diff(close) / close[:-1]
+    s = weights[:-1] * r - cost * np.abs(np.diff(weights))
+    return 100_000.0 * np.cumprod(1.0 + s)
+
+
+def best_of(func, repeat: int, *args: object) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        func(*args)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", nargs="+", type=float, default=[1e4, 1e5, 1e6, 1e7])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    config = BacktestConfig()
+    print(f"{'bars':>10} {'engine ns/bar':>14} {'numpy ref ns/bar':>17} {'ratio':>6} {'trades':>8} "
+          f"{'sma weights ns/bar':>19} {'mean_rev weights ns/bar':>24}")
+    for size in args.sizes:
+        n = int(size)
+        rng = np.random.default_rng(0)
+        close = 100.0 * np.exp(np.cumsum(0.01 * rng.standard_normal(n)))
+        strategy = SmaCrossover(fast=10, slow=50, long_only=False)
+        weights_time = best_of(strategy.target_weights, args.repeat, close)
+        weights = strategy.target_weights(close)
+        mr_time = best_of(MeanReversion(20, 2.0, 0.5, long_only=False).target_weights,
+                          1 if n >= 1e6 else args.repeat, close)
+        train_end, val_end = int(0.6 * n), int(0.8 * n)
+        result = run_backtest(close, weights, train_end, val_end, config)
+        engine_time = best_of(run_backtest, args.repeat, close, weights, train_end, val_end, config)
+        ref_time = best_of(reference, args.repeat, close, weights, config.cost_rate)
+        print(f"{n:>10} {engine_time / n * 1e9:>14.1f} {ref_time / n * 1e9:>17.1f} "
+              f"{engine_time / ref_time:>6.2f} {len(result.trades):>8} {weights_time / n * 1e9:>19.1f} "
+              f"{mr_time / n * 1e9:>24.1f}")
+
+
+if __name__ == "__main__":
+    main()

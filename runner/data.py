@@ -1,0 +1,200 @@
+"""Market data: one validated OHLCV frame (DatetimeIndex, float open/high/low/close/volume) and splits.
+
+Sources: the S&P 500 / NASDAQ daily bars (1999-2018) bundled in the ``arch`` package, a user's CSV or
+Parquet file, or a seeded synthetic random walk. Every problem is a ``DataError`` naming the file or key,
+what is wrong and how to fix it. Pure: no MLflow, no Hydra.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+OHLCV = ("open", "high", "low", "close", "volume")
+ARCH_DATASETS = {"sp500": "sp500/sp500.csv.gz", "nasdaq": "nasdaq/nasdaq.csv.gz"}
+SOURCES = ("sp500", "nasdaq", "csv", "synthetic")
+DATE_COLUMNS = ("date", "datetime", "timestamp", "time")
+SEGMENTS = ("train", "val", "test")
+
+
+class DataError(ValueError):
+    """Bad market data or data config; the message says what and how to fix it."""
+
+
+def arch_data_path(name: str) -> Path:
+    """Path of a CSV bundled in ``arch.data`` found without importing ``arch`` (~3 s of imports)."""
+    spec = importlib.util.find_spec("arch")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(f"data.source={name!r} needs the 'arch' package: pip install arch")
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / ARCH_DATASETS[name]
+
+
+def read_table(path: str | Path, date_column: str | None = None, label: str = "data.path") -> pd.DataFrame:
+    """Read a CSV or Parquet file into a frame indexed by its date column (or its index)."""
+    file = Path(path).expanduser()
+    if not str(path):
+        raise DataError(f"{label} is empty: set it to a CSV or Parquet file, e.g. data.path=prices.csv")
+    if not file.is_file():
+        raise DataError(f"{label}={str(path)!r}: no such file. Give an existing CSV or Parquet file.")
+    try:
+        if file.suffix.lower() in (".parquet", ".pq"):
+            frame = pd.read_parquet(file)
+        else:
+            frame = pd.read_csv(file)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{label}={str(path)!r} is empty: it needs a header and at least one row.") from None
+    except (UnicodeDecodeError, pd.errors.ParserError, ValueError, OSError) as error:
+        raise DataError(f"{label}={str(path)!r} could not be parsed as CSV/Parquet ({type(error).__name__}: "
+                        f"{str(error).splitlines()[0][:200]}). Check the file's format.") from None
+    if frame.empty:
+        raise DataError(f"{label}={str(path)!r} has no rows.")
+    return _index_by_date(frame, date_column, f"{label}={str(path)!r}")
+
+
+def _index_by_date(frame: pd.DataFrame, date_column: str | None, where: str) -> pd.DataFrame:
+    lower = {str(c).strip().lower(): c for c in frame.columns}
+    if date_column is not None:
+        if date_column.lower() not in lower:
+            raise DataError(f"data.date_column={date_column!r} is not a column of {where}; "
+                            f"columns are {list(map(str, frame.columns))}.")
+        column = lower[date_column.lower()]
+    elif isinstance(frame.index, pd.DatetimeIndex):
+        return frame
+    else:
+        found = [lower[name] for name in DATE_COLUMNS if name in lower]
+        column = found[0] if found else frame.columns[0]
+    try:
+        dates = pd.to_datetime(frame[column], format="mixed")
+    except (ValueError, TypeError):
+        raise DataError(f"{where}: column {str(column)!r} does not hold dates. Name the date column with "
+                        "data.date_column=... (allowed: any column of parseable dates).") from None
+    return frame.drop(columns=[column]).set_index(pd.DatetimeIndex(dates, name="timestamp"))
+
+
+def normalise_ohlcv(frame: pd.DataFrame, where: str) -> pd.DataFrame:
+    """Lower-case OHLCV float columns, sorted unique dates, positive finite prices; or a DataError."""
+    columns = {str(c).strip().lower().replace(" ", "_"): c for c in frame.columns}
+    if "close" not in columns:
+        raise DataError(f"{where} has no 'close' column (case-insensitive); columns are "
+                        f"{list(map(str, frame.columns))}. Rename the price column to 'close'.")
+    out = pd.DataFrame(index=pd.DatetimeIndex(frame.index, name="timestamp"))
+    for name in OHLCV:
+        source = columns.get(name)
+        if source is None:
+            out[name] = np.nan if name == "volume" else None
+            continue
+        values = pd.to_numeric(frame[source], errors="coerce")
+        bad = values.isna() & frame[source].notna()
+        if bad.any():
+            raise DataError(f"{where}: column {name!r} has non-numeric values at rows "
+                            f"{_rows(frame.index[bad.to_numpy()])}. Fix or remove those rows.")
+        out[name] = values.to_numpy(dtype=float)
+    for name in ("open", "high", "low"):  # a close-only file still gives a valid OHLC frame
+        out[name] = out[name].astype(float).fillna(out["close"])
+    if out.index.hasnans:
+        raise DataError(f"{where}: some timestamps are missing or unparseable. Fix the date column.")
+    if out.index.has_duplicates:
+        dups = out.index[out.index.duplicated()]
+        raise DataError(f"{where}: duplicate timestamps {_rows(dups)}. Keep one row per timestamp.")
+    if not out.index.is_monotonic_increasing:
+        warnings.warn(f"{where}: rows were not in time order; sorted them by timestamp.", stacklevel=2)
+        out = out.sort_index()
+    prices = out[["open", "high", "low", "close"]].to_numpy()
+    bad_rows = ~(np.isfinite(prices) & (prices > 0)).all(axis=1)
+    if bad_rows.any():
+        raise DataError(f"{where}: non-positive or non-finite prices at {_rows(out.index[bad_rows])}. "
+                        "Prices must be finite and > 0: fix or drop those rows.")
+    return out
+
+
+def _rows(index: Sequence[Any], limit: int = 5) -> str:
+    shown = [str(pd.Timestamp(i).date()) if isinstance(i, (pd.Timestamp, np.datetime64)) else str(i)
+             for i in list(index)[:limit]]
+    more = f" and {len(index) - limit} more" if len(index) > limit else ""
+    return ", ".join(shown) + more
+
+
+def synthetic_bars(n_bars: int = 2000, drift: float = 0.0003, volatility: float = 0.01, seed: int = 0,
+                   regimes: int = 1, start: str = "2000-01-03") -> pd.DataFrame:
+    """A seeded geometric random walk on business days; ``regimes`` > 1 alternates the drift's sign."""
+    if n_bars < 2:
+        raise DataError(f"data.n_bars must be >= 2, got {n_bars}.")
+    if volatility < 0 or not math.isfinite(volatility):
+        raise DataError(f"data.volatility must be finite and >= 0, got {volatility}.")
+    if regimes < 1:
+        raise DataError(f"data.regimes must be >= 1, got {regimes}.")
+    rng = np.random.default_rng(seed)
+    signs = np.where(np.arange(n_bars) * regimes // n_bars % 2 == 0, 1.0, -1.0)
+    log_returns = drift * signs - 0.5 * volatility**2 + volatility * rng.standard_normal(n_bars)
+    log_returns[0] = 0.0
+    close = 100.0 * np.exp(np.cumsum(log_returns))
+    gap = volatility * np.abs(rng.standard_normal(n_bars)) * close
+    open_ = np.concatenate([[close[0]], close[:-1]])
+    frame = pd.DataFrame({"open": open_, "high": np.maximum(open_, close) + gap,
+                          "low": np.maximum(np.minimum(open_, close) - gap, 1e-6), "close": close,
+                          "volume": rng.integers(1_000, 10_000, n_bars).astype(float)},
+                         index=pd.bdate_range(start, periods=n_bars, name="timestamp"))
+    return frame
+
+
+def load_bars(data: Mapping[str, Any], seed: int = 0) -> pd.DataFrame:
+    """The configured bars: ``data.source`` in SOURCES, trimmed to ``data.start``/``data.end``."""
+    source = data.get("source")
+    if source in ARCH_DATASETS:
+        where = f"data={source}"
+        frame = normalise_ohlcv(_index_by_date(pd.read_csv(arch_data_path(source)), "Date", where), where)
+    elif source == "csv":
+        path = data.get("path")
+        if not path:
+            raise DataError("data=csv needs data.path: the CSV or Parquet file, e.g. data.path=prices.csv")
+        frame = normalise_ohlcv(read_table(path, data.get("date_column")), f"data.path={str(path)!r}")
+    elif source == "synthetic":
+        frame = synthetic_bars(int(data.get("n_bars", 2000)), float(data.get("drift", 0.0003)),
+                               float(data.get("volatility", 0.01)),
+                               int(data.get("seed") if data.get("seed") is not None else seed),
+                               int(data.get("regimes", 1)))
+    else:
+        raise DataError(f"data.source={source!r} is not known; allowed: {', '.join(SOURCES)}.")
+    return trim(frame, data.get("start"), data.get("end"))
+
+
+def trim(frame: pd.DataFrame, start: Any = None, end: Any = None) -> pd.DataFrame:
+    """Keep bars with start <= timestamp <= end (both optional, inclusive)."""
+    try:
+        lo = pd.Timestamp(start) if start else None
+        hi = pd.Timestamp(end) if end else None
+    except (ValueError, TypeError):
+        raise DataError(f"data.start={start!r} / data.end={end!r}: use dates like 2005-01-31.") from None
+    if lo is not None and hi is not None and lo > hi:
+        raise DataError(f"data.start={start!r} is after data.end={end!r}.")
+    out = frame.loc[lo:hi]
+    if out.empty:
+        raise DataError(f"no bars between data.start={start!r} and data.end={end!r}; the data covers "
+                        f"{frame.index[0].date()} to {frame.index[-1].date()}.")
+    return out
+
+
+def split_bounds(n_bars: int, splits: Sequence[float], min_bars: int = 2) -> tuple[int, int]:
+    """Segment ends ``(train_end, val_end)``: train = first floor(f_train*n) bars, val the next
+    floor(f_val*n), test the rest."""
+    if len(splits) != 3:
+        raise DataError(f"data.splits={list(splits)} must be three fractions [train, val, test].")
+    fractions = [float(f) for f in splits]
+    if any(not math.isfinite(f) or f < 0 for f in fractions) or not math.isclose(sum(fractions), 1.0,
+                                                                              abs_tol=1e-9):
+        raise DataError(f"data.splits={fractions} must be non-negative and sum to 1, e.g. [0.6, 0.2, 0.2].")
+    train_end = math.floor(fractions[0] * n_bars)
+    val_end = train_end + math.floor(fractions[1] * n_bars)
+    sizes = {"train": train_end, "val": val_end - train_end, "test": n_bars - val_end}
+    short = {k: v for k, v in sizes.items() if v < min_bars and fractions[SEGMENTS.index(k)] > 0}
+    if short:
+        raise DataError(f"too few bars: {n_bars} bars split {fractions} leave {short}; each segment needs at "
+                        f"least {min_bars}. Use more data (data.start/data.end) or other data.splits.")
+    return train_end, val_end

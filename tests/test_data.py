@@ -1,0 +1,88 @@
+"""Market data loading and its validation messages."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from runner.data import DataError, load_bars, split_bounds
+
+
+def test_sp500_and_nasdaq_load_from_arch_without_importing_it() -> None:
+    import sys
+
+    for name in ("sp500", "nasdaq"):
+        bars = load_bars({"source": name})
+        assert list(bars.columns) == ["open", "high", "low", "close", "volume"]
+        assert bars.index.is_monotonic_increasing and bars.index[0].year == 1999 and bars.index[-1].year == 2018
+        assert len(bars) > 4900 and (bars["close"] > 0).all()
+    assert "arch.univariate" not in sys.modules
+
+
+def test_trim_and_splits() -> None:
+    bars = load_bars({"source": "sp500", "start": "2005-01-01", "end": "2005-12-31"})
+    assert bars.index[0] >= pd.Timestamp("2005-01-01") and bars.index[-1] <= pd.Timestamp("2005-12-31")
+    assert split_bounds(100, [0.6, 0.2, 0.2]) == (60, 80)
+    assert split_bounds(101, [0.6, 0.2, 0.2]) == (60, 80)  # floor for train and val, test the rest
+    with pytest.raises(DataError, match="sum to 1"):
+        split_bounds(100, [0.6, 0.3, 0.2])
+    with pytest.raises(DataError, match="too few bars"):
+        split_bounds(5, [0.6, 0.2, 0.2])
+
+
+def test_synthetic_is_seeded() -> None:
+    a = load_bars({"source": "synthetic", "n_bars": 300, "seed": 1})
+    b = load_bars({"source": "synthetic", "n_bars": 300, "seed": 1})
+    c = load_bars({"source": "synthetic", "n_bars": 300, "seed": 2})
+    pd.testing.assert_frame_equal(a, b)
+    assert not np.allclose(a["close"], c["close"])
+
+
+def test_csv_with_mixed_case_columns_and_parquet(tmp_path) -> None:
+    frame = pd.DataFrame({"Date": pd.bdate_range("2020-01-01", periods=30).strftime("%Y-%m-%d"),
+                          "CLOSE": np.linspace(10, 20, 30), "Volume": 1.0})
+    frame.to_csv(tmp_path / "p.csv", index=False)
+    bars = load_bars({"source": "csv", "path": str(tmp_path / "p.csv")})
+    assert bars["close"].iloc[-1] == 20 and (bars["open"] == bars["close"]).all()
+    frame.to_parquet(tmp_path / "p.parquet")
+    assert len(load_bars({"source": "csv", "path": str(tmp_path / "p.parquet")})) == 30
+
+
+def _write(tmp_path, text: str | bytes, name: str = "bad.csv") -> str:
+    path = tmp_path / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return str(path)
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "no such file"),
+    ("", "is empty"),
+    (b"\x00\x01\xff\xfe\x00garbage\x00" * 20, "could not be parsed|no 'close' column|does not hold dates"),
+    ("date,open\n2020-01-01,1\n", "no 'close' column"),
+    ("date,close\n2020-01-01,1\n2020-01-02,-3\n", "non-positive or non-finite prices at 2020-01-02"),
+    ("date,close\n2020-01-01,1\n2020-01-02,nan\n", "non-positive or non-finite prices at 2020-01-02"),
+    ("date,close\n2020-01-01,1\n2020-01-01,2\n", "duplicate timestamps 2020-01-01"),
+    ("date,close\nyesterday,1\ntoday,2\n", "does not hold dates"),
+    ("date,close\n2020-01-01,abc\n", "non-numeric values"),
+])
+def test_bad_files_get_one_clear_message(tmp_path, content, message) -> None:
+    path = str(tmp_path / "missing.csv") if content is None else _write(tmp_path, content)
+    with pytest.raises(DataError, match=message):
+        load_bars({"source": "csv", "path": path})
+
+
+def test_unsorted_rows_are_sorted_with_a_warning(tmp_path) -> None:
+    path = _write(tmp_path, "date,close\n2020-01-03,3\n2020-01-01,1\n2020-01-02,2\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        bars = load_bars({"source": "csv", "path": path})
+    assert list(bars["close"]) == [1, 2, 3]
+    assert any("sorted them" in str(w.message) for w in caught)
+
+
+def test_unknown_source_lists_the_allowed_ones() -> None:
+    with pytest.raises(DataError, match="allowed: sp500, nasdaq, csv, synthetic"):
+        load_bars({"source": "yahoo"})

@@ -1,0 +1,180 @@
+"""The backtest engine and its metrics: pinned by hand, against a naive loop, and for look-ahead."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from runner.backtest import BacktestConfig, run_backtest
+from strategies.buy_and_hold import BuyAndHold
+from strategies.mean_reversion import MeanReversion
+from strategies.momentum import Momentum
+from strategies.sma_crossover import SmaCrossover
+
+NO_COST = BacktestConfig(commission=0.0)
+
+
+def test_metrics_pinned_on_a_hand_checkable_series() -> None:
+    close = np.array([100.0, 110.0, 99.0, 99.0, 108.9])
+    weights = np.array([1.0, 1.0, 0.0, 1.0, 1.0])
+    result = run_backtest(close, weights, 5, 5, NO_COST)
+    m = result.metrics["train"]
+    # r = [nan, .1, -.1, 0, .1]; s[t] = w[t-1]*r[t] = [nan, .1, -.1, 0*0, 1*.1] = [., .1, -.1, 0, .1]
+    np.testing.assert_allclose(result.strategy_returns[1:], [0.1, -0.1, 0.0, 0.1])
+    # equity from 100k: 100k, 110k, 99k, 99k, 108.9k
+    np.testing.assert_allclose(result.equity, [100_000, 110_000, 99_000, 99_000, 108_900])
+    assert m["total_return"] == pytest.approx(0.089)
+    assert m["cagr"] == pytest.approx(1.089 ** (252 / 4) - 1)  # 4 return periods
+    # mean .025; deviations .075, -.125, -.025, .075 -> sum sq .0275 / 3 -> std .0957427
+    std = math.sqrt(0.0275 / 3)
+    assert m["annual_volatility"] == pytest.approx(std * math.sqrt(252))
+    assert m["sharpe_ratio"] == pytest.approx(0.025 / std * math.sqrt(252))  # = 4.1451
+    # downside: sqrt(mean([0, .01, 0, 0])) = .05 -> .025/.05*sqrt(252)
+    assert m["sortino_ratio"] == pytest.approx(0.5 * math.sqrt(252))
+    # peak 110k, trough 99k -> 10%; bars 2, 3, 4 are below the peak
+    assert m["max_drawdown"] == pytest.approx(0.1)
+    assert m["max_drawdown_duration"] == 3
+    assert m["calmar_ratio"] == pytest.approx((1.089 ** 63 - 1) / 0.1)
+    assert m["exposure"] == pytest.approx(0.8)  # 4 of 5 bars hold a position
+    assert m["turnover"] == pytest.approx(0.6 * 252)  # |dw| = 1, 0, 1, 1, 0
+    # trade 1: bars 0..2, (1.1)(0.9) - 1 = -0.01, closed; trade 2 opened at bar 3 is still open
+    assert m["num_trades"] == 1
+    assert m["win_rate"] == 0.0
+    assert m["profit_factor"] == 0.0  # no winners, one loser
+    assert m["expectancy"] == pytest.approx(-0.01)
+    assert m["benchmark_total_return"] == pytest.approx(0.089)
+    assert m["excess_return"] == pytest.approx(0.0)
+    trades = result.trades
+    assert list(trades["is_open"]) == [False, True]
+    assert trades["return"].tolist() == pytest.approx([-0.01, 0.1])
+    assert trades["bars_held"].tolist() == [2, 1]
+
+
+def test_costs_are_paid_on_each_weight_change() -> None:
+    close = np.array([100.0, 110.0, 99.0, 99.0, 108.9])
+    weights = np.array([1.0, 1.0, 0.0, -1.0, -1.0])
+    result = run_backtest(close, weights, 5, 5, BacktestConfig(commission=0.001, slippage=0.001))
+    # s1 = .1 ; s2 = -.1 - .002*1 ; s3 = 0 - .002*1 ; s4 = -1*.1 - 0
+    np.testing.assert_allclose(result.strategy_returns[1:], [0.1, -0.102, -0.002, -0.1])
+    assert list(result.fills["side"]) == ["buy", "sell", "sell"]
+    np.testing.assert_allclose(result.fills["cost"], [0.002, 0.002, 0.002])
+
+
+def naive_backtest(close, weights, bounds, cost, capital):
+    """A deliberately plain per-bar loop: returns, then equity restarting at each segment."""
+    n = len(close)
+    returns = [float("nan")] * n
+    for t in range(1, n):
+        prev = weights[t - 1]
+        returns[t] = prev * (close[t] / close[t - 1] - 1) - cost * abs(weights[t] - prev)
+    equity = [0.0] * n
+    for start, stop in bounds:
+        value = capital
+        for t in range(start, stop):
+            if t > 0:
+                value = value * (1 + returns[t])
+            equity[t] = value
+    return returns, equity
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_engine_matches_a_naive_loop(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 1500
+    close = 100 * np.exp(np.cumsum(0.01 * rng.standard_normal(n)))
+    weights = rng.choice([-1.0, -0.5, 0.0, 0.5, 1.0], size=n)
+    config = BacktestConfig(commission=0.0007, slippage=0.0003)
+    result = run_backtest(close, weights, 900, 1200, config)
+    returns, equity = naive_backtest(close, weights, [(0, 900), (900, 1200), (1200, n)], 0.001, 100_000.0)
+    np.testing.assert_allclose(result.strategy_returns[1:], returns[1:], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(result.equity, equity, rtol=1e-10)
+    for name, (start, stop) in result.bounds.items():
+        seg = np.array(returns[max(start, 1):stop])
+        assert result.metrics[name]["sharpe_ratio"] == pytest.approx(seg.mean() / seg.std(ddof=1) * math.sqrt(252))
+        assert result.metrics[name]["total_return"] == pytest.approx(np.prod(1 + seg) - 1)
+
+
+def test_trade_returns_compound_to_the_equity_curve() -> None:
+    """With flips and costs, trade returns multiply out to the whole curve's growth."""
+    rng = np.random.default_rng(5)
+    n = 800
+    close = 100 * np.exp(np.cumsum(0.01 * rng.standard_normal(n)))
+    weights = np.repeat(rng.choice([-1.0, 0.0, 1.0], size=n // 20), 20)
+    weights[-1] = 0.0  # close everything on the last bar
+    result = run_backtest(close, weights, n, n, BacktestConfig(commission=0.001))
+    assert not result.trades["is_open"].any()
+    growth = np.prod(1 + result.trades["return"].to_numpy())
+    assert growth == pytest.approx(result.equity[-1] / 100_000, rel=1e-10)
+
+
+STRATEGIES = [Momentum(lookback=10, long_only=False), SmaCrossover(fast=5, slow=20, long_only=False),
+              MeanReversion(window=15, entry_z=1.5, exit_z=0.2, long_only=False), BuyAndHold()]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=lambda s: s.name)
+def test_no_bar_uses_a_later_bar(strategy) -> None:
+    rng = np.random.default_rng(11)
+    close = 100 * np.exp(np.cumsum(0.01 * rng.standard_normal(600)))
+    k = 400
+    perturbed = close.copy()
+    perturbed[k:] *= np.exp(0.05 * rng.standard_normal(600 - k))
+    base_w, pert_w = strategy.target_weights(close), strategy.target_weights(perturbed)
+    np.testing.assert_array_equal(base_w[:k], pert_w[:k])
+    base, pert = run_backtest(close, base_w, 300, 350), run_backtest(perturbed, pert_w, 300, 350)
+    np.testing.assert_array_equal(base.strategy_returns[:k], pert.strategy_returns[:k])
+    assert base.metrics["train"] == pert.metrics["train"]
+    assert base.metrics["val"] == pert.metrics["val"]
+    features = strategy.features(pd.DataFrame({"close": close})).to_numpy()
+    pert_features = strategy.features(pd.DataFrame({"close": perturbed})).to_numpy()
+    np.testing.assert_array_equal(features[:k], pert_features[:k])
+
+
+def test_edge_cases() -> None:
+    close = np.linspace(100, 120, 50)
+    flat = run_backtest(close, np.zeros(50), 50, 50).metrics["train"]
+    assert flat["num_trades"] == 0 and math.isnan(flat["win_rate"]) and math.isnan(flat["sharpe_ratio"])
+    assert flat["exposure"] == 0 and flat["total_return"] == 0
+    constant = run_backtest(np.full(50, 100.0), np.ones(50), 50, 50, NO_COST).metrics["train"]
+    assert math.isnan(constant["sharpe_ratio"]) and math.isnan(constant["benchmark_sharpe_ratio"])
+    assert math.isnan(constant["calmar_ratio"]) and constant["max_drawdown"] == 0
+    one_open = run_backtest(close, np.r_[np.zeros(10), np.ones(40)], 50, 50)
+    assert len(one_open.trades) == 1 and bool(one_open.trades["is_open"].iloc[0])
+    assert one_open.metrics["train"]["num_trades"] == 0
+
+
+@pytest.mark.parametrize("strategy_cls,kwargs", [(Momentum, {"lookback": 5}),
+                                                  (SmaCrossover, {"fast": 3, "slow": 8}),
+                                                  (MeanReversion, {"window": 10, "entry_z": 1.0, "exit_z": 0.0})])
+def test_long_only_both_ways(strategy_cls, kwargs) -> None:
+    rng = np.random.default_rng(3)
+    close = 100 * np.exp(np.cumsum(0.02 * rng.standard_normal(400)))
+    long_only = strategy_cls(**kwargs, long_only=True).target_weights(close)
+    both = strategy_cls(**kwargs, long_only=False).target_weights(close)
+    assert set(np.unique(long_only)) <= {0.0, 1.0} and (both < 0).any()
+    if strategy_cls is not MeanReversion:  # stateless rules: long-only is the long/short rule floored at 0
+        np.testing.assert_array_equal(long_only, np.maximum(both, 0))
+
+
+def test_strategy_rules_follow_design() -> None:
+    close = np.array([10.0, 11, 12, 11, 10, 9, 10, 11])
+    w = Momentum(lookback=2, long_only=False).target_weights(close)
+    # w[t] = sign(close[t]/close[t-2] - 1), 0 before bar 2
+    np.testing.assert_array_equal(w, [0, 0, 1, 0, -1, -1, 0, 1])
+    w = SmaCrossover(fast=2, slow=3, long_only=False).target_weights(close)
+    # SMA2 vs SMA3 from bar 2: (11.5>11) (11.5>11.33) (10.5<11) (9.5<10) (9.5<9.67) (10.5>10)
+    np.testing.assert_array_equal(w, [0, 0, 1, 1, -1, -1, -1, 1])
+    assert (BuyAndHold().target_weights(close) == 1).all()
+
+
+def test_invalid_strategy_parameters_name_the_key() -> None:
+    with pytest.raises(ValueError, match="strategy.lookback must be >= 1"):
+        Momentum(lookback=0)
+    with pytest.raises(ValueError, match="strategy.fast must be < strategy.slow"):
+        SmaCrossover(fast=20, slow=10)
+    with pytest.raises(ValueError, match="exit_z"):
+        MeanReversion(entry_z=1.0, exit_z=2.0)
+    with pytest.raises(ValueError, match="backtest.commission must be >= 0"):
+        BacktestConfig(commission=-0.1)

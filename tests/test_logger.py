@@ -1,0 +1,180 @@
+"""MLflowLogger against a real sqlite store: every effect is read back with MlflowClient."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from runner.logger import MLflowLogger, NoActiveRunError
+from runner.model_io import load_torch_model
+from runner.params import REDACTED, flatten_config, to_jsonable
+
+
+def tiny_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+
+
+def test_seed_usage_end_to_end(tracking_uri: str, tmp_path) -> None:
+    """The original sketch's usage: start a run, log params/metrics/model/backtest, find the best run."""
+    logger = MLflowLogger("trading_experiment", tracking_uri)
+    params = {"strategy": {"name": "momentum", "lookback": 20}, "windows": [5, 20], "lr": np.float32(0.01)}
+    snapshot = copy.deepcopy(params)
+    model = tiny_model()
+    portfolio = pd.DataFrame({"timestamp": pd.date_range("2020-01-01", periods=3), "segment": "val",
+                              "close": [1.0, 2.0, 3.0], "weight": [0.0, 1.0, 1.0],
+                              "strategy_return": [np.nan, 0.0, 0.5], "equity": [1.0, 1.0, 1.5],
+                              "benchmark_equity": [1.0, 2.0, 3.0], "drawdown": [0.0, 0.0, 0.0]})
+    trades = pd.DataFrame({"entry_time": [pd.Timestamp("2020-01-02")], "return": [0.5]})
+    with logger.start_run(run_name="seed_run") and logger:
+        run_id = logger.run_id
+        logger.log_params(params)
+        logger.log_metrics({"train_loss": 0.5}, step=1)
+        uri = logger.log_model(model, "model")
+        logger.log_backtest_results({"metrics": {"val_sharpe_ratio": 1.5, "val_total_return": 0.2},
+                                     "trades": trades, "portfolio_values": portfolio})
+    assert params == snapshot  # input not mutated
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "seed_run"
+    assert run.data.params["strategy"] == '{"lookback": 20, "name": "momentum"}'
+    assert run.data.params["windows"] == "[5, 20]" and run.data.params["lr"] == "0.009999999776482582"
+    assert run.data.metrics["val_sharpe_ratio"] == 1.5
+    files = {a.path for a in client.list_artifacts(run_id, "backtest")}
+    assert files == {"backtest/trades.json", "backtest/portfolio_values.json", "backtest/results.json"}
+    table = json.loads(open(client.download_artifacts(run_id, "backtest/portfolio_values.json", str(tmp_path))).read())
+    assert table["columns"] == list(portfolio.columns)
+    assert table["data"][0][0] == "2020-01-01T00:00:00" and table["data"][0][4] is None
+    reloaded = load_torch_model(uri)
+    x = torch.randn(7, 3)
+    torch.testing.assert_close(reloaded(x), model(x))
+    best = logger.get_best_run("val_sharpe_ratio")
+    assert best == {"run_id": run_id, "metrics": run.data.metrics, "params": run.data.params}
+
+
+def _run(logger: MLflowLogger, metrics: dict, status: str = "FINISHED") -> str:
+    logger.start_run()
+    run_id = logger.run_id
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logger.log_metrics(metrics)
+    logger.end_run(status)
+    return run_id
+
+
+def test_get_best_run_max_min_nan_inf_failed_and_empty(tracking_uri: str) -> None:
+    logger = MLflowLogger("best", tracking_uri)
+    assert logger.get_best_run("val_sharpe_ratio") is None  # empty experiment
+    low = _run(logger, {"val_sharpe_ratio": -1.0})
+    mid = _run(logger, {"val_sharpe_ratio": 0.5})
+    _run(logger, {"val_sharpe_ratio": float("nan")})
+    _run(logger, {"val_sharpe_ratio": float("inf")})  # logged as NaN: never wins
+    _run(logger, {"val_sharpe_ratio": 9.0}, status="FAILED")
+    _run(logger, {"other": 1.0})
+    assert logger.get_best_run("val_sharpe_ratio")["run_id"] == mid
+    assert logger.get_best_run("val_sharpe_ratio", mode="min")["run_id"] == low
+    tie = _run(logger, {"val_sharpe_ratio": 0.5})
+    assert logger.get_best_run("val_sharpe_ratio")["run_id"] == tie  # ties: most recently started
+    assert logger.get_best_run("val_sharpe_ratio", filter_string=f"attributes.run_id = '{low}'")["run_id"] == low
+    with pytest.raises(ValueError, match="mode 'best' is not valid"):
+        logger.get_best_run("val_sharpe_ratio", mode="best")
+    with pytest.raises(ValueError, match="not a valid MLflow metric key"):
+        logger.get_best_run("val sharpe %")
+
+
+def test_stored_inf_from_another_client_never_wins(tracking_uri: str) -> None:
+    logger = MLflowLogger("inf", tracking_uri)
+    good = _run(logger, {"val_sharpe_ratio": 2.0})
+    client = MlflowClient(tracking_uri)
+    run = client.create_run(logger.experiment_id)
+    client.log_metric(run.info.run_id, "val_sharpe_ratio", float("inf"))  # stored as 1.797e308
+    client.set_terminated(run.info.run_id)
+    assert logger.get_best_run("val_sharpe_ratio")["run_id"] == good
+
+
+def test_small_metric_values_survive_the_filter_grammar(tracking_uri: str) -> None:
+    """Bounds like 1e-05 must be written without exponents for MLflow's filter parser."""
+    logger = MLflowLogger("tiny", tracking_uri)
+    ids = [_run(logger, {"m": v}) for v in (1e-05, 3e-07, -2e-9)]
+    assert logger.get_best_run("m")["run_id"] == ids[0]
+    assert logger.get_best_run("m", mode="min")["run_id"] == ids[2]
+
+
+def test_long_params_secrets_and_key_validation(tracking_uri: str, tmp_path) -> None:
+    logger = MLflowLogger("params", tracking_uri)
+    long_value = list(range(3000))
+    with logger:
+        logged = logger.log_params({"universe": long_value, "db.password": "hunter2", "api_key": "k",
+                                    "uri": "postgresql://bob:s3cret@host/db", "env": "${oc.env:TOKEN}"})
+        run_id = logger.run_id
+        with pytest.raises(ValueError, match="param key 'bad%key' is not valid"):
+            logger.log_params({"bad%key": 1})
+    params = MlflowClient(tracking_uri).get_run(run_id).data.params
+    assert params["db.password"] == REDACTED and params["api_key"] == REDACTED and params["env"] == REDACTED
+    assert "s3cret" not in params["uri"] and params["uri"].endswith("@host/db")
+    assert "params/long_params.json" in params["universe"] and logged["universe"] == params["universe"]
+    path = MlflowClient(tracking_uri).download_artifacts(run_id, "params/long_params.json", str(tmp_path))
+    assert json.loads(open(path).read())["universe"] == long_value  # kept whole
+
+
+def test_no_active_run_and_context_manager_statuses(tracking_uri: str) -> None:
+    logger = MLflowLogger("status", tracking_uri)
+    with pytest.raises(NoActiveRunError, match="no active run"):
+        logger.log_metrics({"a": 1.0})
+    with pytest.raises(RuntimeError, match="boom"):
+        with logger:
+            failed = logger.run_id
+            raise RuntimeError("boom")
+    with pytest.raises(KeyboardInterrupt):
+        with logger:
+            killed = logger.run_id
+            raise KeyboardInterrupt
+    client = MlflowClient(tracking_uri)
+    assert client.get_run(failed).info.status == "FAILED"
+    assert client.get_run(killed).info.status == "KILLED"
+    assert logger.run_id is None
+
+
+def test_default_store_is_under_the_launch_dir(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    logger = MLflowLogger("default")
+    assert logger.tracking_uri == f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"
+    experiment = logger.client.get_experiment(logger.experiment_id)
+    assert experiment.artifact_location == (tmp_path / "outputs" / "mlartifacts").as_uri()
+
+
+def test_json_of_numpy_and_pandas_round_trips(tracking_uri: str, tmp_path) -> None:
+    value = {"a": np.arange(3), "b": np.float64(1.5), "c": pd.Timestamp("2020-01-02"), "d": float("nan"),
+             "e": pd.Series([1, 2], index=["x", "y"]), "f": np.int64(7), "g": [np.bool_(True)]}
+    expected = {"a": [0, 1, 2], "b": 1.5, "c": "2020-01-02T00:00:00", "d": None, "e": {"x": 1, "y": 2},
+                "f": 7, "g": [True]}
+    assert to_jsonable(value) == expected
+    logger = MLflowLogger("json", tracking_uri)
+    with logger:
+        logger.log_dict(value, "extra/value.json")
+        run_id = logger.run_id
+    path = MlflowClient(tracking_uri).download_artifacts(run_id, "extra/value.json", str(tmp_path))
+    assert json.loads(open(path).read()) == expected
+    with pytest.raises(ValueError, match="must stay inside"):
+        with logger:
+            logger.log_dict({}, "../escape.json")
+
+
+def test_flatten_config_resolves_and_redacts(monkeypatch) -> None:
+    from omegaconf import OmegaConf
+
+    monkeypatch.setenv("MY_TOKEN", "topsecret")
+    cfg = OmegaConf.create({"model": {"lr": 0.1, "sizes": [8, 4]}, "tracking": {"uri": "${oc.env:MY_TOKEN}"},
+                            "ref": "${model.lr}", "hydra": {"run": {"dir": "x"}}})
+    flat = flatten_config(cfg)
+    assert flat == {"model.lr": 0.1, "model.sizes": [8, 4], "tracking.uri": REDACTED, "ref": 0.1}
+    assert "topsecret" not in json.dumps(flat) and not math.isnan(flat["model.lr"])
