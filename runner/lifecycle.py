@@ -1,0 +1,62 @@
+"""Run lifecycle: signals become KILLED runs, exceptions FAILED runs with the error logged.
+
+MLflow alone leaves a SIGTERM'd run RUNNING and marks an un-``with``ed failed run FINISHED at exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import traceback
+from collections.abc import Iterator
+from typing import Any
+
+HANDLED_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s)
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM/SIGHUP so that cleanup runs and the run ends KILLED."""
+
+
+@contextlib.contextmanager
+def signals_as_interrupts() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated(f"received {signal.Signals(signum).name}")
+
+    previous = {sig: signal.signal(sig, handler) for sig in HANDLED_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def tracked_run(logger: Any) -> Iterator[Any]:
+    """End the logger's active run FINISHED, FAILED (error logged as tag + artifact) or KILLED."""
+    try:
+        with signals_as_interrupts():
+            yield logger
+    except KeyboardInterrupt as interrupt:
+        _record_error(logger, f"{type(interrupt).__name__}: {interrupt}", "")
+        logger.end_run("KILLED")
+        raise
+    except BaseException as error:
+        _record_error(logger, f"{type(error).__name__}: {error}", traceback.format_exc())
+        logger.end_run("FAILED")
+        raise
+    else:
+        logger.end_run("FINISHED")
+
+
+def _record_error(logger: Any, message: str, details: str) -> None:
+    """Best effort: the run must still be ended even if the store refuses the error record."""
+    with contextlib.suppress(Exception):
+        logger.set_tags({"error": message[:1000]})
+        if details:
+            logger.log_text(details, "error.txt")

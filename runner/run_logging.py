@@ -1,0 +1,94 @@
+"""What one run leaves in MLflow: params, tags, metrics, curves, tables, figures, config and the model.
+
+All files are staged in one temp dir and uploaded with one call; params, metrics and tags go in batches,
+so the number of MLflow calls does not grow with bars or epochs.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from runner.params import flatten, redact_tree, to_jsonable
+
+PARAM_GROUPS = ("data", "model", "strategy", "backtest", "selection")
+
+
+@dataclass
+class RunExtras:
+    """Context the run cannot derive from its config: the redacted config and Hydra's own files."""
+
+    redacted_config: dict[str, Any]
+    hydra_dir: Path | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def run_params(redacted_config: dict[str, Any]) -> dict[str, Any]:
+    """Dotted params from the redacted config: data.*, model.*, strategy.*, backtest.*, seed, ..."""
+    params = {k: v for k, v in flatten({k: redacted_config.get(k) for k in PARAM_GROUPS}).items()}
+    params["seed"] = redacted_config.get("seed")
+    params["experiment_name"] = redacted_config.get("experiment_name")
+    return params
+
+
+def _redacted_hydra_files(hydra_dir: Path | None, target: Path) -> None:
+    if hydra_dir is None or not hydra_dir.is_dir():
+        return
+    target.mkdir(parents=True, exist_ok=True)
+    for file in sorted(hydra_dir.glob("*.yaml")):
+        content = yaml.safe_load(file.read_text()) or {}
+        (target / file.name).write_text(yaml.safe_dump(redact_tree(content), sort_keys=False))
+
+
+def log_outcome(logger: Any, prepared: Any, outcome: Any, dataset: Any, extras: RunExtras | None) -> None:
+    from runner.plots import equity_figure, training_figure
+
+    extras = extras or RunExtras(redact_tree(prepared.config))
+    started = time.perf_counter()
+    result = outcome.result
+    logger.log_params(run_params(extras.redacted_config))
+    if extras.tags:
+        logger.set_tags(extras.tags)
+    if outcome.training is not None:
+        logger.log_metric_history(outcome.training.history)
+    results = result.to_results()
+    results["timings"] = outcome.timings
+    logger.log_backtest_results(results)
+    figures_started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "figures").mkdir()
+        title = f"{type(prepared.strategy).__name__} on {prepared.config['data']['source']}"
+        figure = equity_figure(result, title=title)
+        figure.savefig(root / "figures" / "equity.png", dpi=90)
+        if outcome.training is not None:
+            training = training_figure(outcome.training.history, outcome.training.best_epoch)
+            training.savefig(root / "figures" / "training.png", dpi=90)
+        import matplotlib.pyplot as plt
+
+        plt.close("all")
+        figures_seconds = time.perf_counter() - figures_started
+        (root / "config.yaml").write_text(yaml.safe_dump(to_jsonable(extras.redacted_config), sort_keys=False))
+        _redacted_hydra_files(extras.hydra_dir, root / ".hydra")
+        if dataset is not None:
+            (root / "model_inputs").mkdir()
+            (root / "model_inputs" / "standardisation.json").write_text(
+                json.dumps(to_jsonable(dataset.standardisation()), indent=2))
+        logger.log_artifacts(root)
+    if outcome.training is not None:
+        model_started = time.perf_counter()
+        example = outcome.training.model.example_input(2) if hasattr(outcome.training.model, "example_input") \
+            else None
+        logger.log_model(outcome.training.model, "model", input_example=example)
+        outcome.timings["model_logging"] = time.perf_counter() - model_started
+        logger.log_metrics({"best_epoch": float(outcome.training.best_epoch),
+                            "train_seconds": float(outcome.training.seconds)})
+    outcome.timings["figures"] = figures_seconds
+    outcome.timings["logging"] = time.perf_counter() - started - figures_seconds - outcome.timings.get(
+        "model_logging", 0.0)
