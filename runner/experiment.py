@@ -89,8 +89,9 @@ def compute_weights(prepared: Prepared) -> tuple[np.ndarray, Any, Any]:
     features = prepared.strategy.features(prepared.bars)
     seq_len = int(prepared.model_kwargs.get("seq_len", 0))
     dataset = build_dataset(features, close, prepared.train_end, prepared.val_end, seq_len)
-    model = build(prepared.model_kwargs, "model", n_features=dataset.features.shape[1])
-    training = train_model(model, dataset, prepared.training, prepared.seed)
+    n_features = dataset.features.shape[1]
+    training = train_model(lambda: build(prepared.model_kwargs, "model", n_features=n_features), dataset,
+                           prepared.training, prepared.seed)
     forecasts = forecast(training.model, dataset)
     return prepared.strategy.weights_from_forecast(forecasts), training, dataset
 

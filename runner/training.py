@@ -116,10 +116,15 @@ class TrainingResult:
 
 
 def train_model(model: Any, data: Dataset, config: TrainingConfig, seed: int) -> TrainingResult:
-    """Adam with weight decay on mini-batches; early stopping on val loss; the best weights restored."""
+    """Adam with weight decay on mini-batches; early stopping on val loss; the best weights restored.
+
+    ``model`` is a zero-argument builder (seeded here before it initialises its weights) or a module.
+    """
     import torch
 
     seed_everything(seed)
+    if not isinstance(model, torch.nn.Module):
+        model = model()
     device = pick_device(config.device)
     model = model.to(device)
     x_train = torch.as_tensor(data.inputs(data.rows["train"]), device=device)

@@ -1,0 +1,148 @@
+"""The runner: real Hydra composition of every option, and the real CLI in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow import MlflowClient
+
+import runner.config  # noqa: F401
+from runner.components import build
+from runner.experiment import prepare
+from tests.conftest import ROOT, run_cli
+
+CONF = str(ROOT / "conf")
+GROUP_OPTIONS = {group: sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
+                 for group in ("data", "model", "strategy", "backtest", "tracking")}
+
+
+def _compose(overrides: list[str]):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def test_defaults_follow_the_contract() -> None:
+    cfg = _compose([])
+    assert cfg.data.source == "sp500" and cfg.model._target_.endswith("MLPForecaster")
+    assert cfg.backtest.commission == 0.0005 and cfg.tracking.uri is None and cfg.strategy is None
+    assert cfg.experiment_name == "trading_experiment" and cfg.selection.metric == "val_sharpe_ratio"
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUP_OPTIONS.items() for o in opts])
+def test_every_option_of_every_group_composes_and_builds(group: str, option: str) -> None:
+    overrides = [f"{group}={option}" if group != "strategy" else f"+strategy={option}"]
+    if group != "strategy":
+        overrides.append("+strategy=momentum")
+    if option == "csv":
+        overrides.append("data.path=/nonexistent.csv")
+    cfg = _compose(overrides)
+    from omegaconf import OmegaConf
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert build(resolved["strategy"], "strategy").warmup >= 0
+    if group == "model" and resolved["model"]["_target_"]:
+        from runner.training import split_model_config
+
+        kwargs, training = split_model_config(resolved["model"])
+        model = build(kwargs, "model", n_features=5)
+        assert model(model.example_input(3)).shape == (3,) and training.epochs >= 1
+    if group == "data" and option != "csv":
+        assert prepare(resolved).train_end > 0
+
+
+def test_typos_and_wrong_types_fail_at_compose_time() -> None:
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="backtest.comission"):
+        _compose(["+strategy=momentum", "backtest.comission=0.1"])
+    with pytest.raises(ConfigCompositionException, match="periods_per_year"):
+        _compose(["+strategy=momentum", "backtest.periods_per_year=daily"])
+
+
+def test_misspelled_strategy_parameter_gets_did_you_mean() -> None:
+    from omegaconf import OmegaConf
+
+    resolved = OmegaConf.to_container(_compose(["+strategy=momentum", "+strategy.lookbak=5"]), resolve=True)
+    with pytest.raises(TypeError, match="Did you mean strategy.lookback"):
+        prepare(resolved)
+
+
+def test_no_strategy_lists_the_available_ones(tmp_path: Path, cli_env: dict) -> None:
+    done = run_cli(["runner"], cli_env, tmp_path)
+    assert done.returncode != 0
+    for name in GROUP_OPTIONS["strategy"]:
+        assert name in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "outputs" / "mlflow.db").exists()
+
+
+def test_bad_value_is_one_clear_message_and_no_run(tmp_path: Path, cli_env: dict, tracking_uri: str) -> None:
+    done = run_cli(["runner", "+strategy=sma_crossover", "strategy.fast=50", "strategy.slow=10", "model=none"],
+                   cli_env, tmp_path)
+    assert done.returncode == 2
+    assert "strategy.fast must be < strategy.slow" in done.stderr and "Traceback" not in done.stderr
+    assert not Path(tracking_uri[len("sqlite:///"):]).exists()  # validated before any MLflow run
+
+
+def _read_run(tracking_uri: str):
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("trading_experiment")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1
+    return client, runs[0]
+
+
+def _table(client: MlflowClient, run_id: str, path: str, tmp_path: Path) -> pd.DataFrame:
+    payload = json.loads(Path(client.download_artifacts(run_id, path, str(tmp_path))).read_text())
+    return pd.DataFrame(payload["data"], columns=payload["columns"])
+
+
+@pytest.mark.slow
+def test_cli_classic_rule_end_to_end(tmp_path: Path, cli_env: dict, tracking_uri: str) -> None:
+    done = run_cli(["runner", "+strategy=momentum", "model=none", "strategy.lookback=10"], cli_env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "val_sharpe_ratio" in done.stdout and "mlflow ui --backend-store-uri" in done.stdout
+    client, run = _read_run(tracking_uri)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["strategy.lookback"] == "10" and run.data.params["data.splits"] == "[0.6, 0.2, 0.2]"
+    assert run.data.tags["strategy"] == "momentum" and run.data.tags["model"] == "none"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"backtest", "figures", "config.yaml", ".hydra"} <= artifacts
+    table = _table(client, run.info.run_id, "backtest/portfolio_values.json", tmp_path)
+    assert list(table.columns) == ["timestamp", "segment", "close", "weight", "strategy_return", "equity",
+                                   "benchmark_equity", "drawdown"]
+    # Recompute val metrics from the logged table alone.
+    val = table[table["segment"] == "val"]
+    returns = val["strategy_return"].to_numpy(dtype=float)
+    sharpe = returns.mean() / returns.std(ddof=1) * math.sqrt(252)
+    assert run.data.metrics["val_sharpe_ratio"] == pytest.approx(sharpe, rel=1e-9)
+    assert run.data.metrics["val_total_return"] == pytest.approx(val["equity"].iloc[-1] / 100_000 - 1, rel=1e-9)
+    peak = np.maximum.accumulate(np.r_[100_000, val["equity"].to_numpy()])[1:]
+    assert run.data.metrics["val_max_drawdown"] == pytest.approx((1 - val["equity"] / peak).max(), rel=1e-9)
+
+
+@pytest.mark.slow
+def test_cli_with_mlp_logs_curves_figures_and_a_reloadable_model(tmp_path: Path, cli_env: dict,
+                                                                 tracking_uri: str) -> None:
+    done = run_cli(["runner", "+strategy=momentum", "model=mlp", "model.epochs=3", "data.start=2008-01-01"],
+                   cli_env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    client, run = _read_run(tracking_uri)
+    history = client.get_metric_history(run.info.run_id, "val_loss")
+    assert [m.step for m in history] == list(range(len(history))) and 1 <= len(history) <= 3
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert figures == {"figures/equity.png", "figures/training.png"}
+    from runner.model_io import load_torch_model
+
+    model = load_torch_model(f"runs:/{run.info.run_id}/model")
+    import torch
+
+    stats = json.loads(Path(client.download_artifacts(run.info.run_id, "model_inputs/standardisation.json",
+                                                      str(tmp_path))).read_text())
+    assert stats["features"] == ["ret_1", "ret_5", "ret_20", "vol_20"] and len(stats["mean"]) == 4
+    assert model(torch.zeros(7, 4)).shape == (7,)
