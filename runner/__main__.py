@@ -7,7 +7,6 @@ are fast. User errors print one line and exit non-zero; ``HYDRA_FULL_ERROR=1`` s
 from __future__ import annotations
 
 import os
-import sys
 
 import hydra
 from omegaconf import DictConfig
@@ -23,4 +22,4 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     os.environ.setdefault("RUNNER_LAUNCH_DIR", os.getcwd())
-    sys.exit(main())
+    main()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -48,7 +49,8 @@ def run_tags(cfg: DictConfig, resolved: dict[str, Any]) -> dict[str, str]:
     choices = hydra_cfg.runtime.choices
     tags = {"strategy": str(choices.get("strategy")), "model": str(choices.get("model")),
             "data": str(choices.get("data")), "overrides": " ".join(hydra_cfg.overrides.task),
-            "argv": " ".join(sys.argv), "config_hash": config_hash(resolved)}
+            "argv": " ".join(sys.argv), "config_hash": config_hash(resolved),
+            "runner.host": socket.gethostname(), "runner.pid": str(os.getpid())}
     tags.update(git_tags())
     return tags
 

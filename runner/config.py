@@ -55,6 +55,8 @@ class Config:
     seed: int = 42
     experiment_name: str = "trading_experiment"
     run_name: str | None = None
+    sweep_name: str | None = None
+    resume: bool = True
     selection: SelectionConf = field(default_factory=SelectionConf)
     data: Any = MISSING
     model: Any = MISSING

@@ -113,6 +113,20 @@ class MLflowLogger:
         self.experiment_id = self._get_or_create_experiment(experiment_name)
         self.run_id: str | None = None
 
+    @classmethod
+    def open_existing(cls, experiment_name: str, tracking_uri: str | None = None) -> MLflowLogger:
+        """A logger on an experiment that must already exist (reports never create stores or experiments)."""
+        from mlflow import MlflowClient
+
+        uri = resolve_tracking_uri(tracking_uri)
+        if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+            raise LookupError(f"no MLflow store at {uri}: run an experiment first, or pass --tracking-uri.")
+        experiment = MlflowClient(uri).get_experiment_by_name(experiment_name)
+        if experiment is None or experiment.lifecycle_stage == "deleted":
+            names = [e.name for e in MlflowClient(uri).search_experiments(max_results=20)]
+            raise LookupError(f"no experiment named {experiment_name!r} in {uri}; experiments: {', '.join(names)}.")
+        return cls(experiment_name, uri)
+
     def _get_or_create_experiment(self, name: str) -> str:
         from mlflow.exceptions import MlflowException
 

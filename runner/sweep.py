@@ -1,0 +1,130 @@
+"""Sweeps: a parent MLflow run per ``-m`` sweep, one child run per job, and the winner at the end.
+
+Hydra calls ``on_multirun_end`` only when no job raised, and a ``sys.exit`` inside a job ends the whole
+sweep, so jobs never raise for a bad config or a failed run: they end their child run FAILED, record the
+error and return NaN. The parent process then reads every outcome back from MLflow. An exception inside
+a callback is only a warning to Hydra, so the callbacks exit non-zero themselves when they cannot work.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import traceback
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from runner.cli import USER_ERRORS, run_tags, tracking_uri_for
+
+PARENT_FILE = ".mlflow_sweep.json"
+
+
+def _sweep_state(sweep_dir: str | Path) -> dict[str, str]:
+    path = Path(sweep_dir) / PARENT_FILE
+    if not path.is_file():
+        raise LookupError(f"no sweep parent run recorded in {path}: is runner.sweep.SweepCallback configured "
+                          "under hydra.callbacks (conf/config.yaml)?")
+    return json.loads(path.read_text())
+
+
+def _finished_run_with_hash(logger: Any, digest: str) -> Any:
+    runs = logger.client.search_runs([logger.experiment_id], max_results=1,
+                                     filter_string=f"tags.config_hash = '{digest}' and attributes.status = 'FINISHED'")
+    return runs[0] if runs else None
+
+
+def run_job(cfg: DictConfig) -> float:
+    """One sweep job as a child run; never raises for a failed experiment (returns NaN instead)."""
+    from runner.experiment import execute, prepare
+    from runner.lifecycle import tracked_run
+    from runner.logger import MLflowLogger
+    from runner.params import config_to_container
+    from runner.run_logging import RunExtras
+
+    hydra_cfg = HydraConfig.get()
+    state = _sweep_state(hydra_cfg.sweep.dir)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    logger = MLflowLogger(state["experiment_name"], state["tracking_uri"])
+    tags = run_tags(cfg, resolved)
+    tags.update({"sweep_id": state["parent_run_id"], "sweep_name": state["sweep_name"],
+                 "job_number": str(hydra_cfg.job.num)})
+    run_name = f"{state['sweep_name']}-{hydra_cfg.job.num}"
+    if resolved.get("resume", True):
+        previous = _finished_run_with_hash(logger, tags["config_hash"])
+        if previous is not None:  # a light child that points at it, so this sweep's winner still sees it
+            pointer = {k: v for k, v in tags.items() if k != "config_hash"}  # never found as a "previous" run
+            logger.start_run(run_name, tags={**pointer, "resumed_from": previous.info.run_id},
+                             parent_run_id=state["parent_run_id"])
+            logger.end_run("FINISHED")
+            print(f"[{run_name}] skipped: this config already has FINISHED run {previous.info.run_id}")
+            return float(previous.data.metrics.get(resolved["selection"]["metric"], math.nan))
+    logger.start_run(run_name, tags=tags, parent_run_id=state["parent_run_id"])
+    try:
+        with tracked_run(logger):
+            if resolved.get("strategy") is None:
+                raise LookupError("no strategy given: add +strategy=NAME")
+            prepared = prepare(resolved)
+            extras = RunExtras(config_to_container(cfg), Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir)
+            outcome = execute(prepared, logger, extras)
+    except USER_ERRORS as error:
+        print(f"[{run_name}] error: {error}", file=sys.stderr)
+        return math.nan
+    except Exception:  # noqa: BLE001 - the run is FAILED with the traceback logged; the sweep goes on
+        print(f"[{run_name}] failed:\n{traceback.format_exc()}", file=sys.stderr)
+        return math.nan
+    print(f"[{run_name}] {resolved['selection']['metric']} = {outcome.selection_value:.4f}")
+    return outcome.selection_value
+
+
+class SweepCallback(Callback):
+    """Creates the store, experiment and parent run before any job; reports the winner at the end."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            self._start(config)
+        except Exception as error:  # noqa: BLE001 - Hydra would only warn and run jobs without a parent
+            print(f"error: the sweep could not start: {error}", file=sys.stderr)
+            sys.exit(2)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            failed = self._finish(config)
+        except Exception as error:  # noqa: BLE001
+            print(f"error: the sweep's winner could not be reported: {error}", file=sys.stderr)
+            sys.exit(1)
+        if failed:
+            print(f"error: {len(failed)} job(s) failed: {', '.join(failed)}", file=sys.stderr)
+            sys.exit(1)
+
+    def _start(self, config: DictConfig) -> None:
+        from runner.health import check_tracking_server
+        from runner.logger import MLflowLogger
+
+        uri = tracking_uri_for({"tracking": OmegaConf.to_container(config.tracking, resolve=True)})
+        check_tracking_server(uri)
+        logger = MLflowLogger(str(config.experiment_name), uri)  # creates the schema once, here
+        name = config.get("sweep_name") or datetime.now().strftime("sweep_%Y%m%d_%H%M%S")
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        overrides = " ".join(config.hydra.overrides.task)
+        run = logger.client.create_run(logger.experiment_id, run_name=name, tags={
+            "runner.role": "sweep_parent", "sweep_name": name, "overrides": overrides, "argv": " ".join(sys.argv),
+            "sweep_dir": str(sweep_dir)})
+        state = {"parent_run_id": run.info.run_id, "sweep_name": name, "tracking_uri": uri,
+                 "experiment_name": str(config.experiment_name), "experiment_id": logger.experiment_id,
+                 "metric": str(config.selection.metric), "mode": str(config.selection.mode)}
+        (sweep_dir / PARENT_FILE).write_text(json.dumps(state))
+        logger.client.set_tag(run.info.run_id, "sweep_id", run.info.run_id)
+        print(f"sweep {name}: parent run {run.info.run_id}")
+
+    def _finish(self, config: DictConfig) -> list[str]:
+        from runner.sweep_report import report_sweep
+
+        return report_sweep(Path(config.hydra.sweep.dir), _sweep_state(config.hydra.sweep.dir))
+
