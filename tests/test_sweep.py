@@ -1,0 +1,99 @@
+"""Sweeps through the real CLI (Hydra multirun) and the best-run report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import run_cli
+
+FAST = ["model=none", "data.start=2010-01-01", "data.end=2014-12-31"]
+
+
+def _sweep_dir(launch: Path) -> Path:
+    found = sorted(launch.glob("outputs/multirun/*/*/best_run.json"))
+    assert len(found) == 1, found
+    return found[0].parent
+
+
+def _children(tracking_uri: str, parent_id: str):
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("trading_experiment")
+    return client, client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+
+
+@pytest.mark.slow
+def test_three_job_sweep_winner_matches_an_independent_query(tmp_path: Path, cli_env: dict, tracking_uri: str) -> None:
+    done = run_cli(["runner", "-m", "+strategy=momentum", *FAST, "strategy.lookback=5,20,60"], cli_env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    best = json.loads((_sweep_dir(tmp_path) / "best_run.json").read_text())
+    client, children = _children(tracking_uri, best["parent_run_id"])
+    assert len(children) == 3 and {r.info.status for r in children} == {"FINISHED"}
+    assert sorted(r.info.run_name for r in children) == [f"{best['sweep_name']}-{i}" for i in range(3)]
+    independent = max(children, key=lambda r: r.data.metrics["val_sharpe_ratio"])
+    assert best["winner"]["run_id"] == independent.info.run_id
+    assert best["winner"]["params"] == {"strategy.lookback": independent.data.params["strategy.lookback"]}
+    assert best["winner"]["run_id"] in done.stdout and "reproduce: python -m runner" in done.stdout
+    parent = client.get_run(best["parent_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["best_run_id"] == independent.info.run_id
+    assert not parent.data.metrics  # parents never rank
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"best_run.json",
+                                                                           "sweep_val_sharpe_ratio.png"}
+    # The report agrees, as a table and as JSON, and restricted to the sweep.
+    report = run_cli(["runner.report", "--json", "--top", "3", "--sweep", best["sweep_name"]], cli_env, tmp_path)
+    assert report.returncode == 0, report.stderr
+    rows = json.loads(report.stdout)["runs"]
+    assert [r["run_id"] for r in rows][0] == independent.info.run_id and len(rows) == 3
+    values = [r["val_sharpe_ratio"] for r in rows]
+    assert values == sorted(values, reverse=True)
+    table = run_cli(["runner.report", "--top", "2"], cli_env, tmp_path)
+    assert table.returncode == 0 and independent.info.run_id[:12] in table.stdout.splitlines()[2]
+    # Resume: the same sweep again skips all three configs and still names the same winner.
+    again = run_cli(["runner", "-m", "+strategy=momentum", *FAST, "strategy.lookback=5,20,60"], cli_env, tmp_path)
+    assert again.returncode == 0 and again.stdout.count("skipped") == 3
+    assert independent.info.run_id in again.stdout
+
+
+@pytest.mark.slow
+def test_one_bad_job_loses_nothing_and_fails_the_sweep(tmp_path: Path, cli_env: dict, tracking_uri: str) -> None:
+    done = run_cli(["runner", "-m", "+strategy=momentum", *FAST, "strategy.lookback=10,0,30"], cli_env, tmp_path)
+    assert done.returncode == 1
+    best = json.loads((_sweep_dir(tmp_path) / "best_run.json").read_text())
+    client, children = _children(tracking_uri, best["parent_run_id"])
+    statuses = {r.info.run_name: r.info.status for r in children}
+    bad = f"{best['sweep_name']}-1"
+    assert statuses.pop(bad) == "FAILED" and set(statuses.values()) == {"FINISHED"}
+    assert best["failed_jobs"] == [bad] and bad in done.stderr and "lookback must be >= 1" in done.stderr
+    assert best["winner"]["run_name"] != bad
+    failed_run = next(r for r in children if r.info.run_name == bad)
+    assert "lookback must be >= 1" in failed_run.data.tags["error"]
+
+
+@pytest.mark.slow
+def test_joblib_sweep_with_two_workers_loses_no_run(tmp_path: Path, cli_env: dict, tracking_uri: str) -> None:
+    done = run_cli(["runner", "-m", "+strategy=momentum,sma_crossover", *FAST, "strategy.long_only=true,false",
+                    "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], cli_env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    best = json.loads((_sweep_dir(tmp_path) / "best_run.json").read_text())
+    _, children = _children(tracking_uri, best["parent_run_id"])
+    assert len(children) == 4 and {r.info.status for r in children} == {"FINISHED"}
+    assert len({r.data.tags["config_hash"] for r in children}) == 4
+
+
+def test_report_errors_are_clear(tmp_path: Path, cli_env: dict, tracking_uri: str) -> None:
+    from runner.logger import MLflowLogger
+
+    logger = MLflowLogger("trading_experiment", tracking_uri)
+    with logger:
+        logger.log_metrics({"val_sharpe_ratio": 1.0})
+    cases = [(["--experiment", "nope"], "no experiment named 'nope'"),
+             (["--metric", "val_nothing"], "has a finite 'val_nothing'"),
+             (["--sweep", "sweep_missing"], "no sweep with that parent run id or name")]
+    for args, message in cases:
+        done = run_cli(["runner.report", *args], cli_env, tmp_path)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    ok = run_cli(["runner.report", "--json"], cli_env, tmp_path)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["runs"][0]["val_sharpe_ratio"] == 1.0
