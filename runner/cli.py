@@ -44,11 +44,16 @@ def config_hash(resolved: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _raw_overrides(hydra_cfg: Any) -> list[str]:
+    """The task overrides as typed (reading them through OmegaConf would resolve ``${oc.env:..}``)."""
+    return [str(o) for o in OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)]
+
+
 def run_tags(cfg: DictConfig, resolved: dict[str, Any]) -> dict[str, str]:
     hydra_cfg = HydraConfig.get()
     choices = hydra_cfg.runtime.choices
     tags = {"strategy": str(choices.get("strategy")), "model": str(choices.get("model")),
-            "data": str(choices.get("data")), "overrides": " ".join(hydra_cfg.overrides.task),
+            "data": str(choices.get("data")), "overrides": " ".join(_raw_overrides(hydra_cfg)),
             "argv": " ".join(sys.argv), "config_hash": config_hash(resolved),
             "runner.host": socket.gethostname(), "runner.pid": str(os.getpid())}
     tags.update(git_tags())
@@ -74,7 +79,7 @@ def run_single(cfg: DictConfig) -> float:
     from runner.health import check_tracking_server
     from runner.lifecycle import tracked_run
     from runner.logger import MLflowLogger
-    from runner.run_logging import RunExtras
+    from runner.run_logging import RunExtras, log_run_start
 
     check_tracking_server(uri)
     logger = MLflowLogger(resolved["experiment_name"], uri)
@@ -83,6 +88,7 @@ def run_single(cfg: DictConfig) -> float:
                        run_tags(cfg, resolved))
     logger.start_run(resolved.get("run_name"))
     with tracked_run(logger):
+        log_run_start(logger, extras)
         outcome = execute(prepared, logger, extras)
     print(summary(outcome, prepared, uri))
     return outcome.selection_value
@@ -97,6 +103,9 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
         return run_job(cfg)
     try:
         return run_single(cfg)
+    except KeyboardInterrupt as interrupt:  # the run, if any, already ended KILLED
+        print(f"interrupted ({str(interrupt) or 'received SIGINT (Ctrl-C)'}): the run ended KILLED", file=sys.stderr)
+        sys.exit(130)
     except USER_ERRORS as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -132,7 +132,9 @@ def summary(outcome: Outcome, prepared: Prepared, tracking_uri: str | None = Non
     if outcome.run_id:
         lines.append(f"run id: {outcome.run_id}")
     if tracking_uri:
-        lines.append(f"open it: mlflow ui --backend-store-uri {tracking_uri}")
+        from runner.params import redact_uri
+
+        lines.append(f"open it: mlflow ui --backend-store-uri {redact_uri(tracking_uri)}")
     timing = ", ".join(f"{k} {v:.2f}s" for k, v in outcome.timings.items())
     lines.append(f"time: {timing}")
     return "\n".join(lines)

@@ -43,7 +43,7 @@ def tracked_run(logger: Any) -> Iterator[Any]:
         with signals_as_interrupts():
             yield logger
     except KeyboardInterrupt as interrupt:
-        _record_error(logger, f"{type(interrupt).__name__}: {interrupt}", "")
+        _record_error(logger, f"{type(interrupt).__name__}: {str(interrupt) or 'received SIGINT (Ctrl-C)'}", "")
         logger.end_run("KILLED")
         raise
     except BaseException as error:

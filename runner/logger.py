@@ -7,6 +7,7 @@ input, and `log_backtest_results` logs `results["metrics"]` as MLflow metrics so
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -14,10 +15,15 @@ import re
 import tempfile
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; sqlite's own locking remains
+    fcntl = None  # type: ignore[assignment]
 
 from runner.best_run import best_run
 from runner.model_io import log_torch_model
@@ -108,9 +114,10 @@ class MLflowLogger:
         if self.tracking_uri.startswith("sqlite:///"):
             Path(self.tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         self._mlflow = mlflow
-        self.client = MlflowClient(self.tracking_uri)
         self.experiment_name = experiment_name
-        self.experiment_id = self._get_or_create_experiment(experiment_name)
+        with _store_lock(self.tracking_uri):  # processes racing to create a fresh sqlite schema crash
+            self.client = MlflowClient(self.tracking_uri)  # creates (or migrates) the store's schema
+            self.experiment_id = self._get_or_create_experiment(experiment_name)
         self.run_id: str | None = None
 
     @classmethod
@@ -330,6 +337,21 @@ class MLflowLogger:
         the bounds filter drops it); ties go to the most recently started run (MLflow's secondary order).
         """
         return best_run(self.client, [self.experiment_id], metric_name, mode, filter_string)
+
+
+@contextlib.contextmanager
+def _store_lock(tracking_uri: str) -> Iterator[None]:
+    """An exclusive file lock beside a sqlite store while its schema and experiment are created."""
+    if not tracking_uri.startswith("sqlite:///") or fcntl is None:
+        yield
+        return
+    lock_path = Path(tracking_uri[len("sqlite:///"):] + ".lock")
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _artifact_path(path: str) -> str:

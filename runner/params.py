@@ -32,14 +32,28 @@ def redact_uri(value: str) -> str:
     return _URI_USERINFO.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", value)
 
 
+def redact_text(text: str) -> str:
+    """Redact inside free text (override lists, argv): ``secret_key=value`` tokens, ``${oc.env:..}``
+    interpolations and URI passwords."""
+    tokens = []
+    for token in re.split(r"(\s+)", text):
+        key, sep, _ = token.partition("=")
+        if sep and is_secret_key(key.lstrip("+~")):
+            token = f"{key}={REDACTED}"
+        elif _ENV_INTERPOLATION.search(token):
+            token = f"{key}={REDACTED}" if sep else REDACTED
+        tokens.append(redact_uri(token))
+    return "".join(tokens)
+
+
 def redact_value(key: str, value: Any) -> Any:
     """Redact one leaf: secret-looking keys, ``${oc.env:...}`` interpolations and URI credentials."""
     if is_secret_key(key):
         return REDACTED
     if isinstance(value, str):
-        if _ENV_INTERPOLATION.search(value):
+        if _ENV_INTERPOLATION.match(value.strip()):
             return REDACTED
-        return redact_uri(value)
+        return redact_text(value)
     return value
 
 

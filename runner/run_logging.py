@@ -46,15 +46,19 @@ def _redacted_hydra_files(hydra_dir: Path | None, target: Path) -> None:
         (target / file.name).write_text(yaml.safe_dump(redact_tree(content), sort_keys=False))
 
 
+def log_run_start(logger: Any, extras: RunExtras) -> None:
+    """Params and tags first, so a run that fails or is killed later still shows its config."""
+    logger.log_params(run_params(extras.redacted_config))
+    if extras.tags:
+        logger.set_tags(extras.tags)
+
+
 def log_outcome(logger: Any, prepared: Any, outcome: Any, dataset: Any, extras: RunExtras | None) -> None:
     from runner.plots import equity_figure, training_figure
 
     extras = extras or RunExtras(redact_tree(prepared.config))
     started = time.perf_counter()
     result = outcome.result
-    logger.log_params(run_params(extras.redacted_config))
-    if extras.tags:
-        logger.set_tags(extras.tags)
     if outcome.training is not None:
         logger.log_metric_history(outcome.training.history)
     results = result.to_results()

@@ -45,7 +45,7 @@ def run_job(cfg: DictConfig) -> float:
     from runner.lifecycle import tracked_run
     from runner.logger import MLflowLogger
     from runner.params import config_to_container
-    from runner.run_logging import RunExtras
+    from runner.run_logging import RunExtras, log_run_start
 
     hydra_cfg = HydraConfig.get()
     state = _sweep_state(hydra_cfg.sweep.dir)
@@ -69,9 +69,13 @@ def run_job(cfg: DictConfig) -> float:
         with tracked_run(logger):
             if resolved.get("strategy") is None:
                 raise LookupError("no strategy given: add +strategy=NAME")
-            prepared = prepare(resolved)
             extras = RunExtras(config_to_container(cfg), Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir)
+            log_run_start(logger, extras)  # a job that fails validation still shows its config
+            prepared = prepare(resolved)
             outcome = execute(prepared, logger, extras)
+    except KeyboardInterrupt:  # Ctrl-C/SIGTERM stops the whole sweep: its parent ends KILLED too
+        logger.client.set_terminated(state["parent_run_id"], "KILLED")
+        raise
     except USER_ERRORS as error:
         print(f"[{run_name}] error: {error}", file=sys.stderr)
         return math.nan
@@ -112,7 +116,7 @@ class SweepCallback(Callback):
         name = config.get("sweep_name") or datetime.now().strftime("sweep_%Y%m%d_%H%M%S")
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        overrides = " ".join(config.hydra.overrides.task)
+        overrides = " ".join(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
         run = logger.client.create_run(logger.experiment_id, run_name=name, tags={
             "runner.role": "sweep_parent", "sweep_name": name, "overrides": overrides, "argv": " ".join(sys.argv),
             "sweep_dir": str(sweep_dir)})

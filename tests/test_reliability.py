@@ -1,0 +1,219 @@
+"""Hostile input, signals, stale runs, concurrency and secrets, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import ROOT, run_cli
+
+
+def _csv(tmp_path: Path, name: str, content: str | bytes) -> str:
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return str(path)
+
+
+def _good_rows(n: int = 400) -> str:
+    dates = pd.bdate_range("2015-01-01", periods=n).strftime("%Y-%m-%d")
+    closes = 100 * np.exp(np.cumsum(0.01 * np.random.default_rng(0).standard_normal(n)))
+    return "date,close\n" + "\n".join(f"{d},{c:.4f}" for d, c in zip(dates, closes, strict=True)) + "\n"
+
+
+BAD_INPUTS = [
+    (["+strategy=nosuch"], "Could not find 'strategy/nosuch'"),
+    (["+strategy=momentum", "model=nosuch"], "Could not find 'model/nosuch'"),
+    (["+strategy=momentum", "data=nosuch"], "Could not find 'data/nosuch'"),
+    (["+strategy=momentum", "strategy.lookbak=5"], "lookbak"),
+    (["+strategy=momentum", "+strategy.lookbak=5"], "Did you mean strategy.lookback"),
+    (["+strategy=momentum", "backtest.comission=0.1"], "comission"),
+    (["+strategy=momentum", "backtest.commission=abc"], "commission"),
+    (["+strategy=momentum", "strategy.lookback=abc"], "strategy.lookback must be an integer"),
+    (["+strategy=momentum", "strategy.lookback=0"], "strategy.lookback must be >= 1"),
+    (["+strategy=momentum", "strategy.lookback=-3"], "strategy.lookback must be >= 1"),
+    (["+strategy=sma_crossover", "strategy.fast=50", "strategy.slow=20"], "strategy.fast must be < strategy.slow"),
+    (["+strategy=mean_reversion", "strategy.window=1"], "strategy.window must be >= 2"),
+    (["+strategy=momentum", "backtest.commission=-0.01"], "backtest.commission must be >= 0"),
+    (["+strategy=momentum", "backtest.slippage=-1"], "backtest.slippage must be >= 0"),
+    (["+strategy=momentum", "data.splits=[0.5,0.2,0.2]"], "must be non-negative and sum to 1"),
+    (["+strategy=momentum", "selection.mode=best"], "selection.mode='best' is not valid; allowed: max, min"),
+    (["+strategy=momentum", "model.device=tpu", "model=mlp"], "model.device='tpu' is not valid"),
+    (["+strategy=momentum", "data.start=2030-01-01"], "no bars between"),
+    (["+strategy=momentum", "strategy.lookback=4000"], "too few bars"),
+    (["+strategy=momentum", "data=csv"], "data.path"),
+    (["+strategy=momentum", "data=csv", "data.path=/no/such/file.csv"], "no such file"),
+    (["+strategy=momentum", "data=csv", "data.path={empty}"], "is empty"),
+    (["+strategy=momentum", "data=csv", "data.path={binary}"], "could not be parsed|does not hold dates|no 'close'"),
+    (["+strategy=momentum", "data=csv", "data.path={noclose}"], "no 'close' column"),
+    (["+strategy=momentum", "data=csv", "data.path={negative}"], "non-positive or non-finite prices at 2015-01-02"),
+    (["+strategy=momentum", "data=csv", "data.path={nan}"], "non-positive or non-finite prices at 2015-01-02"),
+    (["+strategy=momentum", "data=csv", "data.path={dups}"], "duplicate timestamps"),
+    (["+strategy=momentum", "data=csv", "data.path={short}"], "too few bars"),
+    (["+strategy=momentum", "tracking=server", "tracking.uri=http://127.0.0.1:9"], "tracking server"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", BAD_INPUTS, ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+def test_bad_input_gets_one_clear_message(overrides, message, tmp_path: Path, cli_env: dict, tracking_uri: str):
+    files = {"empty": _csv(tmp_path, "empty.csv", ""), "binary": _csv(tmp_path, "bin.csv", os.urandom(2000)),
+             "noclose": _csv(tmp_path, "noclose.csv", "date,open\n2015-01-01,1\n"),
+             "negative": _csv(tmp_path, "neg.csv", "date,close\n2015-01-01,1\n2015-01-02,-1\n"),
+             "nan": _csv(tmp_path, "nan.csv", "date,close\n2015-01-01,1\n2015-01-02,nan\n"),
+             "dups": _csv(tmp_path, "dups.csv", "date,close\n2015-01-01,1\n2015-01-01,2\n"),
+             "short": _csv(tmp_path, "short.csv", _good_rows(30))}
+    args = ["runner", "model=none", *[o.format(**files) for o in overrides]]
+    started = time.monotonic()
+    done = run_cli(args, cli_env, tmp_path, timeout=120)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr
+    import re
+
+    assert re.search(message, done.stderr), done.stderr
+    assert time.monotonic() - started < 60  # an unreachable server is detected in seconds
+    db = Path(tracking_uri[len("sqlite:///"):])
+    if db.exists():  # nothing may be left RUNNING (validation happens before any run exists)
+        client = MlflowClient(tracking_uri)
+        ids = [e.experiment_id for e in client.search_experiments()]
+        assert not client.search_runs(ids, "attributes.status = 'RUNNING'")
+
+
+def test_unsorted_csv_is_sorted_and_runs(tmp_path: Path, cli_env: dict, tracking_uri: str) -> None:
+    rows = _good_rows(400).splitlines()
+    path = _csv(tmp_path, "unsorted.csv", "\n".join([rows[0], *reversed(rows[1:])]) + "\n")
+    done = run_cli(["runner", "+strategy=momentum", "model=none", "data=csv", f"data.path={path}"], cli_env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "sorted them by timestamp" in done.stderr
+
+
+def _wait_for_running(tracking_uri: str, deadline: float = 120) -> str:
+    """Poll the store read-only with sqlite3 (an MlflowClient here would race the CLI creating the schema)."""
+    import sqlite3
+
+    db = Path(tracking_uri[len("sqlite:///"):])
+    start = time.monotonic()
+    while time.monotonic() - start < deadline:
+        if db.exists():
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as connection:
+                    row = connection.execute("SELECT run_uuid FROM runs WHERE status = 'RUNNING'").fetchone()
+                if row:
+                    return row[0]
+            except sqlite3.Error:
+                pass  # schema still being created
+        time.sleep(0.3)
+    raise AssertionError("no RUNNING run appeared")
+
+
+LONG_TRAINING = ["runner", "+strategy=momentum", "model=mlp", "model.epochs=100000", "model.patience=100000"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_signals_during_training_end_the_run_killed(sig, tmp_path: Path, cli_env: dict, tracking_uri: str) -> None:
+    process = subprocess.Popen([sys.executable, "-m", *LONG_TRAINING], cwd=tmp_path, env=cli_env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        run_id = _wait_for_running(tracking_uri)
+        time.sleep(1.0)
+        process.send_signal(sig)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    run = MlflowClient(tracking_uri).get_run(run_id)
+    assert run.info.status == "KILLED" and sig.name in run.data.tags.get("error", "") + stderr
+
+
+@pytest.mark.slow
+def test_sigkill_leaves_a_stale_run_that_the_report_marks_killed(tmp_path: Path, cli_env: dict,
+                                                                 tracking_uri: str) -> None:
+    process = subprocess.Popen([sys.executable, "-m", *LONG_TRAINING], cwd=tmp_path, env=cli_env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_id = _wait_for_running(tracking_uri)
+    process.kill()
+    process.wait(timeout=30)
+    dry = run_cli(["runner.report", "--stale", "--json"], cli_env, tmp_path)
+    assert json.loads(dry.stdout)["stale_runs"][0]["run_id"] == run_id
+    assert MlflowClient(tracking_uri).get_run(run_id).info.status == "RUNNING"  # dry run by default
+    marked = run_cli(["runner.report", "--stale", "--mark"], cli_env, tmp_path)
+    assert marked.returncode == 0 and "marked KILLED" in marked.stdout
+    assert MlflowClient(tracking_uri).get_run(run_id).info.status == "KILLED"
+
+
+@pytest.mark.slow
+def test_four_parallel_processes_on_a_fresh_sqlite_store(tmp_path: Path, cli_env: dict, tracking_uri: str) -> None:
+    processes = [subprocess.Popen([sys.executable, "-m", "runner", "+strategy=momentum", "model=none",
+                                   f"strategy.lookback={5 + i}", "data.start=2012-01-01"], cwd=tmp_path, env=cli_env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(4)]
+    results = [p.communicate(timeout=300) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0, 0, 0], [err[-2000:] for _, err in results]
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("trading_experiment").experiment_id])
+    assert sorted(r.data.params["strategy.lookback"] for r in runs) == ["5", "6", "7", "8"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+@pytest.mark.slow
+def test_secrets_never_reach_params_tags_or_artifacts(tmp_path: Path, cli_env: dict, tracking_uri: str) -> None:
+    env = {**cli_env, "RUNNER_TEST_TOKEN": "sup3r-secret-token"}
+    done = run_cli(["runner", "+strategy=momentum", "model=none", "data.start=2014-01-01",
+                    "+api_key=plain-secret-key", "+extra.password=hunter2-pass",
+                    "+extra.endpoint=${oc.env:RUNNER_TEST_TOKEN}", "+extra.db=postgresql://bob:pw-in-uri@db/x"],
+                   env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    client = MlflowClient(tracking_uri)
+    run = client.search_runs([client.get_experiment_by_name("trading_experiment").experiment_id])[0]
+    secrets = ("sup3r-secret-token", "plain-secret-key", "hunter2-pass", "pw-in-uri")
+    visible = json.dumps([run.data.params, run.data.tags])
+    artifacts_root = Path(client.download_artifacts(run.info.run_id, "", str(tmp_path / "dl")))
+    for file in artifacts_root.rglob("*"):
+        if file.is_file() and file.suffix in (".json", ".yaml", ".txt"):
+            visible += file.read_text()
+    assert "config.yaml" in visible or (artifacts_root / "config.yaml").exists()
+    for secret in secrets:
+        assert secret not in visible, secret
+    assert secret not in done.stdout
+
+
+def test_a_crafted_pickle_is_refused(tmp_path: Path, tracking_uri: str) -> None:
+    import mlflow.pytorch
+    import torch
+
+    from runner.model_io import load_torch_model
+
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    model_dir = tmp_path / "model"
+    mlflow.pytorch.save_model(torch.nn.Linear(2, 1), str(model_dir), serialization_format="pickle")
+    data_file = next(model_dir.rglob("model.pth"))
+    data_file.write_bytes(pickle.dumps(Exploit()))
+    with pytest.raises(Exception, match="(?i)pickle"):
+        load_torch_model(str(model_dir))
+    assert not marker.exists()
+
+
+def test_help_is_fast(tmp_path: Path, cli_env: dict) -> None:
+    started = time.monotonic()
+    done = run_cli(["runner", "--help"], cli_env, tmp_path)
+    assert done.returncode == 0 and "strategy" in done.stdout
+    assert "torch" not in sys.modules or True  # the subprocess is what is timed
+    assert time.monotonic() - started < 10
+    check = subprocess.run([sys.executable, "-c", "import runner.__main__, sys; "
+                            "print(sorted(m for m in ('torch','mlflow','matplotlib') if m in sys.modules))"],
+                           cwd=ROOT, capture_output=True, text=True, env=cli_env)
+    assert check.stdout.strip() == "[]", check.stdout + check.stderr
