@@ -1,0 +1,37 @@
+"""Against a real MLflow server on PostgreSQL (started by .ci/tracking_server.sh, loopback only)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import run_cli
+
+SERVER = os.environ.get("RUNNER_TEST_SERVER_URI")
+pytestmark = [pytest.mark.server,
+              pytest.mark.skipif(not SERVER, reason="set RUNNER_TEST_SERVER_URI (.ci/tracking_server.sh start)")]
+
+
+def test_four_job_joblib_sweep_against_the_server(tmp_path: Path, cli_env: dict) -> None:
+    experiment = f"server_sweep_{tmp_path.name}"
+    env = {**cli_env, "MLFLOW_TRACKING_URI": SERVER}
+    done = run_cli(["runner", "-m", "+strategy=momentum", "model=none", "data.start=2012-01-01",
+                    f"experiment_name={experiment}", "strategy.lookback=5,10,20,40",
+                    "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], env, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    best = json.loads(next(tmp_path.glob("outputs/multirun/*/*/best_run.json")).read_text())
+    client = MlflowClient(SERVER)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == best["parent_run_id"]]
+    assert len(runs) == 5 and len(children) == 4  # one parent, four children, no duplicates
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert sorted(r.data.params["strategy.lookback"] for r in children) == ["10", "20", "40", "5"]
+    winner = max(children, key=lambda r: r.data.metrics["val_sharpe_ratio"])
+    assert best["winner"]["run_id"] == winner.info.run_id
+    tables = {a.path for a in client.list_artifacts(winner.info.run_id, "backtest")}
+    assert "backtest/portfolio_values.json" in tables
