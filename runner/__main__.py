@@ -7,12 +7,19 @@ are fast. User errors print one line and exit non-zero; ``HYDRA_FULL_ERROR=1`` s
 from __future__ import annotations
 
 import os
+import sys
 
-import hydra
-from omegaconf import DictConfig
+if __name__ == "__main__" and sys.argv[1:] in (["--help"], ["-h"]):
+    from runner.help import render
 
-import runner.config  # noqa: F401  (registers the schemas before composition)
-from runner.cli import run_from_hydra
+    print(render())
+    sys.exit(0)
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+import runner.config  # noqa: E402, F401  (registers the schemas before composition)
+from runner.cli import run_from_hydra  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

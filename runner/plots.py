@@ -19,23 +19,27 @@ def _pyplot() -> Any:
 def equity_figure(result: Any, title: str = "") -> Any:
     plt = _pyplot()
     fig, (ax_eq, ax_dd, ax_w) = plt.subplots(3, 1, figsize=(11, 7.5), sharex=True,
-                                            gridspec_kw={"height_ratios": [3, 1.2, 1]})
+                                            gridspec_kw={"height_ratios": [3, 1.2, 1], "hspace": 0.08})
     index = result.index
-    for name, (start, stop) in result.bounds.items():
-        if stop > start:
-            for ax in (ax_eq, ax_dd, ax_w):
-                ax.axvspan(index[start], index[stop - 1], color=SEGMENT_COLOURS[name], zorder=0)
-            ax_eq.text(index[start], 1.0, f" {name}", transform=ax_eq.get_xaxis_transform(), va="top", fontsize=9)
-    ax_eq.plot(index, result.equity, label="strategy", lw=1.1)
-    ax_eq.plot(index, result.benchmark_equity, label="buy & hold", lw=0.9, alpha=0.8)
+    for number, (name, (start, stop)) in enumerate(result.bounds.items()):
+        if stop <= start:
+            continue
+        for ax in (ax_eq, ax_dd, ax_w):
+            ax.axvspan(index[start], index[stop - 1], color=SEGMENT_COLOURS[name], zorder=0)
+        ax_eq.text(index[start], 0.97, f" {name}", transform=ax_eq.get_xaxis_transform(), va="top", fontsize=9)
+        # Each segment's curves restart at initial_capital: drawn apart, never joined across a boundary.
+        ax_eq.plot(index[start:stop], result.equity[start:stop], color="tab:blue", lw=1.1,
+                   label="strategy" if number == 0 else None)
+        ax_eq.plot(index[start:stop], result.benchmark_equity[start:stop], color="tab:orange", lw=0.9, alpha=0.8,
+                   label="buy & hold" if number == 0 else None)
     ax_eq.set_ylabel("equity (restarts per segment)")
-    ax_eq.legend(loc="upper left")
+    ax_eq.legend(loc="lower left")
     ax_eq.set_title(title)
     ax_dd.fill_between(index, -result.drawdown, 0, color="tab:red", alpha=0.5, lw=0)
     ax_dd.set_ylabel("drawdown")
     ax_w.step(index, result.weights, where="post", lw=0.7, color="tab:green")
     ax_w.set_ylabel("weight")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.95, bottom=0.06)  # fixed: tight_layout costs ~0.1 s
     return fig
 
 

@@ -40,7 +40,18 @@ def _finished_run_with_hash(logger: Any, digest: str) -> Any:
 
 
 def run_job(cfg: DictConfig) -> float:
-    """One sweep job as a child run; never raises for a failed experiment (returns NaN instead)."""
+    """One sweep job as a child run; never raises for a failed experiment.
+
+    Returns the selection metric for Hydra's sweepers (Optuna optimises it); a failed job or a NaN metric
+    returns the worst value for the mode (-inf when maximising), since Optuna refuses NaN objectives.
+    """
+    value = _run_job(cfg)
+    if math.isfinite(value):
+        return value
+    return -math.inf if str(cfg.selection.mode) == "max" else math.inf
+
+
+def _run_job(cfg: DictConfig) -> float:
     from runner.experiment import execute, prepare
     from runner.lifecycle import tracked_run
     from runner.logger import MLflowLogger
