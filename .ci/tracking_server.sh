@@ -28,7 +28,8 @@ start() {
       >"$STATE/mlflow.log" 2>&1 &
   echo $! >"$STATE/mlflow.pid"
   for _ in $(seq 1 120); do
-    if curl -fsS "http://127.0.0.1:$MLFLOW_PORT/health" >/dev/null 2>&1; then
+    if python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$MLFLOW_PORT/health', timeout=2)" \
+        >/dev/null 2>&1; then
       export RUNNER_TEST_SERVER_URI="http://127.0.0.1:$MLFLOW_PORT"
       echo "tracking server up at $RUNNER_TEST_SERVER_URI"
       return 0

@@ -22,7 +22,7 @@ def available(group: str) -> list[str]:
     from hydra.core.global_hydra import GlobalHydra
 
     loader = GlobalHydra.instance().config_loader()
-    return sorted(name for name in loader.get_group_options(group) if not name.startswith("base"))
+    return sorted(loader.get_group_options(group))
 
 
 def git_tags() -> dict[str, str]:

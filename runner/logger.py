@@ -168,6 +168,13 @@ class MLflowLogger:
         self.run_id = run.info.run_id
         return run
 
+    def attach(self, run_id: str) -> None:
+        """Log into an existing run (e.g. a sweep's parent, from the launching process) until end_run."""
+        if self.run_id is not None:
+            raise RuntimeError(f"run {self.run_id} is still active; call end_run() first.")
+        self.client.get_run(run_id)  # fails clearly if it does not exist
+        self.run_id = run_id
+
     def end_run(self, status: str = "FINISHED") -> None:
         """End the active run with ``FINISHED``, ``FAILED`` or ``KILLED``; a no-op with no run."""
         if status not in RUN_STATUSES:

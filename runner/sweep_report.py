@@ -112,7 +112,7 @@ def report_sweep(sweep_dir: Path, state: dict[str, str]) -> list[str]:
             "command": f"python -m runner {overrides}".strip()}
     (sweep_dir / "best_run.json").write_text(json.dumps(to_jsonable(summary), indent=2))
     print(format_winner(summary))
-    logger.run_id = parent  # log onto the parent run, then end it
+    logger.attach(parent)
     tags = {"best_run_id": best["run_id"] if best else "", "failed_jobs": ",".join(failed) or "none",
             "jobs": str(len(children))}
     if best is not None:
@@ -124,8 +124,7 @@ def report_sweep(sweep_dir: Path, state: dict[str, str]) -> list[str]:
             figure = sweep_figure(finished, metric, keys)
             figure.savefig(Path(tmp) / f"sweep_{metric}.png", dpi=90)
         logger.log_artifacts(tmp)
-    logger.client.set_terminated(parent, "FINISHED" if best is not None else "FAILED")
-    logger.run_id = None
+    logger.end_run("FINISHED" if best is not None else "FAILED")
     return failed
 
 
