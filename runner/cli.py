@@ -61,9 +61,10 @@ def run_tags(cfg: DictConfig, resolved: dict[str, Any]) -> dict[str, str]:
 
 
 def tracking_uri_for(resolved: dict[str, Any]) -> str:
-    from runner.logger import resolve_tracking_uri
+    """``MLFLOW_TRACKING_URI`` overrides both ``tracking=local`` and ``tracking=server`` (DESIGN)."""
+    from runner.store import resolve_tracking_uri
 
-    return resolve_tracking_uri(resolved["tracking"].get("uri"))
+    return os.environ.get("MLFLOW_TRACKING_URI") or resolve_tracking_uri(resolved["tracking"].get("uri"))
 
 
 def run_single(cfg: DictConfig) -> float:

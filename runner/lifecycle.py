@@ -12,11 +12,14 @@ import traceback
 from collections.abc import Iterator
 from typing import Any
 
-HANDLED_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s)
+# SIGINT too: a process started in the background by a non-interactive shell inherits SIGINT as ignored,
+# and Python then never raises KeyboardInterrupt; inside a tracked run Ctrl-C must always end it KILLED.
+HANDLED_SIGNALS = tuple(s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))
+                        if s)
 
 
 class Terminated(KeyboardInterrupt):
-    """Raised in the main thread on SIGTERM/SIGHUP so that cleanup runs and the run ends KILLED."""
+    """Raised in the main thread on SIGINT/SIGTERM/SIGHUP so that cleanup runs and the run ends KILLED."""
 
 
 @contextlib.contextmanager

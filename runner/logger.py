@@ -1,104 +1,41 @@
 """`MLflowLogger`: the only module that talks to MLflow.
 
-Fixes over the original sketch: tables are `.json` (MLflow 3 rejects `.csv` tables), `get_best_run` reads
-plain dicts from one indexed query (no `.metrics` on a DataFrame row), `log_params` never mutates its
-input, and `log_backtest_results` logs `results["metrics"]` as MLflow metrics so runs can be ranked.
+Fixes over the original sketch: tables are `.json` (MLflow 3 rejects `.csv` tables), `get_best_run`
+returns plain dicts from bounded queries (no `.metrics` on a DataFrame row, no reading every run),
+`log_params` never mutates its input, and `log_backtest_results` logs `results["metrics"]` as MLflow
+metrics so runs can be ranked.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
-import os
-import re
 import tempfile
 import time
-import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; sqlite's own locking remains
-    fcntl = None  # type: ignore[assignment]
-
 from runner.best_run import best_run
+from runner.mlflow_rules import (
+    LONG_PARAMS_ARTIFACT,
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAM_VALUE_LENGTH,
+    MAX_PARAMS_PER_BATCH,
+    MAX_TAG_VALUE_LENGTH,
+    RUN_STATUSES,
+    metric_value,
+    param_text,
+    safe_artifact_path,
+    validate_key,
+)
 from runner.model_io import log_torch_model
-from runner.params import REDACTED, redact_value, to_jsonable
-
-# MLflow's limits (mlflow/utils/validation.py), named once here.
-MAX_PARAM_VALUE_LENGTH = 6000
-MAX_TAG_VALUE_LENGTH = 8000
-MAX_KEY_LENGTH = 250
-MAX_PARAMS_PER_BATCH = 100
-MAX_METRICS_PER_BATCH = 1000
-_KEY_PATTERN = re.compile(r"^[/\w.\- :]+$")
-LONG_PARAMS_ARTIFACT = "params/long_params.json"
-RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
+from runner.params import REDACTED, redact_value, table_payload, to_jsonable
+from runner.store import artifact_root_for, resolve_tracking_uri, store_lock
 
 
 class NoActiveRunError(LookupError):
     """Raised when logging is attempted with no run started (MLflow would silently start one)."""
-
-
-def launch_dir() -> Path:
-    """Where the user launched the command (Hydra never changes cwd with version_base 1.3)."""
-    return Path(os.environ.get("RUNNER_LAUNCH_DIR", os.getcwd())).resolve()
-
-
-def default_tracking_uri(base: Path | None = None) -> str:
-    """The project store: ``sqlite:///<launch dir>/outputs/mlflow.db``."""
-    return f"sqlite:///{(base or launch_dir()) / 'outputs' / 'mlflow.db'}"
-
-
-def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
-    """Argument, then ``MLFLOW_TRACKING_URI``, then the project default."""
-    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
-
-
-def artifact_root_for(tracking_uri: str) -> str | None:
-    """Artifacts beside a sqlite database (``<db dir>/mlartifacts``); a server keeps its own root."""
-    if tracking_uri.startswith("sqlite:///"):
-        db_path = Path(tracking_uri[len("sqlite:///"):])
-        return (db_path.parent / "mlartifacts").resolve().as_uri()
-    return None
-
-
-def validate_key(key: Any, kind: str) -> str:
-    """Check a param/metric/tag key against MLflow's rules, with a message that says how to fix it."""
-    if not isinstance(key, str) or not key:
-        raise TypeError(f"{kind} key {key!r} must be a non-empty string.")
-    if len(key) > MAX_KEY_LENGTH:
-        raise ValueError(f"{kind} key {key[:40]!r}... is {len(key)} chars; MLflow allows {MAX_KEY_LENGTH}.")
-    if not _KEY_PATTERN.match(key) or key.startswith("/") or ".." in key.split("/"):
-        raise ValueError(
-            f"{kind} key {key!r} is not valid in MLflow: use letters, digits, '_', '-', '.', ' ', ':' or '/' "
-            "(e.g. 'val_sharpe_ratio', not 'val sharpe %')."
-        )
-    return key
-
-
-def _param_text(value: Any) -> str:
-    """One param value as MLflow text: JSON for containers, plain str for scalars."""
-    plain = to_jsonable(value)
-    if isinstance(plain, (dict, list)):
-        return json.dumps(plain, sort_keys=True, allow_nan=False)
-    return "None" if plain is None else str(plain)
-
-
-def _metric_value(key: str, value: Any) -> float:
-    """A metric as float; inf is mapped to NaN (MLflow would store 1.8e308, winning every max search)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
-        raise TypeError(f"metric {key!r} must be a number, got {type(value).__name__} {value!r}.")
-    number = float(value)
-    if math.isinf(number):
-        warnings.warn(f"metric {key!r} is {number}; logged as NaN so it can never win a search.",
-                      stacklevel=3)
-        return math.nan
-    return number
 
 
 class MLflowLogger:
@@ -115,7 +52,7 @@ class MLflowLogger:
             Path(self.tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         self._mlflow = mlflow
         self.experiment_name = experiment_name
-        with _store_lock(self.tracking_uri):  # processes racing to create a fresh sqlite schema crash
+        with store_lock(self.tracking_uri):  # processes racing to create a fresh sqlite schema crash
             self.client = MlflowClient(self.tracking_uri)  # creates (or migrates) the store's schema
             self.experiment_id = self._get_or_create_experiment(experiment_name)
         self.run_id: str | None = None
@@ -225,7 +162,7 @@ class MLflowLogger:
         long_values: dict[str, Any] = {}
         for key, value in params.items():
             validate_key(key, "param")
-            text = _param_text(redact_value(key, value))
+            text = param_text(redact_value(key, value))
             if len(text) > MAX_PARAM_VALUE_LENGTH:
                 long_values[key] = to_jsonable(redact_value(key, value))
                 text = f"<{len(text)} chars: see artifact {LONG_PARAMS_ARTIFACT}>"
@@ -243,7 +180,7 @@ class MLflowLogger:
 
         run_id = self._require_run()
         timestamp = int(time.time() * 1000)
-        items = [Metric(validate_key(k, "metric"), _metric_value(k, v), timestamp, step or 0)
+        items = [Metric(validate_key(k, "metric"), metric_value(k, v), timestamp, step or 0)
                  for k, v in metrics.items()]
         self._log_metric_batches(run_id, items)
 
@@ -253,7 +190,7 @@ class MLflowLogger:
 
         run_id = self._require_run()
         timestamp = int(time.time() * 1000)
-        items = [Metric(validate_key(k, "metric"), _metric_value(k, v), timestamp, step)
+        items = [Metric(validate_key(k, "metric"), metric_value(k, v), timestamp, step)
                  for k, values in history.items() for step, v in enumerate(values)]
         self._log_metric_batches(run_id, items)
 
@@ -285,18 +222,18 @@ class MLflowLogger:
             text = yaml.safe_dump(plain, sort_keys=False)
         else:
             text = json.dumps(plain, indent=2, allow_nan=False)
-        self.client.log_text(run_id, text, _artifact_path(artifact_file))
+        self.client.log_text(run_id, text, safe_artifact_path(artifact_file))
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self._require_run(), text, _artifact_path(artifact_file))
+        self.client.log_text(self._require_run(), text, safe_artifact_path(artifact_file))
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         """Log a matplotlib figure as an image artifact (the caller keeps ownership of the figure)."""
-        self.client.log_figure(self._require_run(), figure, _artifact_path(artifact_file))
+        self.client.log_figure(self._require_run(), figure, safe_artifact_path(artifact_file))
 
     def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifacts(self._require_run(), str(local_dir),
-                                  _artifact_path(artifact_path) if artifact_path else None)
+                                  safe_artifact_path(artifact_path) if artifact_path else None)
 
     def log_backtest_results(self, results: Mapping[str, Any], artifact_path: str = "backtest") -> None:
         """Trades and portfolio values as MLflow tables, everything as ``results.json``, metrics as metrics.
@@ -306,15 +243,12 @@ class MLflowLogger:
         import pandas as pd
 
         run_id = self._require_run()
-        folder = _artifact_path(artifact_path)
+        folder = safe_artifact_path(artifact_path)
         tables = {name: results[name] for name in ("trades", "portfolio_values") if name in results}
         with tempfile.TemporaryDirectory() as tmp:
             for name, table in tables.items():
                 frame = table if isinstance(table, pd.DataFrame) else pd.DataFrame(table)
-                records = to_jsonable(frame.reset_index(drop=True))
-                payload = {"columns": [str(c) for c in frame.columns],
-                           "data": [[row[str(c)] for c in frame.columns] for row in records]}
-                Path(tmp, f"{name}.json").write_text(json.dumps(payload, allow_nan=False))
+                Path(tmp, f"{name}.json").write_text(json.dumps(table_payload(frame), allow_nan=False))
             rest = {k: v for k, v in results.items() if k not in tables}
             Path(tmp, "results.json").write_text(json.dumps(to_jsonable(rest), indent=2, allow_nan=False))
             self.client.log_artifacts(run_id, tmp, folder)
@@ -332,8 +266,9 @@ class MLflowLogger:
         active = self._mlflow.active_run()
         if active is None or active.info.run_id != run_id:
             raise NoActiveRunError(f"run {run_id} is not MLflow's active run in this process.")
-        log_torch_model(model, artifact_path, input_example)
-        return f"runs:/{run_id}/{artifact_path}"
+        name = safe_artifact_path(artifact_path)
+        log_torch_model(model, name, input_example)
+        return f"runs:/{run_id}/{name}"
 
     # ----- queries -------------------------------------------------------------------------------
     def get_best_run(self, metric_name: str, mode: str = "max",
@@ -346,30 +281,4 @@ class MLflowLogger:
         return best_run(self.client, [self.experiment_id], metric_name, mode, filter_string)
 
 
-@contextlib.contextmanager
-def _store_lock(tracking_uri: str) -> Iterator[None]:
-    """An exclusive file lock beside a sqlite store while its schema and experiment are created."""
-    if not tracking_uri.startswith("sqlite:///") or fcntl is None:
-        yield
-        return
-    lock_path = Path(tracking_uri[len("sqlite:///"):] + ".lock")
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _artifact_path(path: str) -> str:
-    """Artifact paths from config stay inside the run's artifact root."""
-    if not isinstance(path, str) or not path:
-        raise ValueError(f"artifact path {path!r} must be a non-empty relative path.")
-    normalised = os.path.normpath(path).replace(os.sep, "/")
-    if os.path.isabs(path) or normalised == ".." or normalised.startswith("../") or ":" in normalised:
-        raise ValueError(f"artifact path {path!r} must stay inside the run's artifact root "
-                         "(relative, no '..', no drive or scheme).")
-    return normalised
-
-
-__all__ = ["MLflowLogger", "NoActiveRunError", "REDACTED", "default_tracking_uri", "resolve_tracking_uri"]
+__all__ = ["MLflowLogger", "NoActiveRunError", "REDACTED", "resolve_tracking_uri"]

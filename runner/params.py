@@ -150,3 +150,12 @@ def config_to_container(cfg: Any) -> dict[str, Any]:
 def flatten_config(cfg: Any) -> dict[str, Any]:
     """Dotted params from a config: resolved, redacted, Hydra internals left out, list leaves kept."""
     return flatten(config_to_container(cfg))
+
+
+def table_payload(frame: pd.DataFrame) -> dict[str, list[Any]]:
+    """A DataFrame as MLflow's table JSON (``{"columns", "data"}``, what ``log_table`` writes), with
+    timestamps as ISO strings and NaN as null instead of pandas' own conversions."""
+    frame = frame.reset_index(drop=True)
+    columns = [str(c) for c in frame.columns]
+    records = to_jsonable(frame.set_axis(columns, axis=1))
+    return {"columns": columns, "data": [[row[c] for c in columns] for row in records]}

@@ -73,6 +73,8 @@ def test_bad_input_gets_one_clear_message(overrides, message, tmp_path: Path, cl
              "dups": _csv(tmp_path, "dups.csv", "date,close\n2015-01-01,1\n2015-01-01,2\n"),
              "short": _csv(tmp_path, "short.csv", _good_rows(30))}
     args = ["runner", "model=none", *[o.format(**files) for o in overrides]]
+    if "tracking=server" in overrides:  # MLFLOW_TRACKING_URI would override the configured server
+        cli_env = {k: v for k, v in cli_env.items() if k != "MLFLOW_TRACKING_URI"}
     started = time.monotonic()
     done = run_cli(args, cli_env, tmp_path, timeout=120)
     assert done.returncode != 0
