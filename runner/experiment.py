@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from runner.backtest import BacktestConfig, BacktestResult, run_backtest
-from runner.components import build, import_target, strategy_from_config
+from runner.components import build, strategy_from_config
 from runner.data import DataError, load_bars, split_bounds
 from runner.training import TrainingConfig, split_model_config
 
@@ -65,7 +65,7 @@ def prepare(config: Mapping[str, Any]) -> Prepared:
     model_kwargs, training = None, None
     if config["model"].get("_target_"):
         model_kwargs, training = split_model_config(config["model"])
-        import_target(str(model_kwargs["_target_"]), "model")
+        build(model_kwargs, "model", n_features=1)  # checks the model's own keys before any run exists
     seed = int(config["seed"])
     bars = load_bars(config["data"], seed=seed)
     train_end, val_end = split_bounds(len(bars), config["data"]["splits"])

@@ -49,6 +49,8 @@ BAD_INPUTS = [
     (["+strategy=momentum", "data.splits=[0.5,0.2,0.2]"], "must be non-negative and sum to 1"),
     (["+strategy=momentum", "selection.mode=best"], "selection.mode='best' is not valid; allowed: max, min"),
     (["+strategy=momentum", "model.device=tpu", "model=mlp"], "model.device='tpu' is not valid"),
+    (["+strategy=momentum", "model=mlp", "model.dropout=1.5"], "model.dropout must be in"),
+    (["+strategy=momentum", "model=lstm", "+model.hiden_size=3"], "Did you mean model.hidden_size"),
     (["+strategy=momentum", "data.start=2030-01-01"], "no bars between"),
     (["+strategy=momentum", "strategy.lookback=4000"], "too few bars"),
     (["+strategy=momentum", "data=csv"], "data.path"),
