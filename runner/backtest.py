@@ -108,7 +108,7 @@ def run_backtest(close: np.ndarray, weights: np.ndarray, train_end: int, val_end
         raise ValueError(f"weights has {int((~np.isfinite(weights)).sum())} non-finite values; use 0 for flat.")
     if n < 2:
         raise ValueError(f"a backtest needs at least 2 bars, got {n}.")
-    if np.abs(weights).max() > config.max_leverage:
+    if weights.max() > config.max_leverage or weights.min() < -config.max_leverage:
         weights = np.clip(weights, -config.max_leverage, config.max_leverage)
     index = index if index is not None else pd.RangeIndex(n)
 
@@ -135,7 +135,7 @@ def run_backtest(close: np.ndarray, weights: np.ndarray, train_end: int, val_end
     equity, benchmark_equity, drawdown = np.empty(n), np.empty(n), np.empty(n)
     capital = config.initial_capital
     metrics: dict[str, dict[str, float]] = {}
-    for name, (start, stop) in bounds.items():
+    for start, stop in bounds.values():
         if stop <= start:
             continue
         first = max(start, 1)  # s[0] is undefined: train's equity starts flat at bar 0
@@ -145,12 +145,16 @@ def run_backtest(close: np.ndarray, weights: np.ndarray, train_end: int, val_end
         seg_equity *= capital
         np.multiply(close[start:stop], capital / close[first - 1], out=benchmark_equity[start:stop])
         _drawdown(seg_equity, capital, out=drawdown[start:stop])
-        metrics[name] = segment_metrics(
-            strategy_returns[first:stop], bar_returns[first:stop], seg_equity, drawdown[start:stop],
-            weights[start:stop], turnover[start:stop], config.periods_per_year, config.risk_free_rate,
-            capital, benchmark_total_return=close[stop - 1] / close[first - 1] - 1.0)
 
     trades = round_trips(weights, close, growth, turnover, config.cost_rate, index, equity)
+    scratch = growth  # no longer needed: the metrics' temporaries go here instead of new arrays
+    for name, (start, stop) in bounds.items():
+        if stop > start:
+            first = max(start, 1)
+            metrics[name] = segment_metrics(
+                strategy_returns[first:stop], bar_returns[first:stop], equity[start:stop], drawdown[start:stop],
+                weights[start:stop], turnover[start:stop], config.periods_per_year, config.risk_free_rate,
+                capital, benchmark_total_return=close[stop - 1] / close[first - 1] - 1.0, scratch=scratch)
     fills = fills_table(weights, close, turnover, config.cost_rate, index)
     _add_trade_metrics(metrics, trades, bounds)
     return BacktestResult(index, close, weights, bar_returns, strategy_returns, equity, benchmark_equity,

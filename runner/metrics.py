@@ -46,14 +46,20 @@ def sharpe(returns: np.ndarray, periods_per_year: int, risk_free_rate: float = 0
     return float((mean - risk_free_rate / periods_per_year) / std * math.sqrt(periods_per_year))
 
 
-def sortino(returns: np.ndarray, periods_per_year: int, risk_free_rate: float = 0.0) -> float:
-    """mean(x) / sqrt(mean(min(x, 0)**2)) * sqrt(ppy), x = s - rf/ppy; NaN with no downside."""
-    if len(returns) < 2:
+def sortino(returns: np.ndarray, periods_per_year: int, risk_free_rate: float = 0.0,
+            scratch: np.ndarray | None = None) -> float:
+    """mean(x) / sqrt(mean(min(x, 0)**2)) * sqrt(ppy), x = s - rf/ppy; NaN with no downside.
+
+    ``scratch`` (at least as long as ``returns``) avoids allocating a temporary per call.
+    """
+    n = len(returns)
+    if n < 2:
         return math.nan
-    threshold = risk_free_rate / periods_per_year
-    mean = float(returns.sum() / len(returns)) - threshold
-    below = returns[returns < threshold] - threshold
-    downside = math.sqrt(float(np.dot(below, below)) / len(returns))
+    excess = np.subtract(returns, risk_free_rate / periods_per_year,
+                         out=scratch[:n] if scratch is not None else None)
+    mean = float(excess.sum() / n)
+    np.minimum(excess, 0.0, out=excess)
+    downside = math.sqrt(float(np.dot(excess, excess)) / n)
     if downside <= _ZERO_STD:
         return math.nan
     return float(mean / downside * math.sqrt(periods_per_year))
@@ -71,7 +77,8 @@ def longest_underwater(drawdown: np.ndarray) -> int:
 def segment_metrics(strategy_returns: np.ndarray, bar_returns: np.ndarray, equity: np.ndarray,
                     drawdown: np.ndarray, weights: np.ndarray, turnover: np.ndarray, periods_per_year: int,
                     risk_free_rate: float, initial_capital: float,
-                    benchmark_total_return: float | None = None) -> dict[str, float]:
+                    benchmark_total_return: float | None = None,
+                    scratch: np.ndarray | None = None) -> dict[str, float]:
     """Metrics of one segment.
 
     ``strategy_returns``/``bar_returns``: the segment's defined returns (n return periods);
@@ -93,7 +100,7 @@ def segment_metrics(strategy_returns: np.ndarray, bar_returns: np.ndarray, equit
         # std(s, ddof=1) * sqrt(ppy)
         "annual_volatility": moments[1] * math.sqrt(ppy),
         "sharpe_ratio": sharpe(strategy_returns, ppy, risk_free_rate, moments),
-        "sortino_ratio": sortino(strategy_returns, ppy, risk_free_rate),
+        "sortino_ratio": sortino(strategy_returns, ppy, risk_free_rate, scratch),
         "max_drawdown": max_drawdown,
         # longest stretch of bars spent below a previous equity peak
         "max_drawdown_duration": float(longest_underwater(drawdown)),

@@ -13,6 +13,9 @@ import pandas as pd
 
 TRADE_COLUMNS = ["direction", "entry_time", "exit_time", "entry_bar", "exit_bar", "entry_price",
                  "exit_price", "weight", "bars_held", "return", "pnl", "is_open"]
+# Built once: making the categories per call costs more than the rest of the table.
+DIRECTION = pd.CategoricalDtype(["long", "short"])
+SIDE = pd.CategoricalDtype(["buy", "sell"])
 FILL_COLUMNS = ["timestamp", "bar", "side", "weight_before", "weight_after", "weight_change", "price", "cost"]
 
 
@@ -24,7 +27,7 @@ def fills_table(weights: np.ndarray, close: np.ndarray, turnover: np.ndarray, co
     after = weights[bars]
     return pd.DataFrame({
         "timestamp": index[bars], "bar": bars,
-        "side": pd.Categorical.from_codes((after < before).astype(np.int8), ["buy", "sell"]),
+        "side": pd.Categorical.from_codes((after < before).astype(np.int8), dtype=SIDE),
         "weight_before": before, "weight_after": after, "weight_change": after - before,
         "price": close[bars], "cost": cost_rate * turnover[bars],  # fraction of equity paid at that close
     }, columns=FILL_COLUMNS)
@@ -73,7 +76,7 @@ def round_trips(weights: np.ndarray, close: np.ndarray, growth: np.ndarray, turn
     exit_bars = np.minimum(exits, n - 1)
     pnl = returns * np.abs(weights[entries]) * equity[entries]
     return pd.DataFrame({
-        "direction": pd.Categorical.from_codes((weights[entries] < 0).astype(np.int8), ["long", "short"]),
+        "direction": pd.Categorical.from_codes((weights[entries] < 0).astype(np.int8), dtype=DIRECTION),
         "entry_time": index[entries], "exit_time": index[exit_bars], "entry_bar": entries,
         "exit_bar": exit_bars, "entry_price": close[entries], "exit_price": close[exit_bars],
         "weight": weights[entries], "bars_held": exit_bars - entries, "return": returns, "pnl": pnl,
