@@ -38,6 +38,7 @@ class Prepared:
     val_end: int
     seed: int
     timings: dict[str, float] = field(default_factory=dict)
+    torch_threads: int | None = None  # set for sweep jobs sharing the CPU with other workers
 
 
 @dataclass
@@ -91,7 +92,7 @@ def compute_weights(prepared: Prepared) -> tuple[np.ndarray, Any, Any]:
     dataset = build_dataset(features, close, prepared.train_end, prepared.val_end, seq_len)
     n_features = dataset.features.shape[1]
     training = train_model(lambda: build(prepared.model_kwargs, "model", n_features=n_features), dataset,
-                           prepared.training, prepared.seed)
+                           prepared.training, prepared.seed, threads=prepared.torch_threads)
     forecasts = forecast(training.model, dataset)
     return prepared.strategy.weights_from_forecast(forecasts), training, dataset
 

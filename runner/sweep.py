@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import traceback
 from datetime import datetime
@@ -37,6 +38,19 @@ def _finished_run_with_hash(logger: Any, digest: str) -> Any:
     runs = logger.client.search_runs([logger.experiment_id], max_results=1,
                                      filter_string=f"tags.config_hash = '{digest}' and attributes.status = 'FINISHED'")
     return runs[0] if runs else None
+
+
+def _worker_threads(hydra_cfg: Any, state: dict[str, Any]) -> int | None:
+    """Torch threads for a job in a worker process: the cores shared among the launcher's workers.
+
+    Two joblib workers each running torch's default of one thread per core oversubscribe the CPU and
+    gain almost nothing over running the jobs one after another."""
+    if os.getpid() == state.get("launcher_pid"):
+        return None
+    n_jobs = OmegaConf.select(hydra_cfg, "launcher.n_jobs", default=None)
+    cores = os.cpu_count() or 1
+    workers = cores if n_jobs is None or int(n_jobs) < 1 else min(int(n_jobs), cores)
+    return max(1, cores // workers)
 
 
 def run_job(cfg: DictConfig) -> float:
@@ -83,6 +97,7 @@ def _run_job(cfg: DictConfig) -> float:
             extras = RunExtras(config_to_container(cfg), Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir)
             log_run_start(logger, extras)  # a job that fails validation still shows its config
             prepared = prepare(resolved)
+            prepared.torch_threads = _worker_threads(hydra_cfg, state)
             outcome = execute(prepared, logger, extras)
     except KeyboardInterrupt:  # Ctrl-C/SIGTERM stops the whole sweep: its parent ends KILLED too
         logger.client.set_terminated(state["parent_run_id"], "KILLED")
@@ -131,7 +146,7 @@ class SweepCallback(Callback):
         run = logger.client.create_run(logger.experiment_id, run_name=name, tags={
             "runner.role": "sweep_parent", "sweep_name": name, "overrides": overrides, "argv": " ".join(sys.argv),
             "sweep_dir": str(sweep_dir)})
-        state = {"parent_run_id": run.info.run_id, "sweep_name": name, "tracking_uri": uri,
+        state = {"parent_run_id": run.info.run_id, "sweep_name": name, "tracking_uri": uri, "launcher_pid": os.getpid(),
                  "experiment_name": str(config.experiment_name), "experiment_id": logger.experiment_id,
                  "metric": str(config.selection.metric), "mode": str(config.selection.mode)}
         (sweep_dir / PARENT_FILE).write_text(json.dumps(state))

@@ -115,13 +115,17 @@ class TrainingResult:
     device: str = "cpu"
 
 
-def train_model(model: Any, data: Dataset, config: TrainingConfig, seed: int) -> TrainingResult:
+def train_model(model: Any, data: Dataset, config: TrainingConfig, seed: int,
+                threads: int | None = None) -> TrainingResult:
     """Adam with weight decay on mini-batches; early stopping on val loss; the best weights restored.
 
-    ``model`` is a zero-argument builder (seeded here before it initialises its weights) or a module.
+    ``model`` is a zero-argument builder (seeded here before it initialises its weights) or a module;
+    ``threads`` caps torch's CPU threads (sweep workers sharing the cores).
     """
     import torch
 
+    if threads:
+        torch.set_num_threads(threads)
     seed_everything(seed)
     if not isinstance(model, torch.nn.Module):
         model = model()
