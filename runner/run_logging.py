@@ -61,6 +61,8 @@ def log_outcome(logger: Any, prepared: Any, outcome: Any, dataset: Any, extras: 
     result = outcome.result
     if outcome.training is not None:
         logger.log_metric_history(outcome.training.history)
+        logger.log_metrics({"best_epoch": float(outcome.training.best_epoch),
+                            "train_seconds": float(outcome.training.seconds)})
     results = result.to_results()
     results["timings"] = outcome.timings
     logger.log_backtest_results(results)
@@ -87,12 +89,8 @@ def log_outcome(logger: Any, prepared: Any, outcome: Any, dataset: Any, extras: 
         logger.log_artifacts(root)
     if outcome.training is not None:
         model_started = time.perf_counter()
-        example = outcome.training.model.example_input(2) if hasattr(outcome.training.model, "example_input") \
-            else None
-        logger.log_model(outcome.training.model, "model", input_example=example)
+        logger.log_model(outcome.training.model, "model")  # the example comes from model.example_input
         outcome.timings["model_logging"] = time.perf_counter() - model_started
-        logger.log_metrics({"best_epoch": float(outcome.training.best_epoch),
-                            "train_seconds": float(outcome.training.seconds)})
     outcome.timings["figures"] = figures_seconds
     outcome.timings["logging"] = time.perf_counter() - started - figures_seconds - outcome.timings.get(
         "model_logging", 0.0)
