@@ -57,9 +57,16 @@ def log_torch_model(model: Any, artifact_path: str, input_example: Any = None) -
         model.train(was_training)
 
 
-def load_torch_model(model_uri: str) -> Any:
-    """Load a logged model with pickle deserialisation disabled (a crafted pickle is refused)."""
+def load_torch_model(model_uri: str, tracking_uri: str | None = None) -> Any:
+    """Load a logged model with pickle deserialisation disabled (a crafted pickle is refused).
+
+    ``runs:/`` URIs resolve against ``tracking_uri`` (default: MLFLOW_TRACKING_URI, then the project
+    store), never against whatever store an earlier logger in this process made MLflow's global one.
+    """
     import mlflow.pytorch
 
+    from runner.store import resolve_tracking_uri
+
     os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
+    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
     return mlflow.pytorch.load_model(model_uri)
