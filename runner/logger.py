@@ -30,7 +30,7 @@ from runner.mlflow_rules import (
     validate_key,
 )
 from runner.model_io import log_torch_model
-from runner.params import REDACTED, redact_value, table_payload, to_jsonable
+from runner.params import REDACTED, redact_uri, redact_value, table_payload, to_jsonable
 from runner.store import artifact_root_for, resolve_tracking_uri, store_lock
 
 
@@ -68,7 +68,8 @@ class MLflowLogger:
         experiment = MlflowClient(uri).get_experiment_by_name(experiment_name)
         if experiment is None or experiment.lifecycle_stage == "deleted":
             names = [e.name for e in MlflowClient(uri).search_experiments(max_results=20)]
-            raise LookupError(f"no experiment named {experiment_name!r} in {uri}; experiments: {', '.join(names)}.")
+            raise LookupError(f"no experiment named {experiment_name!r} in {redact_uri(uri)}; experiments: "
+                              f"{', '.join(names)}.")
         return cls(experiment_name, uri)
 
     def _get_or_create_experiment(self, name: str) -> str:
