@@ -211,12 +211,12 @@ def test_a_crafted_pickle_is_refused(tmp_path: Path, tracking_uri: str) -> None:
     assert not marker.exists()
 
 
-def test_help_is_fast(tmp_path: Path, cli_env: dict) -> None:
-    started = time.monotonic()
+def test_help_lists_the_groups_without_heavy_imports(tmp_path: Path, cli_env: dict) -> None:
+    """`--help` answers from conf/ without composing (speed is measured in bench/run.py, not here)."""
     done = run_cli(["runner", "--help"], cli_env, tmp_path)
-    assert done.returncode == 0 and "strategy" in done.stdout
-    assert "torch" not in sys.modules or True  # the subprocess is what is timed
-    assert time.monotonic() - started < 10
+    assert done.returncode == 0 and "config groups" in done.stdout
+    for name in ("momentum", "sma_crossover", "mean_reversion", "buy_and_hold", "lstm", "synthetic"):
+        assert name in done.stdout
     check = subprocess.run([sys.executable, "-c", "import runner.__main__, sys; "
                             "print(sorted(m for m in ('torch','mlflow','matplotlib') if m in sys.modules))"],
                            cwd=ROOT, capture_output=True, text=True, env=cli_env)
