@@ -184,10 +184,11 @@ def test_secrets_never_reach_params_tags_or_artifacts(tmp_path: Path, cli_env: d
     for file in artifacts_root.rglob("*"):
         if file.is_file() and file.suffix in (".json", ".yaml", ".txt"):
             visible += file.read_text()
-    assert "config.yaml" in visible or (artifacts_root / "config.yaml").exists()
+    assert (artifacts_root / "config.yaml").is_file() and (artifacts_root / ".hydra" / "overrides.yaml").is_file()
+    assert "***REDACTED***" in (artifacts_root / ".hydra" / "overrides.yaml").read_text()
     for secret in secrets:
         assert secret not in visible, secret
-    assert secret not in done.stdout
+        assert secret not in done.stdout + done.stderr, secret
 
 
 def test_a_crafted_pickle_is_refused(tmp_path: Path, tracking_uri: str) -> None:
