@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 
 from runner.backtest import BacktestConfig, BacktestResult, run_backtest
+from runner.best_run import MODES
 from runner.components import build, strategy_from_config
 from runner.data import DataError, load_bars, split_bounds
 from runner.training import TrainingConfig, split_model_config
 
 SUMMARY_METRICS = ("total_return", "cagr", "sharpe_ratio", "sortino_ratio", "max_drawdown", "calmar_ratio",
                    "exposure", "num_trades", "win_rate", "benchmark_total_return", "benchmark_sharpe_ratio")
-MODES = ("max", "min")
 
 
 @dataclass

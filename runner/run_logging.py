@@ -63,6 +63,7 @@ def log_outcome(logger: Any, prepared: Any, outcome: Any, dataset: Any, extras: 
         logger.log_metric_history(outcome.training.history)
         logger.log_metrics({"best_epoch": float(outcome.training.best_epoch),
                             "train_seconds": float(outcome.training.seconds)})
+        logger.set_tags({"train_device": outcome.training.device})  # what model.device=auto picked
     results = result.to_results()
     results["timings"] = outcome.timings
     logger.log_backtest_results(results)

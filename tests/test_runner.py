@@ -133,6 +133,7 @@ def test_cli_with_mlp_logs_curves_figures_and_a_reloadable_model(tmp_path: Path,
                    cli_env, tmp_path)
     assert done.returncode == 0, done.stderr
     client, run = _read_run(tracking_uri)
+    assert run.data.tags["train_device"] in ("cpu", "cuda") and run.data.metrics["best_epoch"] <= 2
     history = client.get_metric_history(run.info.run_id, "val_loss")
     assert [m.step for m in history] == list(range(len(history))) and 1 <= len(history) <= 3
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
