@@ -16,7 +16,8 @@ from typing import Any
 MODES = ("max", "min")
 # MLflow keeps +/-inf as +/-1.7976931348623157e308; the search grammar has no exponent notation,
 # so the bound is written out in full. A stored inf equals the bound and fails the strict comparison.
-_FLOAT_BOUND_LITERAL = str(int(1.7976931348623157e308))
+MLFLOW_INF = 1.7976931348623157e308
+_FLOAT_BOUND_LITERAL = str(int(MLFLOW_INF))
 _METRIC_NAME = re.compile(r"^[\w.\-/ :]+$")
 PROBE_RUNS = 25
 
@@ -62,7 +63,7 @@ def _rank(runs: list[Any], metric_name: str, mode: str) -> list[Any]:
 
 def _finite(run: Any, metric_name: str) -> bool:
     value = _value(run, metric_name)
-    return math.isfinite(value) and abs(value) < 1.7976931348623157e308
+    return math.isfinite(value) and abs(value) < MLFLOW_INF
 
 
 def search_ranked(client: Any, experiment_ids: list[str], metric_name: str, mode: str = "max",

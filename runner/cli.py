@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -25,7 +26,9 @@ def available(group: str) -> list[str]:
     return sorted(loader.get_group_options(group))
 
 
+@functools.lru_cache(maxsize=1)
 def git_tags() -> dict[str, str]:
+    """Commit and dirty flag of the project checkout (asked once per process: jobs of a sweep share it)."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
                                 timeout=5)

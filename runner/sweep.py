@@ -92,8 +92,6 @@ def _run_job(cfg: DictConfig) -> float:
     logger.start_run(run_name, tags=tags, parent_run_id=state["parent_run_id"])
     try:
         with tracked_run(logger):
-            if resolved.get("strategy") is None:
-                raise LookupError("no strategy given: add +strategy=NAME")
             extras = RunExtras(config_to_container(cfg), Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir)
             log_run_start(logger, extras)  # a job that fails validation still shows its config
             prepared = prepare(resolved)
