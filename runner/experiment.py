@@ -18,7 +18,7 @@ from runner.backtest import BacktestConfig, BacktestResult, run_backtest
 from runner.best_run import MODES
 from runner.components import build, strategy_from_config
 from runner.data import DataError, load_bars, split_bounds
-from runner.training import TrainingConfig, split_model_config
+from runner.training import TrainingConfig, pick_device, split_model_config
 
 SUMMARY_METRICS = ("total_return", "cagr", "sharpe_ratio", "sortino_ratio", "max_drawdown", "calmar_ratio",
                    "exposure", "num_trades", "win_rate", "benchmark_total_return", "benchmark_sharpe_ratio")
@@ -67,6 +67,7 @@ def prepare(config: Mapping[str, Any]) -> Prepared:
     if config["model"].get("_target_"):
         model_kwargs, training = split_model_config(config["model"])
         build(model_kwargs, "model", n_features=1)  # checks the model's own keys before any run exists
+        pick_device(training.device)  # model.device=cuda without CUDA fails here, not mid-run
     seed = int(config["seed"])
     bars = load_bars(config["data"], seed=seed)
     train_end, val_end = split_bounds(len(bars), config["data"]["splits"])

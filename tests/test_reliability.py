@@ -92,6 +92,16 @@ def test_bad_input_gets_one_clear_message(overrides, message, tmp_path: Path, cl
         assert not client.search_runs(ids, "attributes.status = 'RUNNING'")
 
 
+def test_cuda_without_cuda_fails_before_any_run(tmp_path: Path, cli_env: dict, tracking_uri: str) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    done = run_cli(["runner", "+strategy=momentum", "model=mlp", "model.device=cuda"], cli_env, tmp_path)
+    assert done.returncode == 2 and "model.device=cuda but CUDA is not available" in done.stderr
+    assert not Path(tracking_uri[len("sqlite:///"):]).exists()  # refused before any MLflow run
+
+
 def test_unsorted_csv_is_sorted_and_runs(tmp_path: Path, cli_env: dict, tracking_uri: str) -> None:
     rows = _good_rows(400).splitlines()
     path = _csv(tmp_path, "unsorted.csv", "\n".join([rows[0], *reversed(rows[1:])]) + "\n")
