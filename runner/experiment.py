@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from runner import interrupts
 from runner.backtest import BacktestConfig, BacktestResult, run_backtest
 from runner.best_run import MODES
 from runner.components import build, strategy_from_config
@@ -104,6 +105,7 @@ def execute(prepared: Prepared, logger: Any = None, log_extras: Any = None) -> O
     started = time.perf_counter()
     weights, training, dataset = compute_weights(prepared)
     timings["train"] = time.perf_counter() - started
+    interrupts.check()
     started = time.perf_counter()
     bars = prepared.bars
     result = run_backtest(bars["close"].to_numpy(), weights, prepared.train_end, prepared.val_end,

@@ -12,14 +12,13 @@ import traceback
 from collections.abc import Iterator
 from typing import Any
 
+from runner import interrupts
+from runner.interrupts import Terminated
+
 # SIGINT too: a process started in the background by a non-interactive shell inherits SIGINT as ignored,
 # and Python then never raises KeyboardInterrupt; inside a tracked run Ctrl-C must always end it KILLED.
 HANDLED_SIGNALS = tuple(s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))
                         if s)
-
-
-class Terminated(KeyboardInterrupt):
-    """Raised in the main thread on SIGINT/SIGTERM/SIGHUP so that cleanup runs and the run ends KILLED."""
 
 
 @contextlib.contextmanager
@@ -29,7 +28,9 @@ def signals_as_interrupts() -> Iterator[None]:
         return
 
     def handler(signum: int, frame: Any) -> None:
-        raise Terminated(f"received {signal.Signals(signum).name}")
+        reason = f"received {signal.Signals(signum).name}"
+        interrupts.request(reason)  # kept even if this raise lands in a finaliser and is swallowed
+        raise Terminated(reason)
 
     previous = {sig: signal.signal(sig, handler) for sig in HANDLED_SIGNALS}
     try:
@@ -37,6 +38,7 @@ def signals_as_interrupts() -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+        interrupts.clear()
 
 
 @contextlib.contextmanager

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from runner import interrupts
+
 TRAINING_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "patience", "device")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -146,6 +148,7 @@ def train_model(model: Any, data: Dataset, config: TrainingConfig, seed: int,
         order = torch.randperm(len(x_train), generator=generator).to(device)
         total = 0.0
         for begin in range(0, len(order), config.batch_size):
+            interrupts.check()  # a stop request whose signal-time exception was swallowed still stops here
             batch = order[begin:begin + config.batch_size]
             optimiser.zero_grad()
             loss = torch.mean((model(x_train[batch]) - y_train[batch]) ** 2)

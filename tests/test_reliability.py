@@ -232,3 +232,24 @@ def test_help_lists_the_groups_without_heavy_imports(tmp_path: Path, cli_env: di
                             "print(sorted(m for m in ('torch','mlflow','matplotlib') if m in sys.modules))"],
                            cwd=ROOT, capture_output=True, text=True, env=cli_env)
     assert check.stdout.strip() == "[]", check.stdout + check.stderr
+
+
+def test_a_signal_swallowed_in_a_finaliser_still_stops_the_run() -> None:
+    """Python prints and drops an exception raised inside ``__del__``; the recorded request still stops."""
+    from runner import interrupts
+    from runner.lifecycle import signals_as_interrupts
+
+    class SignalsWhileCollected:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    reached_check = False
+    with signals_as_interrupts():
+        with pytest.raises(interrupts.Terminated, match="SIGTERM"):
+            finaliser = SignalsWhileCollected()
+            del finaliser  # the handler's raise happens inside __del__ and is swallowed
+            sum(range(100_000))  # plain work: nothing raises here
+            reached_check = True
+            interrupts.check()
+    assert reached_check  # the stop came from the recorded request, not from the lost raise
+    interrupts.check()  # leaving the tracked section clears the request
