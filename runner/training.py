@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import random
 import sys
 import time
@@ -102,6 +103,8 @@ def pick_device(requested: str) -> str:
 def seed_everything(seed: int) -> None:
     import torch
 
+    # cuBLAS is only deterministic with a fixed workspace; it reads this when its first handle is made.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
