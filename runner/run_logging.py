@@ -6,6 +6,7 @@ so the number of MLflow calls does not grow with bars or epochs.
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 import time
@@ -18,6 +19,18 @@ import yaml
 from runner.params import flatten, redact_tree, to_jsonable
 
 PARAM_GROUPS = ("data", "model", "strategy", "backtest", "selection")
+# libyaml when PyYAML has it: Hydra's hydra.yaml is ~200 lines, ~30 ms per job to read and write in Python.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+PNG = {"dpi": 90, "pil_kwargs": {"compress_level": 1}}  # zlib level 1: ~15% larger, ~0.02 s less per figure
+
+
+@functools.lru_cache(maxsize=1)
+def _equity_canvas() -> Any:
+    """One per process: sweep jobs over the same bars redraw only the curves (see ``EquityCanvas``)."""
+    from runner.plots import EquityCanvas
+
+    return EquityCanvas()
 
 
 @dataclass
@@ -27,6 +40,10 @@ class RunExtras:
     redacted_config: dict[str, Any]
     hydra_dir: Path | None = None
     tags: dict[str, str] = field(default_factory=dict)
+
+
+def _yaml_text(data: Any) -> str:
+    return yaml.dump(data, Dumper=_DUMPER, sort_keys=False)
 
 
 def run_params(redacted_config: dict[str, Any]) -> dict[str, Any]:
@@ -42,8 +59,8 @@ def _redacted_hydra_files(hydra_dir: Path | None, target: Path) -> None:
         return
     target.mkdir(parents=True, exist_ok=True)
     for file in sorted(hydra_dir.glob("*.yaml")):
-        content = yaml.safe_load(file.read_text()) or {}
-        (target / file.name).write_text(yaml.safe_dump(redact_tree(content), sort_keys=False))
+        content = yaml.load(file.read_text(), Loader=_LOADER) or {}
+        (target / file.name).write_text(_yaml_text(redact_tree(content)))
 
 
 def log_run_start(logger: Any, extras: RunExtras) -> None:
@@ -54,7 +71,7 @@ def log_run_start(logger: Any, extras: RunExtras) -> None:
 
 
 def log_outcome(logger: Any, prepared: Any, outcome: Any, dataset: Any, extras: RunExtras | None) -> None:
-    from runner.plots import equity_figure, training_figure
+    from runner.plots import training_figure
 
     extras = extras or RunExtras(redact_tree(prepared.config))
     started = time.perf_counter()
@@ -72,16 +89,12 @@ def log_outcome(logger: Any, prepared: Any, outcome: Any, dataset: Any, extras: 
         root = Path(tmp)
         (root / "figures").mkdir()
         title = f"{type(prepared.strategy).__name__} on {prepared.config['data']['source']}"
-        figure = equity_figure(result, title=title)
-        figure.savefig(root / "figures" / "equity.png", dpi=90)
+        _equity_canvas().draw(result, title=title).savefig(root / "figures" / "equity.png", **PNG)
         if outcome.training is not None:
             training = training_figure(outcome.training.history, outcome.training.best_epoch)
-            training.savefig(root / "figures" / "training.png", dpi=90)
-        import matplotlib.pyplot as plt
-
-        plt.close("all")
+            training.savefig(root / "figures" / "training.png", **PNG)
         figures_seconds = time.perf_counter() - figures_started
-        (root / "config.yaml").write_text(yaml.safe_dump(to_jsonable(extras.redacted_config), sort_keys=False))
+        (root / "config.yaml").write_text(_yaml_text(to_jsonable(extras.redacted_config)))
         _redacted_hydra_files(extras.hydra_dir, root / ".hydra")
         if dataset is not None:
             (root / "model_inputs").mkdir()

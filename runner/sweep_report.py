@@ -31,11 +31,11 @@ def _number(text: str | None) -> float | None:
 
 def sweep_figure(runs: list[Any], metric: str, keys: list[str]) -> Any:
     """The selection metric against the swept parameter(s): a line for one, a heatmap for two."""
-    from runner.plots import _pyplot
+    from runner.plots import new_figure
 
-    plt = _pyplot()
     numeric = [k for k in keys if all(_number(r.data.params.get(k)) is not None for r in runs)] or keys
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig = new_figure(6.5, 4)
+    ax = fig.subplots()
     if len(numeric) >= 2:
         import pandas as pd
 
@@ -55,8 +55,9 @@ def sweep_figure(runs: list[Any], metric: str, keys: list[str]) -> Any:
         if key and all(_number(label) is not None for label in labels):
             points = sorted(zip([_number(label) for label in labels], values, strict=True))
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
-        else:
-            ax.plot([str(label) for label in labels], values, marker="o", ls="none")
+        else:  # positions + labels: string categories make matplotlib log an INFO line per figure
+            ax.plot(range(len(values)), values, marker="o", ls="none")
+            ax.set_xticks(range(len(values)), [str(label) for label in labels])
         ax.set_xlabel(key or "run")
         ax.set_ylabel(metric)
     fig.tight_layout()
