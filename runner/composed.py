@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import queue
 from typing import Any
 
 from hydra.core.config_loader import ConfigLoader
@@ -94,7 +95,7 @@ class ComposedConfigs(ConfigLoader):
 
             payload = cloudpickle.dumps((self.loader, master, rest, Singleton.get_state()))
             context = multiprocessing.get_context("spawn")
-            self._results = context.SimpleQueue()
+            self._results = context.Queue()
             self._helper = context.Process(target=_compose_batch, args=(payload, self._results), daemon=True,
                                            name="compose-configs")
             self._helper.start()
@@ -122,15 +123,15 @@ class ComposedConfigs(ConfigLoader):
         while self._helper is not None and self._error is None:
             waiting = (wait_for is not None and wait_for in self._keys[self._received:]
                        and not self._ready.get(wait_for))
-            if not waiting and self._results.empty():
-                return
-            if self._results.empty():
-                self._helper.join(HELPER_POLL_SECONDS)
-                if self._results.empty() and not self._helper.is_alive():
+            try:
+                message = self._results.get(timeout=HELPER_POLL_SECONDS) if waiting else self._results.get_nowait()
+            except queue.Empty:
+                if waiting and not self._helper.is_alive():
                     self._helper = None  # died without a word: compose the rest here
-                    return
-                continue
-            position, config, error = self._results.get()
+                if waiting and self._helper is not None:
+                    continue
+                return
+            position, config, error = message
             if error is not None:
                 self._error = pickle.loads(error)
                 return

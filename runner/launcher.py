@@ -55,10 +55,9 @@ def imports_for(config: DictConfig) -> list[str]:
     return COMMON_IMPORTS + (MODEL_IMPORTS if uses_model else [])
 
 
-def _import(modules: list[str]) -> int:
+def _import(modules: list[str]) -> None:
     for name in modules:
         importlib.import_module(name)
-    return os.getpid()
 
 
 def start_workers(n_workers: int, modules: list[str]) -> Any:

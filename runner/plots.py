@@ -52,18 +52,18 @@ class EquityCanvas:
     next call with the same bars: save it before drawing another. ``equity_figure`` gives a fresh one."""
 
     def __init__(self) -> None:
-        self._key: tuple[Any, ...] | None = None
+        self._index: np.ndarray = np.empty(0)
+        self._bounds: dict[str, tuple[int, int]] = {}
         self._figure: Any = None
         self._x: np.ndarray = np.empty(0)
         self._curves: list[Any] = []
 
     def draw(self, result: Any, title: str = "") -> Any:
-        index = result.index
-        key = (len(index), index[0] if len(index) else None, index[-1] if len(index) else None,
-               tuple(result.bounds.items()))
-        if key != self._key:
+        index = np.asarray(result.index)
+        if (self._figure is None or self._bounds != result.bounds or len(index) != len(self._index)
+                or not np.array_equal(index, self._index)):
             self._frame(result)
-            self._key = key
+            self._index, self._bounds = index, dict(result.bounds)
         for artist in self._curves:
             artist.remove()
         ax_eq, ax_dd, ax_w = self._figure.axes

@@ -43,8 +43,8 @@ def _finished_run_with_hash(logger: Any, digest: str) -> Any:
 def _job_threads(hydra_cfg: Any) -> int | None:
     """Torch and BLAS threads for a job that runs beside others (``hydra/launcher=joblib``): the cores
     shared among the jobs running at once, in the launching process and the workers alike. Jobs each using
-    one thread per core oversubscribe the CPU: two 20-job sweeps run side by side took 0.75 s per job
-    each with numpy's default BLAS threads and 0.52-0.64 s with one (0.42 s alone)."""
+    one thread per core oversubscribe the CPU: two 20-job model=none sweeps side by side took 0.71-0.79 s
+    per job with numpy's default BLAS threads, 0.52-0.64 s with OPENBLAS_NUM_THREADS=1 (0.42 s alone)."""
     from runner.launcher import concurrent_jobs
 
     n_jobs = OmegaConf.select(hydra_cfg, "launcher.n_jobs", default=None)
