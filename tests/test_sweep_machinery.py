@@ -126,9 +126,9 @@ def test_joblib_jobs_run_in_this_process_and_a_worker(tmp_path: Path, cli_env: d
                                   f"tags.mlflow.parentRunId = '{best['parent_run_id']}'")
     assert sorted(int(r.data.tags["job_number"]) for r in children) == list(range(6))
     assert {r.info.status for r in children} == {"FINISHED"}
-    parent_pid = client.get_run(best["parent_run_id"]).data.tags.get("runner.pid")
+    parent_pid = client.get_run(best["parent_run_id"]).data.tags["runner.pid"]
     pids = {r.data.tags["runner.pid"] for r in children}
-    assert len(pids) == 2 and (parent_pid is None or parent_pid in pids)
+    assert len(pids) == 2 and parent_pid in pids
 
 
 def test_unsupported_joblib_options_are_refused_by_name(tmp_path: Path, cli_env: dict) -> None:
