@@ -1,4 +1,4 @@
-"""The CUDA path end to end, on a machine with a GPU: the real CLI with model.device=cuda/auto/cpu.
+"""The CUDA path end to end, on a machine with a GPU: the real CLI with trainer.device=cuda/auto/cpu.
 
     python bench/cuda_check.py [--work DIR]
 
@@ -53,13 +53,13 @@ def main() -> None:
     import torch
     from mlflow import MlflowClient
 
-    from runner.model_io import load_torch_model
+    from runner.tracking.model_io import load_torch_model
 
     print(f"torch {torch.__version__}; CUDA available: {torch.cuda.is_available()}; "
           f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else '-'}", flush=True)
-    cases = {"mlp-cuda-1": ("model=mlp", f"model.device={gpu}"), "mlp-cuda-2": ("model=mlp", f"model.device={gpu}"),
-             "mlp-auto": ("model=mlp", "model.device=auto"), "mlp-cpu": ("model=mlp", "model.device=cpu"),
-             "lstm-cuda": ("model=lstm", f"model.device={gpu}")}
+    cases = {"mlp-cuda-1": ("model=mlp", f"trainer.device={gpu}"), "mlp-cuda-2": ("model=mlp", f"trainer.device={gpu}"),
+             "mlp-auto": ("model=mlp", "trainer.device=auto"), "mlp-cpu": ("model=mlp", "trainer.device=cpu"),
+             "lstm-cuda": ("model=lstm", f"trainer.device={gpu}")}
     for name, overrides in cases.items():
         rc, wall, _ = cli(work, uri, "+strategy=momentum", *overrides, f"run_name={name}")
         print(f"{name}: exit {rc}, {wall:.1f} s wall", flush=True)
@@ -93,7 +93,7 @@ def main() -> None:
         check(tuple(prediction.shape)[0] == 3 and prediction.device.type == "cpu",
               f"cuda-trained model reloads and predicts on the CPU (shape {tuple(prediction.shape)})")
 
-    rc, wall, _ = cli(work, uri, "-m", "+strategy=momentum", f"model.device={gpu}", "strategy.lookback=10,20",
+    rc, wall, _ = cli(work, uri, "-m", "+strategy=momentum", f"trainer.device={gpu}", "strategy.lookback=10,20",
                       "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "experiment_name=sweep", "resume=false")
     print(f"joblib sweep on cuda: exit {rc}, {wall:.1f} s wall", flush=True)
     sweep = client.get_experiment_by_name("sweep")

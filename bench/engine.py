@@ -10,10 +10,14 @@ import argparse
 import time
 
 import numpy as np
+import pandas as pd
 
-from runner.backtest import BacktestConfig, run_backtest
+from runner.config import BacktestConf, StrategyRules
+from runner.engine.backtest import run_backtest
 from strategies.mean_reversion import MeanReversion
 from strategies.sma_crossover import SmaCrossover
+
+LONG_SHORT = StrategyRules(long_only=False)
 
 
 def reference(close: np.ndarray, weights: np.ndarray, cost: float) -> np.ndarray:
@@ -37,18 +41,19 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", type=float, default=[1e4, 1e5, 1e6, 1e7])
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    config = BacktestConfig()
+    config = BacktestConf()
     print(f"{'bars':>10} {'engine ns/bar':>14} {'numpy ref ns/bar':>17} {'ratio':>6} {'trades':>8} "
           f"{'sma weights ns/bar':>19} {'mean_rev weights ns/bar':>24}")
     for size in args.sizes:
         n = int(size)
         rng = np.random.default_rng(0)
         close = 100.0 * np.exp(np.cumsum(0.01 * rng.standard_normal(n)))
-        strategy = SmaCrossover(fast=10, slow=50, long_only=False)
-        weights_time = best_of(strategy.target_weights, args.repeat, close)
-        weights = strategy.target_weights(close)
-        mr_time = best_of(MeanReversion(20, 2.0, 0.5, long_only=False).target_weights,
-                          1 if n >= 1e6 else args.repeat, close)
+        bars = pd.DataFrame({"close": close})
+        strategy = SmaCrossover(fast=10, slow=50).with_rules(LONG_SHORT)
+        weights_time = best_of(strategy.target_weights, args.repeat, bars)
+        weights = strategy.target_weights(bars)
+        mr_time = best_of(MeanReversion(20, 2.0, 0.5).with_rules(LONG_SHORT).target_weights,
+                          1 if n >= 1e6 else args.repeat, bars)
         train_end, val_end = int(0.6 * n), int(0.8 * n)
         result = run_backtest(close, weights, train_end, val_end, config)
         engine_time = best_of(run_backtest, args.repeat, close, weights, train_end, val_end, config)

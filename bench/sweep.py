@@ -1,9 +1,9 @@
 """Sweep cost per job: basic launcher vs joblib (n_jobs=2), model=none and model=mlp, vs a single run.
 
-    python bench/sweep.py [--jobs 20] [--models none mlp] [--hydra-joblib]
+    python bench/sweep.py [--jobs 20] [--models none mlp]
 
-"joblib" is the runner's launcher (this process + 1 worker); --hydra-joblib adds hydra-joblib-launcher's
-own (2 workers) for comparison. Speed-ups are basic total / joblib total, measured in the same run.
+"joblib" is hydra-joblib-launcher with 2 workers (Hydra's own plugin). Speed-ups are basic total / joblib
+total, measured in the same run.
 Each sweep varies strategy.lookback over --jobs values with resume=false, in its own temp store.
 """
 
@@ -31,31 +31,23 @@ def run(args: list[str]) -> float:
     return elapsed
 
 
-HYDRA_JOBLIB = ["hydra.launcher._target_=hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=20)
     parser.add_argument("--models", nargs="+", default=["none", "mlp"])
-    parser.add_argument("--hydra-joblib", action="store_true", help="also time hydra-joblib-launcher's own launcher")
     args = parser.parse_args()
     lookbacks = ",".join(str(5 + 5 * i) for i in range(args.jobs))
     print(f"{args.jobs} jobs; {os.cpu_count()} cores; joblib = hydra/launcher=joblib hydra.launcher.n_jobs=2")
     print(f"{'model':<6} {'single run s':>12} {'basic total s':>13} {'beyond 1st s/job':>16} "
-          f"{'joblib total s':>14} {'joblib speed-up':>15}" + (f" {'hydra joblib s':>14} {'speed-up':>8}"
-                                                                  if args.hydra_joblib else ""))
+          f"{'joblib total s':>14} {'joblib speed-up':>15}")
     for model in args.models:
-        extra = ["model.epochs=10"] if model == "mlp" else []
+        extra = ["trainer.epochs=10"] if model == "mlp" else []
         single = run(["+strategy=momentum", f"model={model}", *extra])
         base = ["-m", "+strategy=momentum", f"model={model}", *extra, f"strategy.lookback={lookbacks}", "resume=false"]
         basic = run(base)
         joblib = run([*base, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"])
         line = (f"{model:<6} {single:>12.2f} {basic:>13.2f} {(basic - single) / (args.jobs - 1):>16.2f} "
                 f"{joblib:>14.2f} {basic / joblib:>14.2f}x")
-        if args.hydra_joblib:
-            hydra = run([*base, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *HYDRA_JOBLIB])
-            line += f" {hydra:>14.2f} {basic / hydra:>7.2f}x"
         print(line, flush=True)
 
 

@@ -11,9 +11,11 @@ import time
 
 import torch
 
+from runner.config import TrainerConf
 from runner.data import load_bars, split_bounds
-from runner.models import LinearForecaster, LSTMForecaster, MLPForecaster
-from runner.training import TrainingConfig, build_dataset, train_model
+from runner.ml.dataset import build_dataset
+from runner.ml.models import LinearForecaster, LSTMForecaster, MLPForecaster
+from runner.ml.training import train_model
 from strategies.momentum import Momentum
 
 MODELS = {"linear": (LinearForecaster, {}, 0), "mlp": (MLPForecaster, {"hidden_sizes": [32, 16]}, 0),
@@ -31,13 +33,13 @@ def main() -> None:
     warm = build_dataset(features, bars["close"].to_numpy(), train_end, val_end, 0)
     for device in devices:  # first-call costs (thread pools, CUDA context) are not training time
         train_model(functools.partial(MLPForecaster, warm.features.shape[1]), warm,
-                    TrainingConfig(epochs=1, device=device), 0)
+                    TrainerConf(epochs=1, device=device), 0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; CUDA available: {torch.cuda.is_available()}")
     print(f"{'model':<7} {'device':<6} {'train rows':>10} {'epochs run':>10} {'s/epoch':>9} {'total s':>8}")
     for name, (cls, kwargs, seq_len) in MODELS.items():
         data = build_dataset(features, bars["close"].to_numpy(), train_end, val_end, seq_len)
         for device in devices:
-            config = TrainingConfig(epochs=args.epochs, batch_size=128, patience=args.epochs, device=device)
+            config = TrainerConf(epochs=args.epochs, batch_size=128, patience=args.epochs, device=device)
             start = time.perf_counter()
             n_features = data.features.shape[1]
             result = train_model(functools.partial(cls, n_features, **kwargs), data, config, 0)

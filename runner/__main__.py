@@ -1,4 +1,6 @@
-"""``python -m runner +strategy=NAME [overrides]``: one experiment; ``-m`` for a sweep.
+"""``python -m runner +strategy=NAME [overrides]``: the Hydra entry point, a fast ``--help``, and the
+guards around Hydra: overrides checked before composition, a unique folder per launch, and a sweep's
+parent run ended when the sweep stops with an exception.
 
 Heavy imports (torch, mlflow, matplotlib) happen only after composition, so ``--help`` and config errors
 are fast. User errors print one line and exit non-zero; ``HYDRA_FULL_ERROR=1`` shows the traceback.
@@ -7,26 +9,79 @@ are fast. User errors print one line and exit non-zero; ``HYDRA_FULL_ERROR=1`` s
 from __future__ import annotations
 
 import os
+import secrets
 import sys
+from pathlib import Path
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = ("data", "model", "trainer", "strategy", "backtest", "tracking", "hparams_search")
+USAGE = """\
+usage: python -m runner +strategy=NAME [group=option ...] [key=value ...]
+       python -m runner -m +strategy=NAME key=v1,v2,...      (a sweep; the winner is reported at the end)
+       python -m runner.report [--metric M] [--mode max|min] [--top K] [--sweep ID] [--json]
+
+examples:
+  python -m runner +strategy=momentum
+  python -m runner +strategy=momentum model=lstm trainer.epochs=5
+  python -m runner +strategy=sma_crossover model=none strategy.fast=20 strategy.slow=100
+  python -m runner +strategy=momentum data=csv data.path=prices.csv backtest.commission=0.001
+  python -m runner -m +strategy=momentum model=none strategy.lookback=5,20,60
+"""
+
+
+def render_help() -> str:
+    lines = [USAGE, "config groups (conf/):"]
+    for group in GROUPS:
+        options = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+        if options:
+            lines.append(f"  {group:<15} {', '.join(options)}")
+    lines += ["", "defaults: data=sp500 model=mlp trainer=default backtest=default tracking=local "
+                  "(no strategy: add +strategy=NAME)",
+              "show a composed config: python -m runner +strategy=momentum --cfg job",
+              "Hydra's own help: python -m runner --hydra-help"]
+    return "\n".join(lines)
+
 
 if __name__ == "__main__" and sys.argv[1:] in (["--help"], ["-h"]):
-    from runner.help import render
-
-    print(render())
+    print(render_help())
     sys.exit(0)
 
 import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
-
-import runner.config  # noqa: E402, F401  (registers the schemas before composition)
-from runner.cli import run_from_hydra  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    return run_from_hydra(cfg)
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        from runner.sweep import run_job
+
+        return run_job(cfg)
+    from runner.task import run
+
+    return run(cfg)
+
+
+def entry() -> None:
+    from runner.config import register
+    from runner.overrides import check_overrides
+
+    problem = check_overrides(sys.argv[1:])
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    os.environ.setdefault("RUNNER_LAUNCH_DIR", os.getcwd())
+    os.environ["RUNNER_LAUNCH_ID"] = secrets.token_hex(3)  # this launch's folder suffix (conf/config.yaml)
+    register()
+    try:
+        main()
+    except BaseException as stop:
+        from runner.sweep import end_active_sweep
+
+        end_active_sweep(stop)
+        raise
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("RUNNER_LAUNCH_DIR", os.getcwd())
-    main()
+    entry()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from typing import Any
@@ -40,26 +39,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def open_experiment(name: str, tracking_uri: str | None) -> Any:
-    from runner.logger import MLflowLogger
+    from runner.tracking.logger import MLflowLogger
 
     return MLflowLogger.open_existing(name, tracking_uri)
 
 
 def sweep_filter(logger: Any, sweep: str) -> str:
     """A filter for the runs of one sweep (by parent run id or sweep name), resumed jobs included."""
-    from runner.sweep_report import members_filter, sweep_children, sweep_members
+    from runner.tracking.queries import members_filter, sweep_children, sweep_members
 
+    client, experiment_id = logger.client, logger.experiment_id
     by_name = f"tags.sweep_name = '{sweep}' and tags.`runner.role` = 'sweep_parent'"
-    runs = logger.client.search_runs([logger.experiment_id], max_results=1, filter_string=by_name)
-    members = sweep_members(logger, sweep_children(logger, runs[0].info.run_id if runs else sweep))
+    runs = client.search_runs([experiment_id], max_results=1, filter_string=by_name)
+    members = sweep_members(client, experiment_id,
+                            sweep_children(client, experiment_id, runs[0].info.run_id if runs else sweep))
     if not members:
         raise LookupError(f"--sweep {sweep!r}: no sweep with that parent run id or name, or it has no runs, in "
                           f"experiment {logger.experiment_name!r}.")
-    return members_filter(members)
+    return members_filter([r.info.run_id for r in members])
 
 
 def rows_for(runs: list[Any], metric: str) -> list[dict[str, Any]]:
-    from runner.sweep_report import differing_params
+    from runner.tracking.queries import differing_params
 
     keys = differing_params(runs)[:6] if len(runs) > 1 else []
     suffix = metric.split("_", 1)[1] if metric.startswith(("train_", "val_", "test_")) else None
@@ -76,29 +77,40 @@ def rows_for(runs: list[Any], metric: str) -> list[dict[str, Any]]:
 
 
 def format_table(rows: list[dict[str, Any]], metric: str) -> str:
+    import pandas as pd
+
     metric_columns = [metric] + sorted({k for r in rows for k in r if k.startswith(("val_", "test_")) and k != metric})
-    param_keys = list(rows[0]["params"]) if rows else []
-    header = ["#", "run id", "run name", *metric_columns, *param_keys]
-    lines = []
-    for row in rows:
-        cells = [str(row["rank"]), row["run_id"][:12], str(row["run_name"])]
-        cells += ["nan" if row.get(c) is None or not math.isfinite(row[c]) else f"{row[c]:.4f}" for c in metric_columns]
-        cells += [str(row["params"].get(k)) for k in param_keys]
-        lines.append(cells)
-    widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(header)]
-    out = ["  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))]
-    out += ["  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)) for cells in lines]
-    return "\n".join(out)
+    frame = pd.DataFrame([{"#": r["rank"], "run id": r["run_id"][:12], "run name": r["run_name"],
+                           **{c: r.get(c) for c in metric_columns}, **r["params"]} for r in rows])
+    frame[metric_columns] = frame[metric_columns].astype(float)
+    return frame.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="nan")
+
+
+def stale_report(logger: Any, older_than_hours: float | None, mark: bool, as_json: bool) -> int:
+    """List (and with ``mark``, end KILLED) the runs left RUNNING by a process that is gone."""
+    from runner.tracking.queries import find_stale, mark_killed
+
+    found = find_stale(logger.client, logger.experiment_id, older_than_hours)
+    if mark:
+        mark_killed(logger.client, [run.info.run_id for run, _ in found], "marked KILLED by runner.report --stale")
+    rows = [{"run_id": r.info.run_id, "run_name": r.info.run_name, "reason": why,
+             "action": "marked KILLED" if mark else "dry run (add --mark)"} for r, why in found]
+    if as_json:
+        print(json.dumps({"stale_runs": rows}, indent=2))
+    elif not rows:
+        print("no stale runs")
+    else:
+        for row in rows:
+            print(f"{row['run_id']}  {row['run_name']}  {row['reason']}  -> {row['action']}")
+    return 0
 
 
 def report(args: argparse.Namespace) -> int:
-    from runner.best_run import search_ranked
+    from runner.tracking.queries import search_ranked
 
     logger = open_experiment(args.experiment, args.tracking_uri)
     if args.stale:
-        from runner.stale import stale_runs
-
-        return stale_runs(logger, args.older_than, args.mark, as_json=args.json)
+        return stale_report(logger, args.older_than, args.mark, as_json=args.json)
     filter_string = sweep_filter(logger, args.sweep) if args.sweep else None
     runs = search_ranked(logger.client, [logger.experiment_id], args.metric, args.mode, filter_string, args.top)
     if not runs:
@@ -110,7 +122,7 @@ def report(args: argparse.Namespace) -> int:
                           f"{' sweep ' + repr(args.sweep) if args.sweep else ''} has a finite {args.metric!r}{hint}.")
     rows = rows_for(runs, args.metric)
     if args.json:
-        from runner.params import to_jsonable
+        from runner.tracking.params import to_jsonable
 
         print(json.dumps(to_jsonable({"experiment": args.experiment, "metric": args.metric, "mode": args.mode,
                                       "runs": rows}), indent=2))

@@ -1,8 +1,10 @@
-"""The strategy contract: trailing-only features, a classic target-weight rule, and forecast -> weights.
+"""The strategy contract: a raw signal from the bars, a declared warm-up, and the rules every strategy obeys.
 
 Convention (DESIGN): ``w[t]`` uses data up to and including bar t's close, is traded at that close and held
-to close t+1. Before a strategy has enough history its weight is 0. Weights here are unit-sized
-(-1, 0, 1); the engine scales and clips them to ``backtest.max_leverage``.
+to close t+1. A subclass implements ``signal(bars)`` (unit-sized, in [-1, 1], from trailing data only) and
+declares ``warmup``; this base class applies the shared rules (``runner.config.StrategyRules``: long-only,
+the forecast threshold) and the warm-up itself, so a new strategy cannot forget them. The engine scales
+weights to ``backtest.max_leverage``.
 """
 
 from __future__ import annotations
@@ -10,49 +12,52 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from runner.config import StrategyRules
+
 
 class Strategy:
-    """Base class. Subclasses set ``warmup`` (bars before the first defined weight) and implement
-    ``target_weights``; ``features`` defaults to trailing returns over a few horizons."""
+    """Subclasses implement ``signal`` and may override ``warmup`` and ``features``."""
 
-    name = "strategy"
-
-    def __init__(self, long_only: bool = True, forecast_threshold: float = 0.0) -> None:
-        if not isinstance(long_only, (bool, np.bool_)):
-            raise TypeError(f"strategy.long_only must be true or false, got {long_only!r}.")
-        if not np.isfinite(forecast_threshold) or forecast_threshold < 0:
-            raise ValueError(f"strategy.forecast_threshold must be >= 0, got {forecast_threshold!r}.")
-        self.long_only = bool(long_only)
-        self.forecast_threshold = float(forecast_threshold)
+    rules: StrategyRules = StrategyRules()
 
     @property
     def warmup(self) -> int:
         """Bars of history needed before the first defined weight (index of the first usable bar)."""
         return 0
 
-    def target_weights(self, close: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+    def signal(self, bars: pd.DataFrame) -> np.ndarray:
+        """The raw target weight per bar from OHLCV ``bars`` (trailing data only); NaN counts as flat."""
+        raise NotImplementedError(f"{type(self).__name__} must implement signal(bars)")
 
     def features(self, bars: pd.DataFrame) -> pd.DataFrame:
         """Trailing-only model inputs: each row uses bars up to and including its own."""
-        close = bars["close"]
-        log_close = np.log(close)
+        log_close = np.log(bars["close"])
         horizons = sorted({1, 5, 20, max(2, self.warmup)})
         columns = {f"ret_{h}": log_close.diff(h) for h in horizons}
         columns["vol_20"] = log_close.diff().rolling(20).std()
         return pd.DataFrame(columns, index=bars.index)
 
-    def weights_from_forecast(self, forecast: np.ndarray) -> np.ndarray:
-        """Sign of the forecast beyond ``forecast_threshold``; NaN forecasts (no history) are flat."""
-        forecast = np.asarray(forecast, dtype=float)
-        weights = np.where(forecast > self.forecast_threshold, 1.0,
-                           np.where(forecast < -self.forecast_threshold, -1.0, 0.0))
-        weights[~np.isfinite(forecast)] = 0.0
-        return self._side(weights)
+    def with_rules(self, rules: StrategyRules) -> Strategy:
+        self.rules = rules
+        return self
 
-    def _side(self, weights: np.ndarray) -> np.ndarray:
-        """Apply ``long_only`` (shorts become flat) and the warm-up rule (weight 0 before ``warmup``)."""
-        if self.long_only:
+    def target_weights(self, bars: pd.DataFrame) -> np.ndarray:
+        """The strategy's classic rule: its signal with the shared rules and the warm-up applied."""
+        raw = np.asarray(self.signal(bars), dtype=float)
+        if raw.shape != (len(bars),):
+            raise ValueError(f"{type(self).__name__}.signal returned shape {raw.shape}; expected ({len(bars)},).")
+        return self._apply_rules(raw)
+
+    def weights_from_forecast(self, forecast: np.ndarray) -> np.ndarray:
+        """Sign of a model's forecast beyond ``forecast_threshold``; NaN forecasts (no history) are flat."""
+        forecast = np.asarray(forecast, dtype=float)
+        threshold = self.rules.forecast_threshold
+        weights = np.where(forecast > threshold, 1.0, np.where(forecast < -threshold, -1.0, 0.0))
+        return self._apply_rules(weights)
+
+    def _apply_rules(self, weights: np.ndarray) -> np.ndarray:
+        weights = np.where(np.isfinite(weights), weights, 0.0)
+        if self.rules.long_only:
             weights = np.maximum(weights, 0.0)
         weights[: self.warmup] = 0.0
         return weights
@@ -72,10 +77,5 @@ def require_int(key: str, value: object, minimum: int) -> int:
 
 
 def rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
-    """Plain rolling mean over the last ``window`` values, NaN before index window-1 (cumsum, O(n))."""
-    out = np.full(values.shape, np.nan)
-    if window > len(values):
-        return out
-    csum = np.cumsum(np.concatenate([[0.0], values]))
-    out[window - 1:] = (csum[window:] - csum[:-window]) / window
-    return out
+    """Plain rolling mean over the last ``window`` values, NaN before index window-1."""
+    return pd.Series(values, dtype=float).rolling(window).mean().to_numpy()

@@ -3,7 +3,9 @@
 ``z[t] = (close[t] - mean_window[t]) / std_window[t]`` (sample std, ddof=1), defined from bar window-1.
 Long side: enter below ``-entry_z``, exit above ``-exit_z``; the short side mirrors it (enter above
 ``entry_z``, exit below ``exit_z``). Exits are checked before entries, so a bar can close one side and
-open the other. An undefined z (flat window) keeps the current position.
+open the other; a long entry (z < -entry_z < exit_z) always closes a short first, so dropping the
+shorts (``long_only``) leaves the long positions unchanged. An undefined z (flat window) keeps the
+current position.
 """
 
 from __future__ import annotations
@@ -15,11 +17,7 @@ from strategies.base import Strategy, require_int
 
 
 class MeanReversion(Strategy):
-    name = "mean_reversion"
-
-    def __init__(self, window: int = 20, entry_z: float = 2.0, exit_z: float = 0.5, long_only: bool = True,
-                 forecast_threshold: float = 0.0) -> None:
-        super().__init__(long_only, forecast_threshold)
+    def __init__(self, window: int = 20, entry_z: float = 2.0, exit_z: float = 0.5) -> None:
         self.window = require_int("window", window, 2)
         for key, value in (("entry_z", entry_z), ("exit_z", exit_z)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
@@ -36,20 +34,18 @@ class MeanReversion(Strategy):
         return self.window - 1
 
     def zscore(self, close: np.ndarray) -> np.ndarray:
-        rolling = pd.Series(np.asarray(close, dtype=float)).rolling(self.window)
+        rolling = pd.Series(close).rolling(self.window)
         mean, std = rolling.mean().to_numpy(), rolling.std(ddof=1).to_numpy()
         with np.errstate(divide="ignore", invalid="ignore"):
-            z = (np.asarray(close, dtype=float) - mean) / std
+            z = (close - mean) / std
         z[~(std > 1e-12 * np.abs(mean))] = np.nan  # a flat window has no z-score
         return z
 
-    def target_weights(self, close: np.ndarray) -> np.ndarray:
-        z = self.zscore(close)
-        # The state machine is inherently sequential; a tight loop over plain floats (see bench/engine.py).
-        enter_long = (z < -self.entry_z).tolist()
-        exit_long = (z > -self.exit_z).tolist()
-        enter_short = (z > self.entry_z).tolist() if not self.long_only else [False] * len(z)
-        exit_short = (z < self.exit_z).tolist()
+    def signal(self, bars: pd.DataFrame) -> np.ndarray:
+        z = self.zscore(bars["close"].to_numpy(dtype=float))
+        # The state machine is inherently sequential: a loop over plain floats (see bench/engine.py).
+        enter_long, exit_long = (z < -self.entry_z).tolist(), (z > -self.exit_z).tolist()
+        enter_short, exit_short = (z > self.entry_z).tolist(), (z < self.exit_z).tolist()
         weights = [0.0] * len(z)
         position = 0.0
         for t in range(self.warmup, len(z)):
@@ -58,4 +54,4 @@ class MeanReversion(Strategy):
             if position == 0.0:
                 position = 1.0 if enter_long[t] else -1.0 if enter_short[t] else 0.0
             weights[t] = position
-        return self._side(np.asarray(weights))
+        return np.asarray(weights)

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from strategies.base import Strategy, require_int
 
 
 class Momentum(Strategy):
-    name = "momentum"
-
-    def __init__(self, lookback: int = 20, long_only: bool = True, forecast_threshold: float = 0.0) -> None:
-        super().__init__(long_only, forecast_threshold)
+    def __init__(self, lookback: int = 20) -> None:
         self.lookback = require_int("lookback", lookback, 1)
 
     @property
     def warmup(self) -> int:
         return self.lookback
 
-    def target_weights(self, close: np.ndarray) -> np.ndarray:
-        close = np.asarray(close, dtype=float)
-        weights = np.zeros(len(close))
-        if len(close) > self.lookback:
-            weights[self.lookback:] = np.sign(close[self.lookback:] / close[: -self.lookback] - 1.0)
-        return self._side(weights)
+    def signal(self, bars: pd.DataFrame) -> np.ndarray:
+        close = bars["close"].to_numpy(dtype=float)
+        return np.sign(close / pd.Series(close).shift(self.lookback).to_numpy() - 1.0)

@@ -6,16 +6,13 @@ SMA_n is the plain mean of the last n closes, defined from bar n-1 on, so the fi
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from strategies.base import Strategy, require_int, rolling_mean
 
 
 class SmaCrossover(Strategy):
-    name = "sma_crossover"
-
-    def __init__(self, fast: int = 10, slow: int = 50, long_only: bool = True,
-                 forecast_threshold: float = 0.0) -> None:
-        super().__init__(long_only, forecast_threshold)
+    def __init__(self, fast: int = 10, slow: int = 50) -> None:
         self.fast = require_int("fast", fast, 1)
         self.slow = require_int("slow", slow, 2)
         if self.fast >= self.slow:
@@ -25,8 +22,6 @@ class SmaCrossover(Strategy):
     def warmup(self) -> int:
         return self.slow - 1
 
-    def target_weights(self, close: np.ndarray) -> np.ndarray:
-        close = np.asarray(close, dtype=float)
-        fast, slow = rolling_mean(close, self.fast), rolling_mean(close, self.slow)
-        weights = np.where(fast > slow, 1.0, -1.0)  # NaN comparisons are False: fixed by _side's warm-up
-        return self._side(weights)
+    def signal(self, bars: pd.DataFrame) -> np.ndarray:
+        close = bars["close"].to_numpy(dtype=float)
+        return np.where(rolling_mean(close, self.fast) > rolling_mean(close, self.slow), 1.0, -1.0)

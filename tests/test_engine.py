@@ -8,13 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from runner.backtest import BacktestConfig, run_backtest
+from runner.config import BacktestConf, StrategyRules
+from runner.engine.backtest import run_backtest
 from strategies.buy_and_hold import BuyAndHold
 from strategies.mean_reversion import MeanReversion
 from strategies.momentum import Momentum
 from strategies.sma_crossover import SmaCrossover
+from tests.conftest import ROOT
 
-NO_COST = BacktestConfig(commission=0.0)
+NO_COST = BacktestConf(commission=0.0)
 
 
 def test_metrics_pinned_on_a_hand_checkable_series() -> None:
@@ -56,7 +58,7 @@ def test_metrics_pinned_on_a_hand_checkable_series() -> None:
 def test_costs_are_paid_on_each_weight_change() -> None:
     close = np.array([100.0, 110.0, 99.0, 99.0, 108.9])
     weights = np.array([1.0, 1.0, 0.0, -1.0, -1.0])
-    result = run_backtest(close, weights, 5, 5, BacktestConfig(commission=0.001, slippage=0.001))
+    result = run_backtest(close, weights, 5, 5, BacktestConf(commission=0.001, slippage=0.001))
     # s1 = .1 ; s2 = -.1 - .002*1 ; s3 = 0 - .002*1 ; s4 = -1*.1 - 0
     np.testing.assert_allclose(result.strategy_returns[1:], [0.1, -0.102, -0.002, -0.1])
     assert list(result.fills["side"]) == ["buy", "sell", "sell"]
@@ -86,7 +88,7 @@ def test_engine_matches_a_naive_loop(seed: int) -> None:
     n = 1500
     close = 100 * np.exp(np.cumsum(0.01 * rng.standard_normal(n)))
     weights = rng.choice([-1.0, -0.5, 0.0, 0.5, 1.0], size=n)
-    config = BacktestConfig(commission=0.0007, slippage=0.0003)
+    config = BacktestConf(commission=0.0007, slippage=0.0003)
     result = run_backtest(close, weights, 900, 1200, config)
     returns, equity = naive_backtest(close, weights, [(0, 900), (900, 1200), (1200, n)], 0.001, 100_000.0)
     np.testing.assert_allclose(result.strategy_returns[1:], returns[1:], rtol=1e-12, atol=1e-15)
@@ -104,32 +106,53 @@ def test_trade_returns_compound_to_the_equity_curve() -> None:
     close = 100 * np.exp(np.cumsum(0.01 * rng.standard_normal(n)))
     weights = np.repeat(rng.choice([-1.0, 0.0, 1.0], size=n // 20), 20)
     weights[-1] = 0.0  # close everything on the last bar
-    result = run_backtest(close, weights, n, n, BacktestConfig(commission=0.001))
+    result = run_backtest(close, weights, n, n, BacktestConf(commission=0.001))
     assert not result.trades["is_open"].any()
     growth = np.prod(1 + result.trades["return"].to_numpy())
     assert growth == pytest.approx(result.equity[-1] / 100_000, rel=1e-10)
 
 
-STRATEGIES = [Momentum(lookback=10, long_only=False), SmaCrossover(fast=5, slow=20, long_only=False),
-              MeanReversion(window=15, entry_z=1.5, exit_z=0.2, long_only=False), BuyAndHold()]
+LONG_SHORT = StrategyRules(long_only=False)
+STRATEGY_YAMLS = sorted((ROOT / "conf" / "strategy").glob("*.yaml"))
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES, ids=lambda s: s.name)
-def test_no_bar_uses_a_later_bar(strategy) -> None:
+def bars_of(close: np.ndarray, rng: np.random.Generator | None = None) -> pd.DataFrame:
+    """OHLCV bars around ``close`` (a close-only frame is enough for most rules, but signals take bars)."""
+    rng = rng or np.random.default_rng(0)
+    spread = np.abs(rng.standard_normal(len(close))) * 0.005 * close
+    return pd.DataFrame({"open": close, "high": close + spread, "low": close - spread, "close": close,
+                         "volume": rng.integers(1_000, 5_000, len(close)).astype(float)},
+                        index=pd.bdate_range("2010-01-01", periods=len(close)))
+
+
+def strategy_from_yaml(path) -> object:
+    """The strategy a conf/strategy YAML builds, long and short (as the CLI builds it)."""
+    import yaml
+
+    from runner.experiment import build_strategy
+
+    return build_strategy({**yaml.safe_load(path.read_text()), "long_only": False})
+
+
+@pytest.mark.parametrize("path", STRATEGY_YAMLS, ids=lambda p: p.stem)
+def test_no_bar_uses_a_later_bar(path) -> None:
+    """Every strategy in conf/strategy: perturbing every column of the bars after k moves no weight,
+    feature, return or metric before k."""
+    strategy = strategy_from_yaml(path)
     rng = np.random.default_rng(11)
-    close = 100 * np.exp(np.cumsum(0.01 * rng.standard_normal(600)))
+    bars = bars_of(100 * np.exp(np.cumsum(0.01 * rng.standard_normal(600))), rng)
     k = 400
-    perturbed = close.copy()
-    perturbed[k:] *= np.exp(0.05 * rng.standard_normal(600 - k))
-    base_w, pert_w = strategy.target_weights(close), strategy.target_weights(perturbed)
+    perturbed = bars.copy()
+    perturbed.iloc[k:] *= np.exp(0.05 * rng.standard_normal((600 - k, 1)))
+    base_w, pert_w = strategy.target_weights(bars), strategy.target_weights(perturbed)
     np.testing.assert_array_equal(base_w[:k], pert_w[:k])
-    base, pert = run_backtest(close, base_w, 300, 350), run_backtest(perturbed, pert_w, 300, 350)
+    assert not np.array_equal(bars["close"].to_numpy()[k:], perturbed["close"].to_numpy()[k:])
+    base = run_backtest(bars["close"].to_numpy(), base_w, 300, 350)
+    pert = run_backtest(perturbed["close"].to_numpy(), pert_w, 300, 350)
     np.testing.assert_array_equal(base.strategy_returns[:k], pert.strategy_returns[:k])
     assert base.metrics["train"] == pert.metrics["train"]
     assert base.metrics["val"] == pert.metrics["val"]
-    features = strategy.features(pd.DataFrame({"close": close})).to_numpy()
-    pert_features = strategy.features(pd.DataFrame({"close": perturbed})).to_numpy()
-    np.testing.assert_array_equal(features[:k], pert_features[:k])
+    np.testing.assert_array_equal(strategy.features(bars).to_numpy()[:k], strategy.features(perturbed).to_numpy()[:k])
 
 
 def test_edge_cases() -> None:
@@ -150,20 +173,19 @@ def test_edge_cases() -> None:
                                                   (MeanReversion, {"window": 10, "entry_z": 1.0, "exit_z": 0.0})])
 def test_long_only_both_ways(strategy_cls, kwargs) -> None:
     rng = np.random.default_rng(3)
-    close = 100 * np.exp(np.cumsum(0.02 * rng.standard_normal(400)))
-    long_only = strategy_cls(**kwargs, long_only=True).target_weights(close)
-    both = strategy_cls(**kwargs, long_only=False).target_weights(close)
+    bars = bars_of(100 * np.exp(np.cumsum(0.02 * rng.standard_normal(400))))
+    long_only = strategy_cls(**kwargs).target_weights(bars)  # long-only is the shared default
+    both = strategy_cls(**kwargs).with_rules(LONG_SHORT).target_weights(bars)
     assert set(np.unique(long_only)) <= {0.0, 1.0} and (both < 0).any()
-    if strategy_cls is not MeanReversion:  # stateless rules: long-only is the long/short rule floored at 0
-        np.testing.assert_array_equal(long_only, np.maximum(both, 0))
+    np.testing.assert_array_equal(long_only, np.maximum(both, 0))  # mean reversion too (module docstring)
 
 
 def test_strategy_rules_follow_design() -> None:
-    close = np.array([10.0, 11, 12, 11, 10, 9, 10, 11])
-    w = Momentum(lookback=2, long_only=False).target_weights(close)
+    close = bars_of(np.array([10.0, 11, 12, 11, 10, 9, 10, 11]))
+    w = Momentum(lookback=2).with_rules(LONG_SHORT).target_weights(close)
     # w[t] = sign(close[t]/close[t-2] - 1), 0 before bar 2
     np.testing.assert_array_equal(w, [0, 0, 1, 0, -1, -1, 0, 1])
-    w = SmaCrossover(fast=2, slow=3, long_only=False).target_weights(close)
+    w = SmaCrossover(fast=2, slow=3).with_rules(LONG_SHORT).target_weights(close)
     # SMA2 vs SMA3 from bar 2: (11.5>11) (11.5>11.33) (10.5<11) (9.5<10) (9.5<9.67) (10.5>10)
     np.testing.assert_array_equal(w, [0, 0, 1, 1, -1, -1, -1, 1])
     assert (BuyAndHold().target_weights(close) == 1).all()
@@ -177,4 +199,14 @@ def test_invalid_strategy_parameters_name_the_key() -> None:
     with pytest.raises(ValueError, match="exit_z"):
         MeanReversion(entry_z=1.0, exit_z=2.0)
     with pytest.raises(ValueError, match="backtest.commission must be >= 0"):
-        BacktestConfig(commission=-0.1)
+        BacktestConf(commission=-0.1)
+    with pytest.raises(ValueError, match="strategy.forecast_threshold must be >= 0"):
+        StrategyRules(forecast_threshold=-1.0)
+
+
+def test_forecasts_become_weights_by_the_shared_rules() -> None:
+    strategy = Momentum(lookback=2).with_rules(StrategyRules(long_only=False, forecast_threshold=0.5))
+    forecast = np.array([9.0, 9.0, 1.0, 0.2, -0.2, -1.0, np.nan])
+    # warm-up (2 bars) flat; beyond +-0.5 long/short; inside the band and NaN flat
+    np.testing.assert_array_equal(strategy.weights_from_forecast(forecast), [0, 0, 1, 0, 0, -1, 0])
+    np.testing.assert_array_equal(Momentum(lookback=2).weights_from_forecast(forecast), [0, 0, 1, 1, 0, 0, 0])

@@ -14,8 +14,8 @@ import torch
 from mlflow import MlflowClient
 
 from runner.logger import MLflowLogger, NoActiveRunError
-from runner.model_io import load_torch_model
-from runner.params import REDACTED, flatten_config, table_payload, to_jsonable
+from runner.tracking.model_io import load_torch_model
+from runner.tracking.params import REDACTED, config_to_container, flatten, table_json, to_jsonable
 
 
 def tiny_model() -> torch.nn.Module:
@@ -158,12 +158,12 @@ def test_json_of_numpy_and_pandas_round_trips(tracking_uri: str, tmp_path) -> No
     expected = {"a": [0, 1, 2], "b": 1.5, "c": "2020-01-02T00:00:00", "d": None, "e": {"x": 1, "y": 2},
                 "f": 7, "g": [True]}
     assert to_jsonable(value) == expected
-    table = table_payload(pd.DataFrame({"t": pd.to_datetime(["2020-01-01", None, "2020-01-02 09:30:00.5"],
+    table = json.loads(table_json(pd.DataFrame({"t": pd.to_datetime(["2020-01-01", None, "2020-01-02 09:30:00.5"],
                                                             format="mixed"),
-                                        "x": [1.5, np.inf, np.nan], "n": [1, 2, 3], "s": ["a", "b", None]}))
+                                        "x": [1.5, np.inf, np.nan], "n": [1, 2, 3], "s": ["a", "b", None]})))
     assert table == {"columns": ["t", "x", "n", "s"],
-                     "data": [["2020-01-01T00:00:00", 1.5, 1, "a"], [None, None, 2, "b"],
-                              ["2020-01-02T09:30:00.500000", None, 3, None]]}
+                     "data": [["2020-01-01T00:00:00.000", 1.5, 1, "a"], [None, None, 2, "b"],
+                              ["2020-01-02T09:30:00.500", None, 3, None]]}
     logger = MLflowLogger("json", tracking_uri)
     with logger:
         logger.log_dict(value, "extra/value.json")
@@ -175,12 +175,12 @@ def test_json_of_numpy_and_pandas_round_trips(tracking_uri: str, tmp_path) -> No
             logger.log_dict({}, "../escape.json")
 
 
-def test_flatten_config_resolves_and_redacts(monkeypatch) -> None:
+def test_config_params_are_resolved_and_redacted(monkeypatch) -> None:
     from omegaconf import OmegaConf
 
     monkeypatch.setenv("MY_TOKEN", "topsecret")
     cfg = OmegaConf.create({"model": {"lr": 0.1, "sizes": [8, 4]}, "tracking": {"uri": "${oc.env:MY_TOKEN}"},
                             "ref": "${model.lr}", "hydra": {"run": {"dir": "x"}}})
-    flat = flatten_config(cfg)
+    flat = flatten(config_to_container(cfg))
     assert flat == {"model.lr": 0.1, "model.sizes": [8, 4], "tracking.uri": REDACTED, "ref": 0.1}
     assert "topsecret" not in json.dumps(flat) and not math.isnan(flat["model.lr"])

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from runner.tracking.params import REDACTED
 from tests.conftest import ROOT, run_cli
 
 
@@ -48,7 +49,7 @@ BAD_INPUTS = [
     (["+strategy=momentum", "backtest.slippage=-1"], "backtest.slippage must be >= 0"),
     (["+strategy=momentum", "data.splits=[0.5,0.2,0.2]"], "must be non-negative and sum to 1"),
     (["+strategy=momentum", "selection.mode=best"], "selection.mode='best' is not valid; allowed: max, min"),
-    (["+strategy=momentum", "model.device=tpu", "model=mlp"], "model.device='tpu' is not valid"),
+    (["+strategy=momentum", "trainer.device=tpu", "model=mlp"], "trainer.device='tpu' is not valid"),
     (["+strategy=momentum", "model=mlp", "model.dropout=1.5"], "model.dropout must be in"),
     (["+strategy=momentum", "model=lstm", "+model.hiden_size=3"], "Did you mean model.hidden_size"),
     (["+strategy=momentum", "data.start=2030-01-01"], "no bars between"),
@@ -97,8 +98,8 @@ def test_cuda_without_cuda_fails_before_any_run(tmp_path: Path, cli_env: dict, t
 
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
-    done = run_cli(["runner", "+strategy=momentum", "model=mlp", "model.device=cuda"], cli_env, tmp_path)
-    assert done.returncode == 2 and "model.device=cuda but CUDA is not available" in done.stderr
+    done = run_cli(["runner", "+strategy=momentum", "model=mlp", "trainer.device=cuda"], cli_env, tmp_path)
+    assert done.returncode == 2 and "trainer.device=cuda but CUDA is not available" in done.stderr
     assert not Path(tracking_uri[len("sqlite:///"):]).exists()  # refused before any MLflow run
 
 
@@ -129,7 +130,7 @@ def _wait_for_running(tracking_uri: str, deadline: float = 120) -> str:
     raise AssertionError("no RUNNING run appeared")
 
 
-LONG_TRAINING = ["runner", "+strategy=momentum", "model=mlp", "model.epochs=100000", "model.patience=100000"]
+LONG_TRAINING = ["runner", "+strategy=momentum", "model=mlp", "trainer.epochs=100000", "trainer.patience=100000"]
 
 
 @pytest.mark.slow
@@ -194,8 +195,18 @@ def test_secrets_never_reach_params_tags_or_artifacts(tmp_path: Path, cli_env: d
     for file in artifacts_root.rglob("*"):
         if file.is_file() and file.suffix in (".json", ".yaml", ".txt"):
             visible += file.read_text()
-    assert (artifacts_root / "config.yaml").is_file() and (artifacts_root / ".hydra" / "overrides.yaml").is_file()
-    assert "***REDACTED***" in (artifacts_root / ".hydra" / "overrides.yaml").read_text()
+    # Each secret's place is really logged, with the value redacted: the overrides and argv tags, the
+    # resolved config.yaml and Hydra's three files.
+    import yaml
+
+    logged_config = yaml.safe_load((artifacts_root / "config.yaml").read_text())
+    assert logged_config["api_key"] == logged_config["extra"]["password"] == REDACTED
+    assert logged_config["extra"]["endpoint"] == REDACTED
+    assert logged_config["extra"]["db"] == f"postgresql://{REDACTED}@db/x"
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+        assert REDACTED in (artifacts_root / ".hydra" / name).read_text(), name
+    for tag in ("overrides", "argv"):
+        assert f"+extra.password={REDACTED}" in run.data.tags[tag] and f"+api_key={REDACTED}" in run.data.tags[tag]
     for secret in secrets:
         assert secret not in visible, secret
         assert secret not in done.stdout + done.stderr, secret
@@ -205,7 +216,7 @@ def test_a_crafted_pickle_is_refused(tmp_path: Path, tracking_uri: str) -> None:
     import mlflow.pytorch
     import torch
 
-    from runner.model_io import load_torch_model
+    from runner.tracking.model_io import load_torch_model
 
     marker = tmp_path / "pwned"
 
@@ -236,8 +247,7 @@ def test_help_lists_the_groups_without_heavy_imports(tmp_path: Path, cli_env: di
 
 def test_a_signal_swallowed_in_a_finaliser_still_stops_the_run() -> None:
     """Python prints and drops an exception raised inside ``__del__``; the recorded request still stops."""
-    from runner import interrupts
-    from runner.lifecycle import signals_as_interrupts
+    from runner.tracking.lifecycle import Terminated, check_stop, signals_as_interrupts
 
     class SignalsWhileCollected:
         def __del__(self) -> None:
@@ -245,11 +255,11 @@ def test_a_signal_swallowed_in_a_finaliser_still_stops_the_run() -> None:
 
     reached_check = False
     with signals_as_interrupts():
-        with pytest.raises(interrupts.Terminated, match="SIGTERM"):
+        with pytest.raises(Terminated, match="SIGTERM"):
             finaliser = SignalsWhileCollected()
             del finaliser  # the handler's raise happens inside __del__ and is swallowed
             sum(range(100_000))  # plain work: nothing raises here
             reached_check = True
-            interrupts.check()
+            check_stop()
     assert reached_check  # the stop came from the recorded request, not from the lost raise
-    interrupts.check()  # leaving the tracked section clears the request
+    check_stop()  # leaving the tracked section clears the request

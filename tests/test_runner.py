@@ -12,14 +12,14 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 
-import runner.config  # noqa: F401
-from runner.components import build
-from runner.experiment import prepare
+from runner.config import model_factory, register
+from runner.experiment import build_strategy, prepare
 from tests.conftest import ROOT, run_cli
 
 CONF = str(ROOT / "conf")
 GROUP_OPTIONS = {group: sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
-                 for group in ("data", "model", "strategy", "backtest", "tracking")}
+                 for group in ("data", "model", "trainer", "strategy", "backtest", "tracking")}
+register()
 
 
 def _compose(overrides: list[str]):
@@ -30,7 +30,8 @@ def _compose(overrides: list[str]):
 def test_defaults_follow_the_contract() -> None:
     cfg = _compose([])
     assert cfg.data.source == "sp500" and cfg.model._target_.endswith("MLPForecaster")
-    assert cfg.backtest.commission == 0.0005 and cfg.tracking.uri is None and cfg.strategy is None
+    assert cfg.backtest.commission == 0.0005 and cfg.tracking.uri is None and cfg.trainer.epochs == 30
+    assert dict(cfg.strategy) == {"long_only": True, "forecast_threshold": 0.0}  # the shared rules, no strategy
     assert cfg.experiment_name == "trading_experiment" and cfg.selection.metric == "val_sharpe_ratio"
 
 
@@ -45,15 +46,17 @@ def test_every_option_of_every_group_composes_and_builds(group: str, option: str
     from omegaconf import OmegaConf
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    assert build(resolved["strategy"], "strategy").warmup >= 0
+    assert build_strategy(resolved["strategy"]).warmup >= 0
     if group == "model" and resolved["model"]["_target_"]:
-        from runner.training import split_model_config
-
-        kwargs, training = split_model_config(resolved["model"])
-        model = build(kwargs, "model", n_features=5)
-        assert model(model.example_input(3)).shape == (3,) and training.epochs >= 1
+        model = model_factory(resolved["model"])(n_features=5)
+        assert model(model.example_input(3)).shape == (3,) and resolved["trainer"]["epochs"] >= 1
     if group == "data" and option != "csv":
         assert prepare(resolved).train_end > 0
+
+
+def test_models_set_their_own_training_defaults_and_the_command_line_wins() -> None:
+    assert _compose(["model=lstm"]).trainer.epochs == 15 and _compose(["model=mlp"]).trainer.epochs == 30
+    assert _compose(["model=lstm", "trainer.epochs=3"]).trainer.epochs == 3
 
 
 def test_typos_and_wrong_types_fail_at_compose_time() -> None:
@@ -129,7 +132,7 @@ def test_cli_classic_rule_end_to_end(tmp_path: Path, cli_env: dict, tracking_uri
 @pytest.mark.slow
 def test_cli_with_mlp_logs_curves_figures_and_a_reloadable_model(tmp_path: Path, cli_env: dict,
                                                                  tracking_uri: str) -> None:
-    done = run_cli(["runner", "+strategy=momentum", "model=mlp", "model.epochs=3", "data.start=2008-01-01"],
+    done = run_cli(["runner", "+strategy=momentum", "model=mlp", "trainer.epochs=3", "data.start=2008-01-01"],
                    cli_env, tmp_path)
     assert done.returncode == 0, done.stderr
     client, run = _read_run(tracking_uri)
@@ -138,7 +141,7 @@ def test_cli_with_mlp_logs_curves_figures_and_a_reloadable_model(tmp_path: Path,
     assert [m.step for m in history] == list(range(len(history))) and 1 <= len(history) <= 3
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert figures == {"figures/equity.png", "figures/training.png"}
-    from runner.model_io import load_torch_model
+    from runner.tracking.model_io import load_torch_model
 
     model = load_torch_model(f"runs:/{run.info.run_id}/model")
     import torch

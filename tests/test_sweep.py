@@ -75,7 +75,8 @@ def test_one_bad_job_loses_nothing_and_fails_the_sweep(tmp_path: Path, cli_env: 
 @pytest.mark.slow
 def test_joblib_sweep_with_two_workers_loses_no_run(tmp_path: Path, cli_env: dict, tracking_uri: str) -> None:
     done = run_cli(["runner", "-m", "+strategy=momentum,sma_crossover", *FAST, "strategy.long_only=true,false",
-                    "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], cli_env, tmp_path)
+                    "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.launcher.prefer=processes",
+                    "hydra.launcher.backend=loky"], cli_env, tmp_path)  # hydra-joblib-launcher's own options
     assert done.returncode == 0, done.stderr
     best = json.loads((_sweep_dir(tmp_path) / "best_run.json").read_text())
     _, children = _children(tracking_uri, best["parent_run_id"])
@@ -109,3 +110,17 @@ def test_optuna_preset_runs_and_reports_a_winner(tmp_path: Path, cli_env: dict, 
     _, children = _children(tracking_uri, best["parent_run_id"])
     assert len(children) == 3 and best["winner"]["run_id"] in {r.info.run_id for r in children}
     assert "Best value" in done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_a_job_config_that_cannot_be_composed_ends_the_parent_failed(tmp_path: Path, cli_env: dict,
+                                                                     tracking_uri: str) -> None:
+    done = run_cli(["runner", "-m", "+strategy=momentum", *FAST[1:], "model=none,nope"], cli_env, tmp_path)
+    assert done.returncode != 0 and "Could not find 'model/nope'" in done.stderr
+    assert "Traceback" not in done.stderr
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("trading_experiment").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("runner.role") == "sweep_parent"]
+    assert len(parents) == 1 and parents[0].info.status == "FAILED"
+    assert "model/nope" in parents[0].data.tags["error"]
+    assert not [r for r in runs if r.info.status == "RUNNING"]

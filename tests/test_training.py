@@ -7,8 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from runner.models import LinearForecaster, LSTMForecaster, MLPForecaster
-from runner.training import TrainingConfig, build_dataset, forecast, train_model
+from runner.config import TrainerConf
+from runner.ml.dataset import build_dataset
+from runner.ml.models import LinearForecaster, LSTMForecaster, MLPForecaster
+from runner.ml.training import forecast, train_model
 from strategies.momentum import Momentum
 
 
@@ -27,7 +29,7 @@ def dataset(close: np.ndarray, seq_len: int = 0):
     return build_dataset(features, close, int(0.6 * len(close)), int(0.8 * len(close)), seq_len)
 
 
-FAST = TrainingConfig(epochs=8, batch_size=64, lr=3e-3, patience=3, device="cpu")
+FAST = TrainerConf(epochs=8, batch_size=64, lr=3e-3, patience=3, device="cpu")
 
 
 def test_same_seed_same_weights_and_forecasts() -> None:
@@ -44,7 +46,7 @@ def test_val_and_test_prices_cannot_change_the_trained_weights() -> None:
     n = len(close)
     perturbed = close.copy()
     perturbed[int(0.6 * n):] *= np.exp(np.cumsum(0.02 * np.random.default_rng(9).standard_normal(n - int(0.6 * n))))
-    config = TrainingConfig(epochs=3, batch_size=64, patience=5, device="cpu")  # no early stop: val unused
+    config = TrainerConf(epochs=3, batch_size=64, patience=5, device="cpu")  # no early stop: val unused
     base, pert = dataset(close), dataset(perturbed)
     np.testing.assert_array_equal(base.mean, pert.mean)  # train statistics only
     np.testing.assert_array_equal(base.rows["train"], pert.rows["train"])
@@ -58,8 +60,8 @@ def test_val_and_test_prices_cannot_change_the_trained_weights() -> None:
 
 def test_early_stopping_restores_the_best_epoch() -> None:
     data = dataset(ar_close(800))
-    config = TrainingConfig(epochs=40, batch_size=32, lr=0.05, patience=2, device="cpu")
-    result = train_model(MLPForecaster(data.features.shape[1], hidden_sizes=[64, 64], dropout=0.0), data,
+    config = TrainerConf(epochs=40, batch_size=32, lr=0.05, patience=2, device="cpu")
+    result = train_model(lambda: MLPForecaster(data.features.shape[1], hidden_sizes=[64, 64], dropout=0.0), data,
                          config, seed=0)
     losses = result.history["val_loss"]
     assert len(losses) < 40 and result.best_epoch == int(np.argmin(losses))
@@ -75,8 +77,8 @@ def test_early_stopping_restores_the_best_epoch() -> None:
                                                       (LSTMForecaster, {"hidden_size": 8, "seq_len": 5}, 5)])
 def test_each_model_beats_a_zero_forecast(model_cls, kwargs, seq_len) -> None:
     data = dataset(ar_close(), seq_len)
-    result = train_model(model_cls(data.features.shape[1], **kwargs), data,
-                         TrainingConfig(epochs=15, batch_size=64, lr=5e-3, patience=5, device="cpu"), seed=0)
+    result = train_model(lambda: model_cls(data.features.shape[1], **kwargs), data,
+                         TrainerConf(epochs=15, batch_size=64, lr=5e-3, patience=5, device="cpu"), seed=0)
     zero_loss = float(np.mean(data.target[data.rows["val"]] ** 2))
     assert min(result.history["val_loss"]) < 0.95 * zero_loss
 
@@ -89,13 +91,36 @@ def test_lstm_windows_never_reach_before_the_data() -> None:
 
 def test_reloaded_model_predicts_identically(tracking_uri: str) -> None:
     from runner.logger import MLflowLogger
-    from runner.model_io import load_torch_model
+    from runner.tracking.model_io import load_torch_model
 
     data = dataset(ar_close(600))
-    result = train_model(MLPForecaster(data.features.shape[1]), data, FAST, seed=0)
+    result = train_model(lambda: MLPForecaster(data.features.shape[1]), data, FAST, seed=0)
     logger = MLflowLogger("models", tracking_uri)
     with logger:
         uri = logger.log_model(result.model, "model", input_example=result.model.example_input(2))
     reloaded = load_torch_model(uri)
     x = torch.as_tensor(data.inputs(data.rows["test"]))
     torch.testing.assert_close(reloaded(x), result.model(x), rtol=0, atol=0)
+
+
+def test_model_path_uses_no_later_bar() -> None:
+    """The whole model path (features, standardisation, training, forecasts, weights): perturbing every
+    column of the bars after a bar k inside the test segment leaves every weight before k unchanged."""
+    import dataclasses
+
+    from runner.experiment import compute_weights, prepare
+
+    config = {"selection": {"metric": "val_sharpe_ratio", "mode": "max"}, "seed": 3,
+              "strategy": {"_target_": "strategies.momentum.Momentum", "lookback": 10, "long_only": False},
+              "backtest": {}, "trainer": {"epochs": 3, "device": "cpu"},
+              "model": {"_target_": "runner.ml.models.MLPForecaster", "_partial_": True, "hidden_sizes": [8]},
+              "data": {"source": "synthetic", "n_bars": 700, "splits": [0.6, 0.2, 0.2]}}
+    prepared = prepare(config)
+    k = prepared.val_end + 40
+    rng = np.random.default_rng(4)
+    perturbed = prepared.bars.copy()
+    perturbed.iloc[k:] *= np.exp(0.05 * rng.standard_normal((len(perturbed) - k, 1)))
+    base, _, _ = compute_weights(prepared)
+    moved, _, _ = compute_weights(dataclasses.replace(prepared, bars=perturbed))
+    np.testing.assert_array_equal(base[:k], moved[:k])
+    assert (base != 0).any() and (base < 0).any()

@@ -1,7 +1,7 @@
-"""Performance statistics of one segment: a pure function of its returns, equity and weights.
+"""Performance statistics of one segment: pure functions of its returns, equity, weights and trades.
 
 Every metric follows DESIGN ("Execution and metric conventions"); a metric that is undefined (too few
-returns, zero variance, no drawdown) is NaN, never inf, so it can never win a best-run search.
+returns, zero variance, no drawdown, no trades) is NaN, never inf, so it can never win a best-run search.
 """
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 
-# A standard deviation this small relative to the mean level is floating-point noise, not risk.
+# A standard deviation this small is floating-point noise, not risk.
 _ZERO_STD = 1e-14
 
 
@@ -18,51 +19,25 @@ def _nan_div(numerator: float, denominator: float) -> float:
     return float(numerator / denominator) if denominator and math.isfinite(denominator) else math.nan
 
 
-def mean_std(values: np.ndarray) -> tuple[float, float]:
-    """Mean and sample std (ddof=1) without temporaries: one pass for the sum, one dot product.
-
-    The one-pass variance loses precision only when the mean dominates the spread; then (and for
-    near-constant series, whose std must come out exactly 0) it falls back to the two-pass formula.
-    """
-    n = len(values)
-    if n == 0:
-        return math.nan, math.nan
-    mean = float(values.sum() / n)
-    if n < 2:
-        return mean, math.nan
-    var = (float(np.dot(values, values)) - n * mean * mean) / (n - 1)
-    if var <= 1e-6 * mean * mean:
-        deviations = values - mean
-        var = float(np.dot(deviations, deviations)) / (n - 1)
-    return mean, math.sqrt(max(var, 0.0))
-
-
-def sharpe(returns: np.ndarray, periods_per_year: int, risk_free_rate: float = 0.0,
-           moments: tuple[float, float] | None = None) -> float:
+def sharpe(returns: np.ndarray, periods_per_year: int, risk_free_rate: float = 0.0) -> float:
     """mean(s - rf/ppy) / std(s, ddof=1) * sqrt(ppy); NaN with < 2 returns or zero variance."""
-    mean, std = moments or mean_std(returns)
+    if len(returns) < 2:
+        return math.nan
+    std = float(np.std(returns, ddof=1))
     if not std > _ZERO_STD:
         return math.nan
-    return float((mean - risk_free_rate / periods_per_year) / std * math.sqrt(periods_per_year))
+    return float((np.mean(returns) - risk_free_rate / periods_per_year) / std * math.sqrt(periods_per_year))
 
 
-def sortino(returns: np.ndarray, periods_per_year: int, risk_free_rate: float = 0.0,
-            scratch: np.ndarray | None = None) -> float:
-    """mean(x) / sqrt(mean(min(x, 0)**2)) * sqrt(ppy), x = s - rf/ppy; NaN with no downside.
-
-    ``scratch`` (at least as long as ``returns``) avoids allocating a temporary per call.
-    """
-    n = len(returns)
-    if n < 2:
+def sortino(returns: np.ndarray, periods_per_year: int, risk_free_rate: float = 0.0) -> float:
+    """mean(x) / sqrt(mean(min(x, 0)**2)) * sqrt(ppy), x = s - rf/ppy; NaN with no downside."""
+    if len(returns) < 2:
         return math.nan
-    excess = np.subtract(returns, risk_free_rate / periods_per_year,
-                         out=scratch[:n] if scratch is not None else None)
-    mean = float(excess.sum() / n)
-    np.minimum(excess, 0.0, out=excess)
-    downside = math.sqrt(float(np.dot(excess, excess)) / n)
+    excess = returns - risk_free_rate / periods_per_year
+    downside = math.sqrt(float(np.mean(np.minimum(excess, 0.0) ** 2)))
     if downside <= _ZERO_STD:
         return math.nan
-    return float(mean / downside * math.sqrt(periods_per_year))
+    return float(np.mean(excess) / downside * math.sqrt(periods_per_year))
 
 
 def longest_underwater(drawdown: np.ndarray) -> int:
@@ -77,8 +52,7 @@ def longest_underwater(drawdown: np.ndarray) -> int:
 def segment_metrics(strategy_returns: np.ndarray, bar_returns: np.ndarray, equity: np.ndarray,
                     drawdown: np.ndarray, weights: np.ndarray, turnover: np.ndarray, periods_per_year: int,
                     risk_free_rate: float, initial_capital: float,
-                    benchmark_total_return: float | None = None,
-                    scratch: np.ndarray | None = None) -> dict[str, float]:
+                    benchmark_total_return: float | None = None) -> dict[str, float]:
     """Metrics of one segment.
 
     ``strategy_returns``/``bar_returns``: the segment's defined returns (n return periods);
@@ -93,14 +67,13 @@ def segment_metrics(strategy_returns: np.ndarray, bar_returns: np.ndarray, equit
     max_drawdown = float(drawdown.max()) if len(drawdown) else math.nan  # max(1 - E/cummax(E)), positive
     benchmark_total = (float(benchmark_total_return) if benchmark_total_return is not None
                        else float(np.prod(1.0 + bar_returns) - 1.0) if n else math.nan)
-    moments = mean_std(strategy_returns)
+    volatility = float(np.std(strategy_returns, ddof=1)) if n > 1 else math.nan
     return {
         "total_return": total_return,
         "cagr": cagr,
-        # std(s, ddof=1) * sqrt(ppy)
-        "annual_volatility": moments[1] * math.sqrt(ppy),
-        "sharpe_ratio": sharpe(strategy_returns, ppy, risk_free_rate, moments),
-        "sortino_ratio": sortino(strategy_returns, ppy, risk_free_rate, scratch),
+        "annual_volatility": volatility * math.sqrt(ppy),  # std(s, ddof=1) * sqrt(ppy)
+        "sharpe_ratio": sharpe(strategy_returns, ppy, risk_free_rate),
+        "sortino_ratio": sortino(strategy_returns, ppy, risk_free_rate),
         "max_drawdown": max_drawdown,
         # longest stretch of bars spent below a previous equity peak
         "max_drawdown_duration": float(longest_underwater(drawdown)),
@@ -113,3 +86,19 @@ def segment_metrics(strategy_returns: np.ndarray, bar_returns: np.ndarray, equit
         "excess_return": total_return - benchmark_total,  # strategy minus buy-and-hold total return
         "num_bars": float(len(equity)),
     }
+
+
+def trade_metrics(trades: pd.DataFrame, start: int, stop: int) -> dict[str, float]:
+    """Round-trip statistics over the trades closed in bars [start, stop) (an open trade never counts)."""
+    if len(trades):
+        closed = trades[~trades["is_open"].to_numpy(dtype=bool)]
+        exits = closed["exit_bar"].to_numpy()
+        returns = closed["return"].to_numpy(dtype=float)[(exits >= start) & (exits < stop)]
+    else:
+        returns = np.empty(0)
+    wins, losses = returns[returns > 0], returns[returns < 0]
+    # NaN where undefined: no closed trades -> no win rate/expectancy; no losing trade -> no factor.
+    return {"num_trades": float(len(returns)),
+            "win_rate": float(len(wins) / len(returns)) if len(returns) else math.nan,
+            "profit_factor": float(wins.sum() / -losses.sum()) if len(losses) else math.nan,
+            "expectancy": float(returns.mean()) if len(returns) else math.nan}

@@ -6,8 +6,8 @@ import os
 from typing import Any
 
 
-# Explicit requirements: without them MLflow spends 5-8 s per model inferring them.
 def pip_requirements() -> list[str]:
+    """Explicit requirements: without them MLflow infers them, which takes seconds per model."""
     import torch
 
     return [f"torch=={torch.__version__.split('+')[0]}"]
@@ -65,7 +65,7 @@ def load_torch_model(model_uri: str, tracking_uri: str | None = None) -> Any:
     """
     import mlflow.pytorch
 
-    from runner.store import resolve_tracking_uri
+    from runner.tracking.store import resolve_tracking_uri
 
     os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
     mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))

@@ -1,4 +1,8 @@
-"""The Hydra task: turn the composed config into one tracked run (or one sweep job)."""
+"""One tracked run from a composed Hydra config: validate, run it inside an MLflow run, print the summary.
+
+Also what a run and a sweep job share: the tags that identify a run, its provenance files and the
+tracking URI. User errors print one line and exit 2; Ctrl-C/SIGTERM/SIGHUP exit 130 with the run KILLED.
+"""
 
 from __future__ import annotations
 
@@ -22,8 +26,13 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 def available(group: str) -> list[str]:
     from hydra.core.global_hydra import GlobalHydra
 
-    loader = GlobalHydra.instance().config_loader()
-    return sorted(loader.get_group_options(group))
+    return sorted(GlobalHydra.instance().config_loader().get_group_options(group))
+
+
+def require_strategy() -> None:
+    """The one check that a strategy was given (Hydra's choices know; the config alone cannot tell)."""
+    if HydraConfig.get().runtime.choices.get("strategy") is None:
+        raise LookupError(f"no strategy given: add +strategy=NAME, one of: {', '.join(available('strategy'))}")
 
 
 @functools.lru_cache(maxsize=1)
@@ -48,50 +57,56 @@ def config_hash(resolved: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _raw_overrides(hydra_cfg: Any) -> list[str]:
-    """The task overrides as typed (reading them through OmegaConf would resolve ``${oc.env:..}``)."""
-    return [str(o) for o in OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)]
+def task_overrides() -> list[str]:
+    """This job's overrides as typed (reading them through OmegaConf would resolve ``${oc.env:..}``)."""
+    return [str(o) for o in OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)]
 
 
-def run_tags(cfg: DictConfig, resolved: dict[str, Any]) -> dict[str, str]:
-    hydra_cfg = HydraConfig.get()
-    choices = hydra_cfg.runtime.choices
+def run_tags(resolved: dict[str, Any]) -> dict[str, str]:
+    choices = HydraConfig.get().runtime.choices
     tags = {"strategy": str(choices.get("strategy")), "model": str(choices.get("model")),
-            "data": str(choices.get("data")), "overrides": " ".join(_raw_overrides(hydra_cfg)),
+            "data": str(choices.get("data")), "overrides": " ".join(task_overrides()),
             "argv": " ".join(sys.argv), "config_hash": config_hash(resolved),
             "runner.host": socket.gethostname(), "runner.pid": str(os.getpid())}
     tags.update(git_tags())
     return tags
 
 
-def tracking_uri_for(resolved: dict[str, Any]) -> str:
-    """``MLFLOW_TRACKING_URI`` overrides both ``tracking=local`` and ``tracking=server`` (DESIGN)."""
-    from runner.store import resolve_tracking_uri
+def provenance(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the resolved, redacted config; Hydra's ``.hydra`` files) from this process's own composed config."""
+    from runner.tracking.params import config_to_container
 
-    return os.environ.get("MLFLOW_TRACKING_URI") or resolve_tracking_uri(resolved["tracking"].get("uri"))
+    task = OmegaConf.to_container(cfg, resolve=False)
+    task.pop("hydra", None)
+    files = {"config.yaml": task, "hydra.yaml": {"hydra": OmegaConf.to_container(HydraConfig.get(), resolve=False)},
+             "overrides.yaml": task_overrides()}
+    return config_to_container(cfg), files
+
+
+def tracking_uri_for(tracking: dict[str, Any]) -> str:
+    """``MLFLOW_TRACKING_URI`` overrides both ``tracking=local`` and ``tracking=server`` (DESIGN)."""
+    from runner.tracking.store import resolve_tracking_uri
+
+    return os.environ.get("MLFLOW_TRACKING_URI") or resolve_tracking_uri(tracking.get("uri"))
 
 
 def run_single(cfg: DictConfig) -> float:
     """One experiment: validate (no MLflow run yet), run it tracked, print the summary."""
     from runner.experiment import execute, prepare, summary
-    from runner.params import config_to_container
+    from runner.tracking.lifecycle import tracked_run
+    from runner.tracking.logger import MLflowLogger
+    from runner.tracking.run_record import RunExtras, log_run_start
+    from runner.tracking.store import check_tracking_server
 
-    if cfg.get("strategy") is None:
-        raise LookupError(f"no strategy given: add +strategy=NAME, one of: {', '.join(available('strategy'))}")
+    require_strategy()
     resolved = OmegaConf.to_container(cfg, resolve=True)
     prepared = prepare(resolved)
-    uri = tracking_uri_for(resolved)
-    from runner.health import check_tracking_server
-    from runner.lifecycle import tracked_run
-    from runner.logger import MLflowLogger
-    from runner.run_logging import RunExtras, log_run_start
-
+    uri = tracking_uri_for(resolved["tracking"])
     check_tracking_server(uri)
     logger = MLflowLogger(resolved["experiment_name"], uri)
-    hydra_cfg = HydraConfig.get()
-    extras = RunExtras(config_to_container(cfg), Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir,
-                       run_tags(cfg, resolved))
-    logger.start_run(resolved.get("run_name"))
+    redacted, hydra_files = provenance(cfg)
+    extras = RunExtras(redacted, hydra_files)
+    logger.start_run(resolved.get("run_name"), tags=run_tags(resolved))  # pid/host from the start: --stale
     with tracked_run(logger):
         log_run_start(logger, extras)
         outcome = execute(prepared, logger, extras)
@@ -99,13 +114,8 @@ def run_single(cfg: DictConfig) -> float:
     return outcome.selection_value
 
 
-def run_from_hydra(cfg: DictConfig) -> float | None:
-    from hydra.types import RunMode
-
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
-        from runner.sweep import run_job
-
-        return run_job(cfg)
+def run(cfg: DictConfig) -> float:
+    """``run_single`` with the command-line contract: one line and exit 2 for user errors, 130 on a stop."""
     try:
         return run_single(cfg)
     except KeyboardInterrupt as interrupt:  # the run, if any, already ended KILLED

@@ -1,19 +1,23 @@
-"""Best-run queries on an MLflow tracking store, fast on large experiments.
+"""Queries on an MLflow store: the best runs (fast on large experiments), a sweep's runs, stale runs.
 
 Why not just ``search_runs(order_by=[metric], max_results=1)``: on the sqlite store MLflow binds LIMIT
 as a parameter, and sqlite then plans the metric ordering join as a nested loop (no automatic index),
-quadratic in the number of runs (~14 s at 10k runs here). Filtering on a metric bound needs no such
+quadratic in the number of runs (``bench/best_run.py``). Filtering on a metric bound needs no such
 join, so we narrow with ``metrics.m >= bound`` (a supported filter) until the candidates are few.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
+import socket
+import time
 from decimal import Decimal
 from typing import Any
 
-MODES = ("max", "min")
+from runner.config import MODES
+
 # MLflow keeps +/-inf as +/-1.7976931348623157e308; the search grammar has no exponent notation,
 # so the bound is written out in full. A stored inf equals the bound and fails the strict comparison.
 MLFLOW_INF = 1.7976931348623157e308
@@ -106,3 +110,61 @@ def best_run(client: Any, experiment_ids: list[str], metric_name: str, mode: str
     """``{"run_id", "metrics", "params"}`` of the best finished run, or None when no run has the metric."""
     runs = search_ranked(client, experiment_ids, metric_name, mode, filter_string, max_results=1)
     return run_to_dict(runs[0]) if runs else None
+
+
+def sweep_children(client: Any, experiment_id: str, parent_run_id: str) -> list[Any]:
+    return client.search_runs([experiment_id], max_results=10000,
+                              filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
+
+
+def sweep_members(client: Any, experiment_id: str, children: list[Any]) -> list[Any]:
+    """The runs that stand for a sweep's jobs: a resumed job's child only points (tag ``resumed_from``)
+    at the earlier FINISHED run of the same config, which then stands in for it."""
+    resumed = [r.data.tags["resumed_from"] for r in children if "resumed_from" in r.data.tags]
+    own = [r for r in children if "resumed_from" not in r.data.tags]
+    if not resumed:
+        return own
+    return own + list(client.search_runs([experiment_id], max_results=len(resumed),
+                                         filter_string=members_filter(sorted(set(resumed)))))
+
+
+def members_filter(run_ids: list[str]) -> str:
+    return "attributes.run_id IN ({})".format(", ".join(f"'{run_id}'" for run_id in run_ids))
+
+
+def differing_params(runs: list[Any]) -> list[str]:
+    """Param keys whose values are not the same across the runs that logged them (what the sweep varied)."""
+    keys = sorted({k for r in runs for k in r.data.params})
+    return [k for k in keys if len({r.data.params[k] for r in runs if k in r.data.params}) > 1]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def find_stale(client: Any, experiment_id: str, older_than_hours: float | None = None) -> list[tuple[Any, str]]:
+    """RUNNING runs whose process is gone: started on this host by a pid that no longer exists (tags
+    ``runner.host``/``runner.pid``, sweep parents included), or, with ``older_than_hours``, started longer ago."""
+    runs = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=5000)
+    host, now_ms = socket.gethostname(), time.time() * 1000
+    stale = []
+    for run in runs:
+        tags = run.data.tags
+        pid = tags.get("runner.pid")
+        if tags.get("runner.host") == host and pid and pid.isdigit() and not _alive(int(pid)):
+            stale.append((run, f"process {pid} on this host is gone"))
+        elif older_than_hours is not None and now_ms - run.info.start_time > older_than_hours * 3.6e6:
+            stale.append((run, f"RUNNING for more than {older_than_hours} h"))
+    return stale
+
+
+def mark_killed(client: Any, run_ids: list[str], reason: str) -> None:
+    for run_id in run_ids:
+        client.set_terminated(run_id, "KILLED")
+        client.set_tag(run_id, "error", reason)

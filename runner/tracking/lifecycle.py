@@ -1,6 +1,9 @@
 """Run lifecycle: signals become KILLED runs, exceptions FAILED runs with the error logged.
 
-MLflow alone leaves a SIGTERM'd run RUNNING and marks an un-``with``ed failed run FINISHED at exit.
+MLflow alone leaves a SIGTERM'd run RUNNING and marks an un-``with``ed failed run FINISHED at exit. A
+signal handler raises at once, but an exception raised while the interpreter runs a finaliser
+(``__del__``, a GC callback) is printed and swallowed; so the handler also records the request, and long
+loops call ``check_stop()``, which raises it again: a stop is never lost.
 """
 
 from __future__ import annotations
@@ -12,25 +15,34 @@ import traceback
 from collections.abc import Iterator
 from typing import Any
 
-from runner import interrupts
-from runner.interrupts import Terminated
-
 # SIGINT too: a process started in the background by a non-interactive shell inherits SIGINT as ignored,
 # and Python then never raises KeyboardInterrupt; inside a tracked run Ctrl-C must always end it KILLED.
 HANDLED_SIGNALS = tuple(s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))
                         if s)
+_pending_stop: str | None = None
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised on SIGINT/SIGTERM/SIGHUP inside a tracked run, so cleanup runs and the run ends KILLED."""
+
+
+def check_stop() -> None:
+    """Raise ``Terminated`` if a stop was requested (by a signal) and not yet handled."""
+    if _pending_stop is not None:
+        raise Terminated(_pending_stop)
 
 
 @contextlib.contextmanager
 def signals_as_interrupts() -> Iterator[None]:
+    global _pending_stop
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: Any) -> None:
-        reason = f"received {signal.Signals(signum).name}"
-        interrupts.request(reason)  # kept even if this raise lands in a finaliser and is swallowed
-        raise Terminated(reason)
+        global _pending_stop
+        _pending_stop = f"received {signal.Signals(signum).name}"
+        raise Terminated(_pending_stop)
 
     previous = {sig: signal.signal(sig, handler) for sig in HANDLED_SIGNALS}
     try:
@@ -38,7 +50,7 @@ def signals_as_interrupts() -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-        interrupts.clear()
+        _pending_stop = None
 
 
 @contextlib.contextmanager

@@ -1,7 +1,8 @@
 """Small torch forecasters of the next bar's (scaled) return from standardised trailing features.
 
 Each takes ``n_features`` plus its own YAML keys, maps a float tensor to one forecast per row, and can
-make an example input (``example_input``) so MLflow's pt2 export can trace it.
+make an example input (``example_input``) so MLflow's pt2 export can trace it. A sequence model declares
+``sequence_length``: it reads that many feature rows ending at bar t (the others read one row).
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from torch import nn
 
 
 class LinearForecaster(nn.Module):
-    sequence_length = 0
-
     def __init__(self, n_features: int) -> None:
         super().__init__()
         self.n_features = n_features
@@ -28,8 +27,6 @@ class LinearForecaster(nn.Module):
 
 
 class MLPForecaster(nn.Module):
-    sequence_length = 0
-
     def __init__(self, n_features: int, hidden_sizes: Sequence[int] = (32, 16), dropout: float = 0.1) -> None:
         super().__init__()
         if not hidden_sizes or any(int(h) < 1 for h in hidden_sizes):

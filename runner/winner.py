@@ -8,13 +8,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from runner.params import to_jsonable
+from runner.tracking.params import to_jsonable
+from runner.tracking.queries import differing_params, members_filter, sweep_children, sweep_members
 
-
-def differing_params(runs: list[Any]) -> list[str]:
-    """Param keys whose values are not the same across the runs that logged them (what the sweep varied)."""
-    keys = sorted({k for r in runs for k in r.data.params})
-    return [k for k in keys if len({r.data.params[k] for r in runs if k in r.data.params}) > 1]
+SHOWN_METRICS = ("sharpe_ratio", "total_return", "max_drawdown", "num_trades")
 
 
 def segment_metrics(metrics: dict[str, float], segment: str) -> dict[str, float]:
@@ -64,69 +61,63 @@ def sweep_figure(runs: list[Any], metric: str, keys: list[str]) -> Any:
     return fig
 
 
-def sweep_children(logger: Any, parent_run_id: str) -> list[Any]:
-    return logger.client.search_runs([logger.experiment_id], max_results=10000,
-                                     filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
+def _job_order(name: str) -> int:
+    suffix = name.rsplit("-", 1)[-1]
+    return int(suffix) if suffix.isdigit() else 0
 
 
-def sweep_members(logger: Any, children: list[Any]) -> list[Any]:
-    """The runs that stand for a sweep's jobs: a resumed job's child only points (tag ``resumed_from``)
-    at the earlier FINISHED run of the same config, which then stands in for it."""
-    resumed = [r.data.tags["resumed_from"] for r in children if "resumed_from" in r.data.tags]
-    own = [r for r in children if "resumed_from" not in r.data.tags]
-    if not resumed:
-        return own
-    ids = ", ".join(f"'{run_id}'" for run_id in sorted(set(resumed)))
-    return own + list(logger.client.search_runs([logger.experiment_id], max_results=len(resumed),
-                                                filter_string=f"attributes.run_id IN ({ids})"))
+def summarise(logger: Any, state: dict[str, str]) -> tuple[dict[str, Any], list[Any]]:
+    """(the sweep's summary with its winner, the runs that stand for its jobs)."""
+    parent, metric, mode = state["parent_run_id"], state["metric"], state["mode"]
+    children = sweep_children(logger.client, logger.experiment_id, parent)
+    failed = sorted((r.info.run_name for r in children if r.info.status != "FINISHED"), key=_job_order)
+    resumed = {r.data.tags["resumed_from"] for r in children if "resumed_from" in r.data.tags}
+    members = sweep_members(logger.client, logger.experiment_id, children)
+    best = (logger.get_best_run(metric, mode, filter_string=members_filter([r.info.run_id for r in members]))
+            if members else None)
+    keys = differing_params(members)
+    summary: dict[str, Any] = {"sweep_name": state["sweep_name"], "parent_run_id": parent, "metric": metric,
+                               "mode": mode, "jobs": len(children), "failed_jobs": failed, "winner": None}
+    if best is not None:
+        winner = next(r for r in members if r.info.run_id == best["run_id"])
+        summary["winner"] = {
+            "run_id": best["run_id"], "run_name": winner.info.run_name, "resumed": best["run_id"] in resumed,
+            "value": best["metrics"].get(metric), "params": {k: best["params"].get(k) for k in keys},
+            "val_metrics": segment_metrics(best["metrics"], "val"),
+            "test_metrics": segment_metrics(best["metrics"], "test"),
+            "command": f"python -m runner {winner.data.tags.get('overrides', '')}".strip()}
+    return summary, members
 
 
-def members_filter(runs: list[Any]) -> str:
-    return "attributes.run_id IN ({})".format(", ".join(f"'{r.info.run_id}'" for r in runs))
+def _record_on_parent(logger: Any, summary: dict[str, Any], members: list[Any]) -> None:
+    """Tags, ``best_run.json`` and the sweep figure on the parent run, which then ends."""
+    winner = summary["winner"]
+    logger.attach(summary["parent_run_id"])
+    tags = {"best_run_id": winner["run_id"] if winner else "", "failed_jobs": ",".join(summary["failed_jobs"]) or
+            "none", "jobs": str(summary["jobs"])}
+    if winner is not None:
+        tags.update({"best_value": repr(winner["value"]), "best_command": winner["command"]})
+    logger.set_tags(tags)
+    finished = [r for r in members if r.info.status == "FINISHED"]
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "best_run.json").write_text(json.dumps(to_jsonable(summary), indent=2))
+        if finished:
+            figure = sweep_figure(finished, summary["metric"], differing_params(members))
+            figure.savefig(Path(tmp) / f"sweep_{summary['metric']}.png", dpi=90)
+        logger.log_artifacts(tmp)
+    logger.end_run("FINISHED" if winner is not None else "FAILED")
 
 
 def report_sweep(sweep_dir: Path, state: dict[str, str]) -> list[str]:
     """Print and save the winner of this sweep's children; returns the names of the failed jobs."""
-    from runner.logger import MLflowLogger
+    from runner.tracking.logger import MLflowLogger
 
     logger = MLflowLogger(state["experiment_name"], state["tracking_uri"])
-    parent, metric, mode = state["parent_run_id"], state["metric"], state["mode"]
-    children = sweep_children(logger, parent)
-    failed = sorted((r.info.run_name for r in children if r.info.status != "FINISHED"),
-                    key=lambda name: int(name.rsplit("-", 1)[-1]) if name.rsplit("-", 1)[-1].isdigit() else 0)
-    resumed = {r.data.tags["resumed_from"] for r in children if "resumed_from" in r.data.tags}
-    children = sweep_members(logger, children)
-    best = logger.get_best_run(metric, mode, filter_string=members_filter(children)) if children else None
-    finished = [r for r in children if r.info.status == "FINISHED"]
-    keys = differing_params(children)
-    summary: dict[str, Any] = {"sweep_name": state["sweep_name"], "parent_run_id": parent, "metric": metric,
-                               "mode": mode, "jobs": len(children), "failed_jobs": failed, "winner": None}
-    if best is not None:
-        winner = next(r for r in children if r.info.run_id == best["run_id"])
-        overrides = winner.data.tags.get("overrides", "")
-        summary["winner"] = {
-            "run_id": best["run_id"], "run_name": winner.info.run_name, "resumed": best["run_id"] in resumed,
-            "value": best["metrics"].get(metric),
-            "params": {k: best["params"].get(k) for k in keys},
-            "val_metrics": segment_metrics(best["metrics"], "val"),
-            "test_metrics": segment_metrics(best["metrics"], "test"),
-            "command": f"python -m runner {overrides}".strip()}
+    summary, members = summarise(logger, state)
     (sweep_dir / "best_run.json").write_text(json.dumps(to_jsonable(summary), indent=2))
     print(format_winner(summary))
-    logger.attach(parent)
-    tags = {"best_run_id": best["run_id"] if best else "", "failed_jobs": ",".join(failed) or "none",
-            "jobs": str(len(children))}
-    if best is not None:
-        tags.update({"best_value": repr(best["metrics"].get(metric)), "best_command": summary["winner"]["command"]})
-    logger.set_tags(tags)
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "best_run.json").write_text(json.dumps(to_jsonable(summary), indent=2))
-        if finished:
-            figure = sweep_figure(finished, metric, keys)
-            figure.savefig(Path(tmp) / f"sweep_{metric}.png", dpi=90)
-        logger.log_artifacts(tmp)
-    logger.end_run("FINISHED" if best is not None else "FAILED")
-    return failed
+    _record_on_parent(logger, summary, members)
+    return summary["failed_jobs"]
 
 
 def format_winner(summary: dict[str, Any]) -> str:
@@ -138,10 +129,9 @@ def format_winner(summary: dict[str, Any]) -> str:
     lines.append(f"winner ({summary['mode']} {summary['metric']}): {winner['run_name']}  run id {winner['run_id']}")
     for key, value in winner["params"].items():
         lines.append(f"  {key} = {value}")
-    names = ("sharpe_ratio", "total_return", "max_drawdown", "num_trades")
-    lines.append(f"  {'':<14}" + "".join(f"{n:>15}" for n in names))
+    lines.append(f"  {'':<14}" + "".join(f"{n:>15}" for n in SHOWN_METRICS))
     for segment in ("val", "test"):
         values = winner[f"{segment}_metrics"]
-        lines.append(f"  {segment:<14}" + "".join(f"{values.get(n, math.nan):>15.4f}" for n in names))
+        lines.append(f"  {segment:<14}" + "".join(f"{values.get(n, math.nan):>15.4f}" for n in SHOWN_METRICS))
     lines.append(f"reproduce: {winner['command']}")
     return "\n".join(lines)

@@ -1,0 +1,142 @@
+"""The vectorised backtest: target weights over all bars in, per-bar returns, equity, trades, metrics out.
+
+Conventions (DESIGN, "Execution and metric conventions"):
+- ``w[t]`` is decided with data up to bar t's close, traded at that close and held to close t+1.
+- ``r[t] = close[t]/close[t-1] - 1``; ``s[t] = w[t-1]*r[t] - (commission+slippage)*|w[t]-w[t-1]|`` with
+  ``w[-1] = 0``; ``s[0]`` is undefined (NaN in the tables, left out of every metric).
+- One continuous backtest; the train/val/test segments are slices of it. A segment's equity compounds
+  exactly its own bars' returns from ``initial_capital``; its benchmark is buy-and-hold over the same bars.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from runner.config import BacktestConf
+from runner.data import SEGMENTS
+from runner.engine.metrics import segment_metrics, trade_metrics
+from runner.engine.trades import fills_table, round_trips
+
+
+@dataclass
+class BacktestResult:
+    """Per-bar arrays over all bars, segment bounds, trades and per-segment metrics."""
+
+    index: pd.Index
+    close: np.ndarray
+    weights: np.ndarray
+    bar_returns: np.ndarray
+    strategy_returns: np.ndarray
+    equity: np.ndarray
+    benchmark_equity: np.ndarray
+    drawdown: np.ndarray
+    bounds: dict[str, tuple[int, int]]
+    fills: pd.DataFrame
+    trades: pd.DataFrame
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def segment_labels(self) -> np.ndarray:
+        labels = np.empty(len(self.close), dtype=object)
+        for name, (start, stop) in self.bounds.items():
+            labels[start:stop] = name
+        return labels
+
+    def portfolio_values(self) -> pd.DataFrame:
+        """One row per bar with exactly the DESIGN columns."""
+        return pd.DataFrame({
+            "timestamp": self.index, "segment": self.segment_labels(), "close": self.close,
+            "weight": self.weights, "strategy_return": self.strategy_returns, "equity": self.equity,
+            "benchmark_equity": self.benchmark_equity, "drawdown": self.drawdown,
+        })
+
+    def flat_metrics(self) -> dict[str, float]:
+        """``{segment}_{name}`` keys, as logged to MLflow."""
+        return {f"{segment}_{name}": value for segment, values in self.metrics.items()
+                for name, value in values.items()}
+
+    def to_results(self) -> dict[str, Any]:
+        """The mapping ``MLflowLogger.log_backtest_results`` logs."""
+        return {"metrics": self.flat_metrics(), "segment_metrics": self.metrics,
+                "segments": {k: {"start": self.index[a], "end": self.index[b - 1], "bars": b - a}
+                             for k, (a, b) in self.bounds.items() if b > a},
+                "trades": self.trades, "fills": self.fills, "portfolio_values": self.portfolio_values()}
+
+
+def segment_bounds(n_bars: int, train_end: int, val_end: int) -> dict[str, tuple[int, int]]:
+    return dict(zip(SEGMENTS, ((0, train_end), (train_end, val_end), (val_end, n_bars)), strict=True))
+
+
+def checked_weights(close: np.ndarray, weights: np.ndarray, max_leverage: float) -> np.ndarray:
+    """One finite weight per bar, clipped to ``[-max_leverage, max_leverage]``."""
+    if weights.shape != close.shape:
+        raise ValueError(f"weights has shape {weights.shape} but close has {close.shape}; give one per bar.")
+    if not np.isfinite(weights).all():
+        raise ValueError(f"weights has {int((~np.isfinite(weights)).sum())} non-finite values; use 0 for flat.")
+    if len(close) < 2:
+        raise ValueError(f"a backtest needs at least 2 bars, got {len(close)}.")
+    return np.clip(weights, -max_leverage, max_leverage)
+
+
+def bar_accounting(close: np.ndarray, weights: np.ndarray, cost_rate: float) -> tuple[np.ndarray, ...]:
+    """``(r, |dw|, s)`` per bar: bar returns, turnover (``w[-1] = 0``) and net strategy returns."""
+    n = len(close)
+    bar_returns, turnover, strategy_returns = np.empty(n), np.empty(n), np.empty(n)
+    bar_returns[0] = strategy_returns[0] = np.nan
+    np.divide(close[1:], close[:-1], out=bar_returns[1:])
+    bar_returns[1:] -= 1.0
+    turnover[0] = abs(weights[0])
+    np.abs(np.subtract(weights[1:], weights[:-1], out=turnover[1:]), out=turnover[1:])
+    np.multiply(weights[:-1], bar_returns[1:], out=strategy_returns[1:])
+    strategy_returns[1:] -= cost_rate * turnover[1:]
+    return bar_returns, turnover, strategy_returns
+
+
+def segment_curves(close: np.ndarray, strategy_returns: np.ndarray, bounds: dict[str, tuple[int, int]],
+                   capital: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Equity, buy-and-hold equity and drawdown, each restarting from ``capital`` at every segment."""
+    n = len(close)
+    equity, benchmark, drawdown = np.empty(n), np.empty(n), np.empty(n)
+    for start, stop in bounds.values():
+        if stop <= start:
+            continue
+        first = max(start, 1)  # s[0] is undefined: train's equity starts flat at bar 0
+        seg = equity[start:stop]
+        seg[: first - start] = 1.0
+        np.cumprod(np.add(strategy_returns[first:stop], 1.0, out=equity[first:stop]), out=equity[first:stop])
+        seg *= capital
+        np.multiply(close[start:stop], capital / close[first - 1], out=benchmark[start:stop])
+        # 1 - E/peak, where the peak also counts the starting capital (a first-bar loss is a drawdown)
+        peak = np.maximum.accumulate(np.maximum(seg, capital, out=drawdown[start:stop]), out=drawdown[start:stop])
+        np.subtract(1.0, np.divide(seg, peak, out=peak), out=drawdown[start:stop])
+    return equity, benchmark, drawdown
+
+
+def run_backtest(close: np.ndarray, weights: np.ndarray, train_end: int, val_end: int,
+                 config: BacktestConf | None = None, index: pd.Index | None = None) -> BacktestResult:
+    """Backtest target weights over all bars; metrics per segment (train = [0, train_end), ...)."""
+    config = config or BacktestConf()
+    close = np.asarray(close, dtype=np.float64)
+    weights = checked_weights(close, np.asarray(weights, dtype=np.float64), config.max_leverage)
+    n = len(close)
+    index = index if index is not None else pd.RangeIndex(n)
+    bar_returns, turnover, strategy_returns = bar_accounting(close, weights, config.cost_rate)
+    bounds = segment_bounds(n, train_end, val_end)
+    equity, benchmark_equity, drawdown = segment_curves(close, strategy_returns, bounds, config.initial_capital)
+    trades = round_trips(weights, close, strategy_returns, turnover, config.cost_rate, index, equity)
+    metrics: dict[str, dict[str, float]] = {}
+    for name, (start, stop) in bounds.items():
+        if stop <= start:
+            continue
+        first = max(start, 1)
+        metrics[name] = segment_metrics(
+            strategy_returns[first:stop], bar_returns[first:stop], equity[start:stop], drawdown[start:stop],
+            weights[start:stop], turnover[start:stop], config.periods_per_year, config.risk_free_rate,
+            config.initial_capital, benchmark_total_return=close[stop - 1] / close[first - 1] - 1.0)
+        metrics[name].update(trade_metrics(trades, start, stop))
+    fills = fills_table(weights, close, turnover, config.cost_rate, index)
+    return BacktestResult(index, close, weights, bar_returns, strategy_returns, equity, benchmark_equity,
+                          drawdown, bounds, fills, trades, metrics)

@@ -1,0 +1,71 @@
+"""Model inputs without leakage: standardised trailing features, next-bar targets, rows per split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+MIN_TRAIN_ROWS = 10
+
+
+@dataclass
+class Dataset:
+    """Standardised features per bar, next-bar targets and the rows each split may train on."""
+
+    features: np.ndarray  # (n_bars, n_features), standardised with train statistics; 0 where undefined
+    target: np.ndarray  # r[t+1] / target_scale; NaN on the last bar
+    rows: dict[str, np.ndarray]  # usable row indices per split (target inside the same split), and "all"
+    mean: np.ndarray
+    std: np.ndarray
+    target_scale: float
+    names: list[str]
+    seq_len: int = 0
+
+    def inputs(self, rows: np.ndarray) -> np.ndarray:
+        """Model inputs for bars ``rows``: one feature row, or the window of seq_len rows ending there."""
+        if not self.seq_len:
+            return self.features[rows]
+        offsets = np.arange(-self.seq_len + 1, 1)
+        return self.features[rows[:, None] + offsets[None, :]]
+
+    def standardisation(self) -> dict[str, Any]:
+        return {"features": self.names, "mean": self.mean.tolist(), "std": self.std.tolist(),
+                "target_scale": self.target_scale, "seq_len": self.seq_len,
+                "target": "next bar's return close[t+1]/close[t]-1, divided by target_scale"}
+
+
+def usable_rows(values: np.ndarray, seq_len: int) -> np.ndarray:
+    """Bars whose input is fully defined: its feature row, or all rows of its window (which starts at >= 0)."""
+    defined = np.isfinite(values).all(axis=1)
+    if not seq_len:
+        return defined
+    window_complete = np.convolve(defined.astype(float), np.ones(seq_len), mode="full")[: len(values)] >= seq_len
+    return window_complete & (np.arange(len(values)) >= seq_len - 1)
+
+
+def build_dataset(features: pd.DataFrame, close: np.ndarray, train_end: int, val_end: int,
+                  seq_len: int = 0) -> Dataset:
+    """Targets are next-bar returns; a row trains only if its target lies in its own split (so the last
+    train row, whose target is the first val return, is dropped; likewise the last val row)."""
+    values = features.to_numpy(dtype=float)
+    n = len(values)
+    target = np.full(n, np.nan)
+    target[:-1] = close[1:] / close[:-1] - 1.0
+    defined = usable_rows(values, seq_len)
+    fit_rows = np.flatnonzero(defined[: train_end - 1] & np.isfinite(target[: train_end - 1]))
+    if len(fit_rows) < MIN_TRAIN_ROWS:
+        raise ValueError(f"only {len(fit_rows)} train rows have complete features; use more data or a shorter "
+                         f"strategy window (the model needs at least {MIN_TRAIN_ROWS}).")
+    train_values = values[: train_end - 1]
+    complete = train_values[np.isfinite(train_values).all(axis=1)]
+    mean, std = complete.mean(axis=0), complete.std(axis=0)
+    std[std == 0] = 1.0
+    scale = float(np.std(target[fit_rows])) or 1.0
+    bounds = {"train": (0, train_end - 1), "val": (train_end, val_end - 1), "test": (val_end, n)}
+    rows = {name: np.arange(a, b)[defined[a:b] & np.isfinite(target[a:b])] for name, (a, b) in bounds.items()}
+    rows["all"] = np.flatnonzero(defined)
+    standardised = np.nan_to_num((values - mean) / std, nan=0.0).astype(np.float32)
+    return Dataset(standardised, target / scale, rows, mean, std, scale, list(features.columns), seq_len)

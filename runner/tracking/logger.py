@@ -1,0 +1,289 @@
+"""``MLflowLogger``: a run-scoped MLflow client with batched, validated writes (the documented seed API).
+
+Tables are ``.json`` (MLflow 3 rejects ``.csv`` tables), ``get_best_run`` returns plain dicts from bounded
+queries, ``log_params`` never mutates its input, and ``log_backtest_results`` logs ``results["metrics"]``
+as MLflow metrics so runs can be ranked.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from runner.tracking.model_io import log_torch_model
+from runner.tracking.params import (
+    LONG_PARAMS_ARTIFACT,
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAM_VALUE_LENGTH,
+    MAX_PARAMS_PER_BATCH,
+    MAX_TAG_VALUE_LENGTH,
+    RUN_STATUSES,
+    metric_value,
+    param_text,
+    redact_uri,
+    redact_value,
+    safe_artifact_path,
+    table_json,
+    to_jsonable,
+    validate_key,
+)
+from runner.tracking.queries import best_run
+from runner.tracking.store import artifact_root_for, resolve_tracking_uri, sqlite_path, store_lock
+
+
+class NoActiveRunError(LookupError):
+    """Raised when logging is attempted with no run started (MLflow would silently start one)."""
+
+
+class MLflowLogger:
+    """A run-scoped MLflow client: one experiment, one active run, batched writes."""
+
+    def __init__(self, experiment_name: str, tracking_uri: str | None = None) -> None:
+        import mlflow
+        from mlflow import MlflowClient
+
+        if not isinstance(experiment_name, str) or not experiment_name.strip():
+            raise ValueError(f"experiment_name must be a non-empty string, got {experiment_name!r}.")
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        db_path = sqlite_path(self.tracking_uri)
+        if db_path is not None:
+            db_path.parent.mkdir(parents=True, exist_ok=True)
+        self._mlflow = mlflow
+        self.experiment_name = experiment_name
+        with store_lock(self.tracking_uri):
+            self.client = MlflowClient(self.tracking_uri)  # creates (or migrates) the store's schema
+            self.experiment_id = self._get_or_create_experiment(experiment_name)
+        self.run_id: str | None = None
+
+    @classmethod
+    def open_existing(cls, experiment_name: str, tracking_uri: str | None = None) -> MLflowLogger:
+        """A logger on an experiment that must already exist (reports never create stores or experiments)."""
+        from mlflow import MlflowClient
+
+        uri = resolve_tracking_uri(tracking_uri)
+        db_path = sqlite_path(uri)
+        if db_path is not None and not db_path.is_file():
+            raise LookupError(f"no MLflow store at {uri}: run an experiment first, or pass --tracking-uri.")
+        experiment = MlflowClient(uri).get_experiment_by_name(experiment_name)
+        if experiment is None or experiment.lifecycle_stage == "deleted":
+            names = [e.name for e in MlflowClient(uri).search_experiments(max_results=20)]
+            raise LookupError(f"no experiment named {experiment_name!r} in {redact_uri(uri)}; experiments: "
+                              f"{', '.join(names)}.")
+        return cls(experiment_name, uri)
+
+    def _get_or_create_experiment(self, name: str) -> str:
+        from mlflow.exceptions import MlflowException
+
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            if experiment.lifecycle_stage == "deleted":
+                self.client.restore_experiment(experiment.experiment_id)
+            return experiment.experiment_id
+        try:
+            return self.client.create_experiment(name, artifact_location=artifact_root_for(self.tracking_uri))
+        except MlflowException:  # created concurrently by another process: fetch it
+            experiment = self.client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+            return experiment.experiment_id
+
+    # ----- run lifecycle -------------------------------------------------------------------------
+    def start_run(self, run_name: str | None = None, tags: Mapping[str, str] | None = None,
+                  parent_run_id: str | None = None) -> Any:
+        """Start a run (default name ``run_YYYYmmdd_HHMMSS``) and make it MLflow's active run."""
+        if self.run_id is not None:
+            raise RuntimeError(f"run {self.run_id} is still active; call end_run() first.")
+        run_tags = {str(k): str(redact_value(k, v))[:MAX_TAG_VALUE_LENGTH] for k, v in (tags or {}).items()}
+        if parent_run_id:
+            run_tags["mlflow.parentRunId"] = parent_run_id
+        self._mlflow.set_tracking_uri(self.tracking_uri)
+        run = self._mlflow.start_run(
+            experiment_id=self.experiment_id,
+            run_name=run_name or datetime.now().strftime("run_%Y%m%d_%H%M%S"),
+            tags=run_tags,
+        )
+        self.run_id = run.info.run_id
+        return run
+
+    def attach(self, run_id: str) -> None:
+        """Log into an existing run (e.g. a sweep's parent, from the launching process) until end_run."""
+        if self.run_id is not None:
+            raise RuntimeError(f"run {self.run_id} is still active; call end_run() first.")
+        self.client.get_run(run_id)  # fails clearly if it does not exist
+        self.run_id = run_id
+
+    def end_run(self, status: str = "FINISHED") -> None:
+        """End the active run with ``FINISHED``, ``FAILED`` or ``KILLED``; a no-op with no run."""
+        if status not in RUN_STATUSES:
+            raise ValueError(f"status {status!r} is not one of {RUN_STATUSES}.")
+        if self.run_id is None:
+            return
+        self._mlflow.set_tracking_uri(self.tracking_uri)
+        active = self._mlflow.active_run()
+        if active is not None and active.info.run_id == self.run_id:
+            self._mlflow.end_run(status=status)
+        else:
+            self.client.set_terminated(self.run_id, status)
+        self.run_id = None
+
+    def __enter__(self) -> MLflowLogger:
+        if self.run_id is None:
+            self.start_run()
+        return self
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: Any) -> None:
+        if exc_type is None:
+            self.end_run("FINISHED")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.end_run("KILLED")
+        else:
+            self.end_run("FAILED")
+
+    def _require_run(self) -> str:
+        if self.run_id is None:
+            raise NoActiveRunError("no active run: call start_run() first, or use the logger as a context "
+                                   "manager.")
+        return self.run_id
+
+    # ----- params, metrics, tags -----------------------------------------------------------------
+    def log_params(self, params: Mapping[str, Any]) -> dict[str, str]:
+        """Log params in batches; returns the logged strings. The input is never mutated.
+
+        Containers become JSON; secret-looking keys, ``${oc.env:..}`` values and URI passwords are
+        redacted; values over MLflow's 6000 chars are kept whole in ``params/long_params.json`` and the
+        param says where (MLflow would truncate them silently).
+        """
+        from mlflow.entities import Param
+
+        run_id = self._require_run()
+        if not isinstance(params, Mapping):
+            raise TypeError(f"params must be a mapping, got {type(params).__name__}.")
+        logged: dict[str, str] = {}
+        long_values: dict[str, Any] = {}
+        for key, value in params.items():
+            validate_key(key, "param")
+            text = param_text(redact_value(key, value))
+            if len(text) > MAX_PARAM_VALUE_LENGTH:
+                long_values[key] = to_jsonable(redact_value(key, value))
+                text = f"<{len(text)} chars: see artifact {LONG_PARAMS_ARTIFACT}>"
+            logged[key] = text
+        items = [Param(k, v) for k, v in logged.items()]
+        for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, params=items[start:start + MAX_PARAMS_PER_BATCH], synchronous=True)
+        if long_values:
+            self.log_dict(long_values, LONG_PARAMS_ARTIFACT)
+        return logged
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Log metrics in one batch (NaN kept as NaN, inf mapped to NaN with a warning)."""
+        from mlflow.entities import Metric
+
+        run_id = self._require_run()
+        timestamp = int(time.time() * 1000)
+        items = [Metric(validate_key(k, "metric"), metric_value(k, v), timestamp, step or 0)
+                 for k, v in metrics.items()]
+        self._log_metric_batches(run_id, items)
+
+    def log_metric_history(self, history: Mapping[str, list[float]]) -> None:
+        """Log per-step series (``{"train_loss": [...], ...}``, step = index) in one batch."""
+        from mlflow.entities import Metric
+
+        run_id = self._require_run()
+        timestamp = int(time.time() * 1000)
+        items = [Metric(validate_key(k, "metric"), metric_value(k, v), timestamp, step)
+                 for k, values in history.items() for step, v in enumerate(values)]
+        self._log_metric_batches(run_id, items)
+
+    def _log_metric_batches(self, run_id: str, items: list[Any]) -> None:
+        for start in range(0, len(items), MAX_METRICS_PER_BATCH):
+            self.client.log_batch(run_id, metrics=items[start:start + MAX_METRICS_PER_BATCH], synchronous=True)
+
+    def set_tags(self, tags: Mapping[str, Any], run_id: str | None = None) -> None:
+        """Set tags in one batch (values redacted, cut to MLflow's tag limit with a marker)."""
+        from mlflow.entities import RunTag
+
+        target = run_id or self._require_run()
+        items = []
+        for key, value in tags.items():
+            text = str(redact_value(key, value))
+            if len(text) > MAX_TAG_VALUE_LENGTH:
+                text = text[: MAX_TAG_VALUE_LENGTH - 20] + "...<truncated>"
+            items.append(RunTag(validate_key(key, "tag"), text))
+        self.client.log_batch(target, tags=items, synchronous=True)
+
+    # ----- artifacts -----------------------------------------------------------------------------
+    def log_dict(self, dictionary: Any, artifact_file: str) -> None:
+        """Log a JSON (or YAML, by extension) artifact with numpy/pandas/datetime/NaN made standard."""
+        run_id = self._require_run()
+        plain = to_jsonable(dictionary)
+        if artifact_file.endswith((".yaml", ".yml")):
+            import yaml
+
+            text = yaml.safe_dump(plain, sort_keys=False)
+        else:
+            text = json.dumps(plain, indent=2, allow_nan=False)
+        self.client.log_text(run_id, text, safe_artifact_path(artifact_file))
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self._require_run(), text, safe_artifact_path(artifact_file))
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        """Log a matplotlib figure as an image artifact (the caller keeps ownership of the figure)."""
+        self.client.log_figure(self._require_run(), figure, safe_artifact_path(artifact_file))
+
+    def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(self._require_run(), str(local_dir),
+                                  safe_artifact_path(artifact_path) if artifact_path else None)
+
+    def log_backtest_results(self, results: Mapping[str, Any], artifact_path: str = "backtest") -> None:
+        """Trades and portfolio values as MLflow tables, everything as ``results.json``, metrics as metrics.
+
+        One artifact upload for the three files and one metrics batch, whatever the number of bars.
+        """
+        import pandas as pd
+
+        run_id = self._require_run()
+        folder = safe_artifact_path(artifact_path)
+        tables = {name: results[name] for name in ("trades", "portfolio_values") if name in results}
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, table in tables.items():
+                frame = table if isinstance(table, pd.DataFrame) else pd.DataFrame(table)
+                Path(tmp, f"{name}.json").write_text(table_json(frame))
+            rest = {k: v for k, v in results.items() if k not in tables}
+            Path(tmp, "results.json").write_text(json.dumps(to_jsonable(rest), indent=2, allow_nan=False))
+            self.client.log_artifacts(run_id, tmp, folder)
+        # The tag MLflow's UI reads to show these files as tables (what client.log_table would set).
+        logged = [{"path": f"{folder}/{name}.json", "type": "table"} for name in tables]
+        if logged:
+            self.set_tags({"mlflow.loggedArtifacts": json.dumps(logged)})
+        if results.get("metrics"):
+            self.log_metrics(dict(results["metrics"]))
+
+    def log_model(self, model: Any, artifact_path: str = "model", input_example: Any = None) -> str:
+        """Log a torch model in the safe ``pt2`` format; returns ``runs:/<run id>/<artifact_path>``."""
+        run_id = self._require_run()
+        self._mlflow.set_tracking_uri(self.tracking_uri)
+        active = self._mlflow.active_run()
+        if active is None or active.info.run_id != run_id:
+            raise NoActiveRunError(f"run {run_id} is not MLflow's active run in this process.")
+        name = safe_artifact_path(artifact_path)
+        log_torch_model(model, name, input_example)
+        return f"runs:/{run_id}/{name}"
+
+    # ----- queries -------------------------------------------------------------------------------
+    def get_best_run(self, metric_name: str, mode: str = "max",
+                     filter_string: str | None = None) -> dict[str, Any] | None:
+        """The finished run with the best finite ``metric_name``, as plain dicts, or None.
+
+        One query with ``max_results=1``; NaN and +/-inf never win (MLflow stores inf as +/-1.8e308, so
+        the bounds filter drops it); ties go to the most recently started run (MLflow's secondary order).
+        """
+        return best_run(self.client, [self.experiment_id], metric_name, mode, filter_string)
+
+
+

@@ -1,0 +1,90 @@
+"""What one run leaves in MLflow: params, tags, metrics, curves, tables, figures, config and the model.
+
+All files are staged in one temp dir and uploaded with one call; params, metrics and tags go in batches,
+so the number of MLflow calls does not grow with bars or epochs.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from runner.tracking.params import flatten, redact_tree, to_jsonable
+
+PARAM_GROUPS = ("data", "model", "trainer", "strategy", "backtest", "selection")
+FIGURE_DPI = 90
+
+
+@dataclass
+class RunExtras:
+    """Context the run cannot derive from its config: the redacted config and the provenance files.
+
+    ``hydra_files`` holds what Hydra writes to ``.hydra/`` (``config.yaml``, ``hydra.yaml``,
+    ``overrides.yaml``), taken from this process's own composed config, never read back from a folder
+    that another process could have written.
+    """
+
+    redacted_config: dict[str, Any]
+    hydra_files: dict[str, Any] = field(default_factory=dict)
+
+
+def _yaml_text(data: Any) -> str:
+    return yaml.safe_dump(to_jsonable(data), sort_keys=False)
+
+
+def run_params(redacted_config: dict[str, Any]) -> dict[str, Any]:
+    """Dotted params from the redacted config: data.*, model.*, trainer.*, strategy.*, backtest.*, seed, ..."""
+    params = flatten({k: redacted_config[k] for k in PARAM_GROUPS if k in redacted_config})
+    params["seed"] = redacted_config.get("seed")
+    params["experiment_name"] = redacted_config.get("experiment_name")
+    return params
+
+
+def log_run_start(logger: Any, extras: RunExtras) -> None:
+    """Params first, so a run that fails or is killed later still shows its config."""
+    logger.log_params(run_params(extras.redacted_config))
+
+
+def _log_training(logger: Any, training: Any) -> None:
+    logger.log_metric_history(training.history)
+    logger.log_metrics({"best_epoch": float(training.best_epoch), "train_seconds": float(training.seconds)})
+    logger.set_tags({"train_device": training.device})  # what trainer.device=auto picked
+
+
+def _stage_files(root: Path, prepared: Any, outcome: Any, dataset: Any, extras: RunExtras) -> None:
+    """Figures, the config, Hydra's files (redacted) and the model's standardisation, under ``root``."""
+    from runner.plots import equity_figure, training_figure
+
+    (root / "figures").mkdir()
+    title = f"{type(prepared.strategy).__name__} on {prepared.config['data']['source']}"
+    equity_figure(outcome.result, title=title).savefig(root / "figures" / "equity.png", dpi=FIGURE_DPI)
+    if outcome.training is not None:
+        figure = training_figure(outcome.training.history, outcome.training.best_epoch)
+        figure.savefig(root / "figures" / "training.png", dpi=FIGURE_DPI)
+    (root / "config.yaml").write_text(_yaml_text(extras.redacted_config))
+    if extras.hydra_files:
+        (root / ".hydra").mkdir()
+        for name, content in extras.hydra_files.items():
+            (root / ".hydra" / name).write_text(_yaml_text(redact_tree(content)))
+    if dataset is not None:
+        (root / "model_inputs").mkdir()
+        (root / "model_inputs" / "standardisation.json").write_text(
+            json.dumps(to_jsonable(dataset.standardisation()), indent=2))
+
+
+def log_outcome(logger: Any, prepared: Any, outcome: Any, dataset: Any, extras: RunExtras | None) -> None:
+    """Everything after the backtest: curves, tables, metrics, files and the model, into the active run."""
+    extras = extras or RunExtras(redact_tree(prepared.config))
+    if outcome.training is not None:
+        _log_training(logger, outcome.training)
+    logger.log_backtest_results(outcome.result.to_results())
+    with tempfile.TemporaryDirectory() as tmp:
+        _stage_files(Path(tmp), prepared, outcome, dataset, extras)
+        logger.log_artifacts(tmp)
+    if outcome.training is not None:
+        logger.log_model(outcome.training.model, "model")  # the example comes from model.example_input

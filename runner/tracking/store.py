@@ -1,0 +1,74 @@
+"""Where the MLflow store lives, how a fresh one is opened safely, and whether a server answers.
+
+Default: ``sqlite:///<launch dir>/outputs/mlflow.db`` with artifacts in ``<launch dir>/outputs/mlartifacts``;
+a sqlite store keeps its artifacts beside the database file; a server keeps its own artifact root.
+No MLflow import here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+HEALTH_TIMEOUT_SECONDS = 5.0
+
+
+def launch_dir() -> Path:
+    """Where the user launched the command (Hydra never changes cwd with version_base 1.3)."""
+    return Path(os.environ.get("RUNNER_LAUNCH_DIR", os.getcwd())).resolve()
+
+
+def default_tracking_uri(base: Path | None = None) -> str:
+    """The project store: ``sqlite:///<launch dir>/outputs/mlflow.db``."""
+    return f"sqlite:///{(base or launch_dir()) / 'outputs' / 'mlflow.db'}"
+
+
+def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
+    """Argument, then ``MLFLOW_TRACKING_URI``, then the project default."""
+    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    return Path(tracking_uri[len("sqlite:///"):]) if tracking_uri.startswith("sqlite:///") else None
+
+
+def artifact_root_for(tracking_uri: str) -> str | None:
+    """Artifacts beside a sqlite database (``<db dir>/mlartifacts``); a server keeps its own root."""
+    db_path = sqlite_path(tracking_uri)
+    return (db_path.parent / "mlartifacts").resolve().as_uri() if db_path else None
+
+
+@contextlib.contextmanager
+def store_lock(tracking_uri: str) -> Iterator[None]:
+    """An exclusive file lock beside a sqlite store while its schema and experiment are created
+    (processes racing to create a fresh sqlite schema crash)."""
+    db_path = sqlite_path(tracking_uri)
+    if db_path is None:
+        yield
+        return
+    from filelock import FileLock
+
+    with FileLock(str(db_path) + ".lock"):
+        yield
+
+
+def check_tracking_server(uri: str, timeout: float = HEALTH_TIMEOUT_SECONDS) -> None:
+    """For http(s) URIs, GET ``<uri>/health``; raise LookupError with a fix-it message if it fails
+    (MLflow alone retries for minutes before it reports an unreachable server)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    from runner.tracking.params import redact_uri
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+            if response.status == 200:
+                return
+            problem = f"answered HTTP {response.status}"
+    except (urllib.error.URLError, OSError) as error:
+        problem = f"is unreachable ({getattr(error, 'reason', error)})"
+    raise LookupError(f"tracking server {redact_uri(uri)} {problem}. Start it (mlflow server --host 127.0.0.1) "
+                      "or use tracking=local / unset MLFLOW_TRACKING_URI.")
