@@ -116,11 +116,11 @@ class Config:
     sweep_name: str | None = None
     resume: bool = True
     selection: SelectionConf = field(default_factory=SelectionConf)
-    data: Any = "???"
+    data: DataConf = "???"  # type: ignore[assignment]  (filled by the data group)
     model: Any = "???"
-    trainer: Any = "???"
-    backtest: Any = "???"
-    tracking: Any = "???"
+    trainer: TrainerConf = "???"  # type: ignore[assignment]
+    backtest: BacktestConf = "???"  # type: ignore[assignment]
+    tracking: TrackingConf = "???"  # type: ignore[assignment]
     strategy: Any = None
 
 

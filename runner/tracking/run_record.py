@@ -17,7 +17,7 @@ import yaml
 from runner.tracking.params import flatten, redact_tree, to_jsonable
 
 PARAM_GROUPS = ("data", "model", "trainer", "strategy", "backtest", "selection")
-FIGURE_DPI = 90
+PNG = {"dpi": 90, "pil_kwargs": {"compress_level": 1}}  # fast zlib: a slightly larger file, less CPU per run
 
 
 @dataclass
@@ -34,7 +34,7 @@ class RunExtras:
 
 
 def _yaml_text(data: Any) -> str:
-    return yaml.safe_dump(to_jsonable(data), sort_keys=False)
+    return yaml.dump(to_jsonable(data), Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False)
 
 
 def run_params(redacted_config: dict[str, Any]) -> dict[str, Any]:
@@ -62,10 +62,10 @@ def _stage_files(root: Path, prepared: Any, outcome: Any, dataset: Any, extras: 
 
     (root / "figures").mkdir()
     title = f"{type(prepared.strategy).__name__} on {prepared.config['data']['source']}"
-    equity_figure(outcome.result, title=title).savefig(root / "figures" / "equity.png", dpi=FIGURE_DPI)
+    equity_figure(outcome.result, title=title).savefig(root / "figures" / "equity.png", **PNG)
     if outcome.training is not None:
         figure = training_figure(outcome.training.history, outcome.training.best_epoch)
-        figure.savefig(root / "figures" / "training.png", dpi=FIGURE_DPI)
+        figure.savefig(root / "figures" / "training.png", **PNG)
     (root / "config.yaml").write_text(_yaml_text(extras.redacted_config))
     if extras.hydra_files:
         (root / ".hydra").mkdir()
