@@ -195,7 +195,8 @@ class SweepCallback(Callback):
             overrides = " ".join(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
             run = logger.client.create_run(logger.experiment_id, run_name=name, tags={
                 "runner.role": "sweep_parent", "sweep_name": name, "overrides": overrides, "argv": " ".join(sys.argv),
-                "sweep_dir": str(sweep_dir), "runner.host": socket.gethostname(), "runner.pid": str(os.getpid())})
+                "sweep_dir": str(sweep_dir.absolute()), "runner.host": socket.gethostname(),
+                "runner.pid": str(os.getpid())})
         except BaseException:
             lock.release()
             raise

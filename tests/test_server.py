@@ -10,6 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import run_cli
+from tests.test_races import FAST, check_sweep, start_together
 
 SERVER = os.environ.get("RUNNER_TEST_SERVER_URI")
 pytestmark = [pytest.mark.server,
@@ -35,3 +36,13 @@ def test_four_job_joblib_sweep_against_the_server(tmp_path: Path, cli_env: dict)
     assert best["winner"]["run_id"] == winner.info.run_id
     tables = {a.path for a in client.list_artifacts(winner.info.run_id, "backtest")}
     assert "backtest/portfolio_values.json" in tables
+
+
+def test_two_sweeps_started_together_against_the_server_keep_their_own_runs(tmp_path: Path, cli_env: dict) -> None:
+    env = {**cli_env, "MLFLOW_TRACKING_URI": SERVER}
+    names = [f"race_a_{tmp_path.name}", f"race_b_{tmp_path.name}"]
+    done = start_together([["runner", "-m", *FAST, "strategy.lookback=5,20", f"experiment_name={names[0]}"],
+                           ["runner", "-m", *FAST, "strategy.lookback=10,30", f"experiment_name={names[1]}",
+                            "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], env, tmp_path)
+    for name, result in zip(names, done, strict=True):
+        check_sweep(MlflowClient(SERVER), name, result, 2, tmp_path)
