@@ -66,6 +66,7 @@ def main(cfg: DictConfig) -> float | None:
 def entry() -> None:
     from runner.config import register
     from runner.overrides import check_overrides
+    from runner.tracking.store import bounded_http_retries
 
     problem = check_overrides(sys.argv[1:])
     if problem:
@@ -74,6 +75,7 @@ def entry() -> None:
     os.environ.setdefault("RUNNER_LAUNCH_DIR", os.getcwd())
     os.environ["RUNNER_LAUNCH_ID"] = secrets.token_hex(3)  # this launch's folder suffix (conf/config.yaml)
     register()
+    bounded_http_retries()
     try:
         main()
     except BaseException as stop:

@@ -50,9 +50,10 @@ def sweep_filter(logger: Any, sweep: str) -> str:
 
     client, experiment_id = logger.client, logger.experiment_id
     by_name = f"tags.sweep_name = '{sweep}' and tags.`runner.role` = 'sweep_parent'"
-    runs = client.search_runs([experiment_id], max_results=1, filter_string=by_name)
+    parents = [r for r in client.search_runs([experiment_id], max_results=20, filter_string=by_name)
+               if "runner.superseded_by" not in r.data.tags]  # a parent replaced by its recovered copy
     members = sweep_members(client, experiment_id,
-                            sweep_children(client, experiment_id, runs[0].info.run_id if runs else sweep))
+                            sweep_children(client, experiment_id, parents[0].info.run_id if parents else sweep))
     if not members:
         raise LookupError(f"--sweep {sweep!r}: no sweep with that parent run id or name, or it has no runs, in "
                           f"experiment {logger.experiment_name!r}.")

@@ -28,7 +28,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from runner.task import USER_ERRORS, provenance, require_strategy, run_tags, tracking_uri_for
+from runner.task import USER_ERRORS, ServerLost, provenance, require_strategy, run_folder, run_tags, tracking_uri_for
 
 STATE_FILE = ".mlflow_sweep.json"
 LOCK_FILE = ".mlflow_sweep.lock"
@@ -41,6 +41,13 @@ def sweep_state(sweep_dir: str | Path) -> dict[str, str]:
         raise LookupError(f"no sweep parent run recorded in {path}: is runner.sweep.SweepCallback configured "
                           "under hydra.callbacks (conf/config.yaml)?")
     return json.loads(path.read_text())
+
+
+def parent_record(state: dict[str, Any]) -> Any:
+    """The sweep parent's local record, in the sweep's folder (the children's are in their job folders)."""
+    from runner.tracking.record import RECORD_DIR, RunRecord
+
+    return RunRecord(Path(state["sweep_dir"], RECORD_DIR))
 
 
 def job_threads(launcher: Any) -> int | None:
@@ -62,9 +69,17 @@ def worst(mode: str) -> float:
 def run_job(cfg: DictConfig) -> float:
     """One sweep job as a child run; returns the selection metric, or the worst value for the mode when
     the job failed or its metric is NaN (Hydra's sweepers, Optuna's included, optimise this value)."""
+    from runner.tracking.record import server_lost
+
     hydra_cfg = HydraConfig.get()
     state = sweep_state(hydra_cfg.sweep.dir)
-    value = _tracked_job(cfg, state, f"{state['sweep_name']}-{hydra_cfg.job.num}")
+    run_name = f"{state['sweep_name']}-{hydra_cfg.job.num}"
+    if server_lost(state["tracking_uri"]):  # a joblib worker that lost it in an earlier job
+        print(f"[{run_name}] not run: the tracking server was lost", file=sys.stderr)
+        return worst(state["mode"])
+    value = _tracked_job(cfg, state, run_name)
+    if server_lost(state["tracking_uri"]) and os.getpid() == state["pid"]:  # stop launching: Hydra ends the sweep
+        raise ServerLost(hydra_cfg.sweep.dir, state["tracking_uri"])
     return value if math.isfinite(value) else worst(state["mode"])
 
 
@@ -84,21 +99,29 @@ def _resumed(logger: Any, tags: dict[str, str], run_name: str, state: dict[str, 
 
 
 def _tracked_job(cfg: DictConfig, state: dict[str, str], run_name: str) -> float:
+    from mlflow.exceptions import MlflowException
+
     from runner.experiment import execute, prepare
     from runner.tracking.lifecycle import tracked_run
-    from runner.tracking.logger import MLflowLogger
+    from runner.tracking.record import RECORD_DIR, RecordingLogger, is_unreachable, mark_server_lost
     from runner.tracking.run_record import RunExtras, log_run_start
 
     hydra_cfg = HydraConfig.get()
     resolved = OmegaConf.to_container(cfg, resolve=True)
     metric = resolved["selection"]["metric"]
-    logger = MLflowLogger(state["experiment_name"], state["tracking_uri"])
     tags = {**run_tags(resolved), "sweep_id": state["parent_run_id"], "sweep_name": state["sweep_name"],
             "job_number": str(hydra_cfg.job.num)}
-    if resolved.get("resume", True):
-        value = _resumed(logger, tags, run_name, state, metric)
-        if value is not None:
-            return value
+    try:
+        logger = RecordingLogger(state["experiment_name"], state["tracking_uri"],
+                                 run_folder().absolute() / RECORD_DIR, Path(state["sweep_dir"], RECORD_DIR))
+        resumed = _resumed(logger, tags, run_name, state, metric) if resolved.get("resume", True) else None
+    except MlflowException as error:  # the server went away before this job could start
+        if not is_unreachable(error):
+            raise
+        mark_server_lost(state["tracking_uri"], error)
+        return math.nan
+    if resumed is not None:
+        return resumed
     logger.start_run(run_name, tags=tags, parent_run_id=state["parent_run_id"])
     try:
         with tracked_run(logger):
@@ -135,10 +158,15 @@ def end_active_sweep(error: BaseException) -> None:
         return
     try:
         from runner.tracking.logger import MLflowLogger
+        from runner.tracking.record import server_lost
 
+        status = "KILLED" if isinstance(cause, KeyboardInterrupt) else "FAILED"
+        if server_lost(state["tracking_uri"]):  # only the record can be ended now
+            parent_record(state).finish(status)
+            return
         logger = MLflowLogger(state["experiment_name"], state["tracking_uri"])
         if logger.client.get_run(state["parent_run_id"]).info.status == "RUNNING":
-            status = "KILLED" if isinstance(cause, KeyboardInterrupt) else "FAILED"
+            parent_record(state).finish(status)
             logger.client.set_tag(state["parent_run_id"], "error", f"{type(cause).__name__}: {cause}"[:5000])
             logger.client.set_terminated(state["parent_run_id"], status)
     except Exception as problem:  # noqa: BLE001 - the original error is what the user must see
@@ -159,12 +187,22 @@ class SweepCallback(Callback):
             sys.exit(2)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from runner.tracking.record import is_unreachable, server_lost
         from runner.winner import report_sweep
 
         state, lock = _active.pop("state"), _active.pop("lock")
         try:
+            if server_lost(state["tracking_uri"]):
+                raise ServerLost(state["sweep_dir"], state["tracking_uri"])
             failed = report_sweep(Path(config.hydra.sweep.dir), state)
+            parent_record(state).finish("FINISHED")
+        except ServerLost:
+            parent_record(state).finish("FAILED")
+            raise
         except Exception as error:  # noqa: BLE001
+            if is_unreachable(error):
+                parent_record(state).finish("FAILED")
+                raise ServerLost(state["sweep_dir"], state["tracking_uri"]) from None
             print(f"error: the sweep's winner could not be reported: {error}", file=sys.stderr)
             sys.exit(1)
         finally:
@@ -202,8 +240,12 @@ class SweepCallback(Callback):
             raise
         state = {"parent_run_id": run.info.run_id, "sweep_name": name, "tracking_uri": uri,
                  "experiment_name": str(config.experiment_name), "experiment_id": logger.experiment_id,
-                 "metric": str(config.selection.metric), "mode": str(config.selection.mode)}
+                 "metric": str(config.selection.metric), "mode": str(config.selection.mode),
+                 "sweep_dir": str(sweep_dir.absolute()), "pid": os.getpid()}
         (sweep_dir / STATE_FILE).write_text(json.dumps(state))
+        parent_record(state).start(experiment_name=state["experiment_name"], tracking_uri=uri, run_name=name,
+                                   run_id=run.info.run_id, parent_run_id=None, parent_record=None)
+        parent_record(state).add("tags.json", {**run.data.tags, "sweep_id": run.info.run_id})
         _active.update(state=state, lock=lock)
         logger.client.set_tag(run.info.run_id, "sweep_id", run.info.run_id)
         print(f"sweep {name}: parent run {run.info.run_id}")

@@ -21,6 +21,24 @@ from omegaconf import DictConfig, OmegaConf
 
 USER_ERRORS = (ValueError, TypeError, LookupError)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SERVER_LOST_EXIT = 3
+
+
+class ServerLost(SystemExit):
+    """The tracking server went away: the run's record holds everything; it exits with SERVER_LOST_EXIT."""
+
+    def __init__(self, folder: Path | str, tracking_uri: str) -> None:
+        from runner.tracking.params import redact_uri
+
+        where = Path(folder).absolute()
+        print(f"error: the tracking server {redact_uri(tracking_uri)} was lost; everything is in {where}. Upload it "
+              f"once the server is back: python -m runner.sync {where}", file=sys.stderr)
+        super().__init__(SERVER_LOST_EXIT)
+
+
+def run_folder() -> Path:
+    """This run's (or sweep job's) own output folder."""
+    return Path(HydraConfig.get().runtime.output_dir)
 
 
 def available(group: str) -> list[str]:
@@ -94,7 +112,7 @@ def run_single(cfg: DictConfig) -> float:
     """One experiment: validate (no MLflow run yet), run it tracked, print the summary."""
     from runner.experiment import execute, prepare, summary
     from runner.tracking.lifecycle import tracked_run
-    from runner.tracking.logger import MLflowLogger
+    from runner.tracking.record import RECORD_DIR, RecordingLogger
     from runner.tracking.run_record import RunExtras, log_run_start
     from runner.tracking.store import check_tracking_server
 
@@ -103,7 +121,7 @@ def run_single(cfg: DictConfig) -> float:
     prepared = prepare(resolved)
     uri = tracking_uri_for(resolved["tracking"])
     check_tracking_server(uri)
-    logger = MLflowLogger(resolved["experiment_name"], uri)
+    logger = RecordingLogger(resolved["experiment_name"], uri, run_folder() / RECORD_DIR)
     redacted, hydra_files = provenance(cfg)
     extras = RunExtras(redacted, hydra_files)
     logger.start_run(resolved.get("run_name"), tags=run_tags(resolved))  # pid/host from the start: --stale
@@ -111,6 +129,8 @@ def run_single(cfg: DictConfig) -> float:
         log_run_start(logger, extras)
         outcome = execute(prepared, logger, extras)
     print(summary(outcome, prepared, uri))
+    if logger.server_lost:
+        raise ServerLost(run_folder(), uri)
     return outcome.selection_value
 
 

@@ -92,7 +92,6 @@ class MLflowLogger:
                 raise
             return experiment.experiment_id
 
-    # ----- run lifecycle -------------------------------------------------------------------------
     def start_run(self, run_name: str | None = None, tags: Mapping[str, str] | None = None,
                   parent_run_id: str | None = None) -> Any:
         """Start a run (default name ``run_YYYYmmdd_HHMMSS``) and make it MLflow's active run."""
@@ -102,11 +101,8 @@ class MLflowLogger:
         if parent_run_id:
             run_tags["mlflow.parentRunId"] = parent_run_id
         self._mlflow.set_tracking_uri(self.tracking_uri)
-        run = self._mlflow.start_run(
-            experiment_id=self.experiment_id,
-            run_name=run_name or datetime.now().strftime("run_%Y%m%d_%H%M%S"),
-            tags=run_tags,
-        )
+        run = self._mlflow.start_run(experiment_id=self.experiment_id, tags=run_tags,
+                                     run_name=run_name or datetime.now().strftime("run_%Y%m%d_%H%M%S"))
         self.run_id = run.info.run_id
         return run
 
@@ -123,12 +119,7 @@ class MLflowLogger:
             raise ValueError(f"status {status!r} is not one of {RUN_STATUSES}.")
         if self.run_id is None:
             return
-        self._mlflow.set_tracking_uri(self.tracking_uri)
-        active = self._mlflow.active_run()
-        if active is not None and active.info.run_id == self.run_id:
-            self._mlflow.end_run(status=status)
-        else:
-            self.client.set_terminated(self.run_id, status)
+        self._send_end(self.run_id, status)
         self.run_id = None
 
     def __enter__(self) -> MLflowLogger:
@@ -137,20 +128,14 @@ class MLflowLogger:
         return self
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: Any) -> None:
-        if exc_type is None:
-            self.end_run("FINISHED")
-        elif issubclass(exc_type, KeyboardInterrupt):
-            self.end_run("KILLED")
-        else:
-            self.end_run("FAILED")
+        stopped = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
+        self.end_run("FINISHED" if exc_type is None else "KILLED" if stopped else "FAILED")
 
     def _require_run(self) -> str:
         if self.run_id is None:
-            raise NoActiveRunError("no active run: call start_run() first, or use the logger as a context "
-                                   "manager.")
+            raise NoActiveRunError("no active run: call start_run() first, or use the logger as a context manager.")
         return self.run_id
 
-    # ----- params, metrics, tags -----------------------------------------------------------------
     def log_params(self, params: Mapping[str, Any]) -> dict[str, str]:
         """Log params in batches; returns the logged strings. The input is never mutated.
 
@@ -174,7 +159,7 @@ class MLflowLogger:
             logged[key] = text
         items = [Param(k, v) for k, v in logged.items()]
         for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(run_id, params=items[start:start + MAX_PARAMS_PER_BATCH], synchronous=True)
+            self._send_batch(run_id, params=items[start:start + MAX_PARAMS_PER_BATCH])
         if long_values:
             self.log_dict(long_values, LONG_PARAMS_ARTIFACT)
         return logged
@@ -201,7 +186,7 @@ class MLflowLogger:
 
     def _log_metric_batches(self, run_id: str, items: list[Any]) -> None:
         for start in range(0, len(items), MAX_METRICS_PER_BATCH):
-            self.client.log_batch(run_id, metrics=items[start:start + MAX_METRICS_PER_BATCH], synchronous=True)
+            self._send_batch(run_id, metrics=items[start:start + MAX_METRICS_PER_BATCH])
 
     def set_tags(self, tags: Mapping[str, Any], run_id: str | None = None) -> None:
         """Set tags in one batch (values redacted, cut to MLflow's tag limit with a marker)."""
@@ -214,12 +199,11 @@ class MLflowLogger:
             if len(text) > MAX_TAG_VALUE_LENGTH:
                 text = text[: MAX_TAG_VALUE_LENGTH - 20] + "...<truncated>"
             items.append(RunTag(validate_key(key, "tag"), text))
-        self.client.log_batch(target, tags=items, synchronous=True)
+        self._send_batch(target, tags=items)
 
-    # ----- artifacts -----------------------------------------------------------------------------
     def log_dict(self, dictionary: Any, artifact_file: str) -> None:
         """Log a JSON (or YAML, by extension) artifact with numpy/pandas/datetime/NaN made standard."""
-        run_id = self._require_run()
+        self._require_run()
         plain = to_jsonable(dictionary)
         if artifact_file.endswith((".yaml", ".yml")):
             import yaml
@@ -227,18 +211,43 @@ class MLflowLogger:
             text = yaml.safe_dump(plain, sort_keys=False)
         else:
             text = json.dumps(plain, indent=2, allow_nan=False)
-        self.client.log_text(run_id, text, safe_artifact_path(artifact_file))
+        self.log_text(text, artifact_file)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self._require_run(), text, safe_artifact_path(artifact_file))
+        self._log_file(artifact_file, lambda path: path.write_text(text))
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         """Log a matplotlib figure as an image artifact (the caller keeps ownership of the figure)."""
-        self.client.log_figure(self._require_run(), figure, safe_artifact_path(artifact_file))
+        self._log_file(artifact_file, figure.savefig)
+
+    def _log_file(self, artifact_file: str, write: Any) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp, safe_artifact_path(artifact_file))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write(path)
+            self.log_artifacts(tmp)
 
     def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifacts(self._require_run(), str(local_dir),
-                                  safe_artifact_path(artifact_path) if artifact_path else None)
+        self._send_artifacts(self._require_run(), str(local_dir),
+                             safe_artifact_path(artifact_path) if artifact_path else None)
+
+    # ----- what reaches the store: one place, so that a subclass can also keep a local record -----
+    def _send_batch(self, run_id: str, metrics: Any = (), params: Any = (), tags: Any = ()) -> None:
+        self.client.log_batch(run_id, metrics=list(metrics), params=list(params), tags=list(tags), synchronous=True)
+
+    def _send_artifacts(self, run_id: str, local_dir: str, artifact_path: str | None) -> None:
+        self.client.log_artifacts(run_id, local_dir, artifact_path)
+
+    def _send_model(self, model: Any, name: str, input_example: Any) -> None:
+        log_torch_model(model, name, input_example)
+
+    def _send_end(self, run_id: str, status: str) -> None:
+        self._mlflow.set_tracking_uri(self.tracking_uri)
+        active = self._mlflow.active_run()
+        if active is not None and active.info.run_id == run_id:
+            self._mlflow.end_run(status=status)
+        else:
+            self.client.set_terminated(run_id, status)
 
     def log_backtest_results(self, results: Mapping[str, Any], artifact_path: str = "backtest") -> None:
         """Trades and portfolio values as MLflow tables, everything as ``results.json``, metrics as metrics.
@@ -247,7 +256,7 @@ class MLflowLogger:
         """
         import pandas as pd
 
-        run_id = self._require_run()
+        self._require_run()
         folder = safe_artifact_path(artifact_path)
         tables = {name: results[name] for name in ("trades", "portfolio_values") if name in results}
         with tempfile.TemporaryDirectory() as tmp:
@@ -256,7 +265,7 @@ class MLflowLogger:
                 Path(tmp, f"{name}.json").write_text(table_json(frame))
             rest = {k: v for k, v in results.items() if k not in tables}
             Path(tmp, "results.json").write_text(json.dumps(to_jsonable(rest), indent=2, allow_nan=False))
-            self.client.log_artifacts(run_id, tmp, folder)
+            self.log_artifacts(tmp, folder)
         # The tag MLflow's UI reads to show these files as tables (what client.log_table would set).
         logged = [{"path": f"{folder}/{name}.json", "type": "table"} for name in tables]
         if logged:
@@ -272,10 +281,9 @@ class MLflowLogger:
         if active is None or active.info.run_id != run_id:
             raise NoActiveRunError(f"run {run_id} is not MLflow's active run in this process.")
         name = safe_artifact_path(artifact_path)
-        log_torch_model(model, name, input_example)
+        self._send_model(model, name, input_example)
         return f"runs:/{run_id}/{name}"
 
-    # ----- queries -------------------------------------------------------------------------------
     def get_best_run(self, metric_name: str, mode: str = "max",
                      filter_string: str | None = None) -> dict[str, Any] | None:
         """The finished run with the best finite ``metric_name``, as plain dicts, or None.

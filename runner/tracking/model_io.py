@@ -35,24 +35,36 @@ def example_input(model: Any, batch: int = 2) -> Any:
     )
 
 
-def log_torch_model(model: Any, artifact_path: str, input_example: Any = None) -> None:
-    """Log to MLflow's active run (``mlflow.pytorch.log_model``, pt2, explicit requirements)."""
-    import mlflow.pytorch
+def _model_kwargs(model: Any, input_example: Any) -> dict[str, Any]:
     import torch
 
     example = example_input(model) if input_example is None else input_example
     if not isinstance(example, torch.Tensor):
         example = torch.as_tensor(example, dtype=torch.float32)
+    return {"input_example": example.detach().cpu().numpy(), "serialization_format": "pt2",
+            "pip_requirements": pip_requirements()}
+
+
+def log_torch_model(model: Any, artifact_path: str, input_example: Any = None) -> None:
+    """Log to MLflow's active run (``mlflow.pytorch.log_model``, pt2, explicit requirements)."""
+    import mlflow.pytorch
+
     was_training = model.training
     model = model.cpu().eval()
     try:
-        mlflow.pytorch.log_model(
-            model,
-            name=artifact_path,
-            input_example=example.detach().cpu().numpy(),
-            serialization_format="pt2",
-            pip_requirements=pip_requirements(),
-        )
+        mlflow.pytorch.log_model(model, name=artifact_path, **_model_kwargs(model, input_example))
+    finally:
+        model.train(was_training)
+
+
+def save_torch_model(model: Any, path: str, input_example: Any = None) -> None:
+    """The same model files in a local folder (``mlflow.pytorch.save_model``), to be uploaded later."""
+    import mlflow.pytorch
+
+    was_training = model.training
+    model = model.cpu().eval()
+    try:
+        mlflow.pytorch.save_model(model, path, **_model_kwargs(model, input_example))
     finally:
         model.train(was_training)
 

@@ -8,13 +8,41 @@ No MLflow import here.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 HEALTH_TIMEOUT_SECONDS = 5.0
+# MLflow's documented HTTP settings, unless the user set them: a server back within ~30 s is ridden out
+# (retries after 0, 2, 4, 8, 16 and 32 s, plus up to 1 s of jitter each), one gone for good is given up on
+# about a minute after the first failed request (MLflow's own defaults keep retrying for ~4 minutes).
+HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                       "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+
+
+class _OneRetryNotice(logging.Filter):
+    """Replaces urllib3's warning per retry with one line (the first); the rest say nothing new."""
+
+    shown = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Retrying ("):
+            return True
+        if not _OneRetryNotice.shown:
+            _OneRetryNotice.shown = True
+            print("warning: the tracking server is not answering; retrying for about a minute", file=sys.stderr)
+        return False
+
+
+def bounded_http_retries() -> None:
+    """Apply ``HTTP_RETRY_DEFAULTS`` where the environment does not set them, and quiet the retry warnings."""
+    for key, value in HTTP_RETRY_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    logging.getLogger("urllib3.connectionpool").addFilter(_OneRetryNotice())
 
 
 def launch_dir() -> Path:

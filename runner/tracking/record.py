@@ -1,0 +1,191 @@
+"""A run's local record, and a logger that keeps it: everything a run logs is also written, as it is
+produced, to the run's own output folder, so that a tracking server that goes away loses nothing.
+
+Layout of ``<run folder>/record/`` (replayed by ``python -m runner.sync``):
+``run.json`` (experiment, tracking URI, run name and id, parent, status, start and end times),
+``params.json``, ``tags.json``, ``metrics.jsonl`` (one ``{key, value, step, timestamp}`` a line),
+``artifacts/`` (every artifact as logged), ``model/`` (the model, saved here when it could not be logged)
+and ``synced.json`` once uploaded.
+
+When the server stops answering (MLflow gives up after its bounded retries, ``store.bounded_http_retries``),
+``RecordingLogger`` says so once, stops sending and carries on into the record alone; the run then ends
+with a non-zero exit that names the folder and the upload command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from runner.tracking.logger import MLflowLogger
+from runner.tracking.params import redact_uri, redact_value
+
+RECORD_DIR = "record"
+_server_lost: dict[str, str] = {}  # tracking URI -> the error: no later run or job of this process waits on it
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """MLflow's error once its HTTP retries are exhausted (refused connections, timeouts, 5xx answers)."""
+    text = str(error)
+    return text.startswith("API request to") and "failed with" in text
+
+
+def server_lost(tracking_uri: str) -> str | None:
+    return _server_lost.get(tracking_uri)
+
+
+def mark_server_lost(tracking_uri: str, error: BaseException) -> None:
+    """Remember the loss and make any later MLflow call of this process fail at once (MLflow reads its
+    retry settings per request), MLflow's own exit-time ``end_run`` included."""
+    if tracking_uri not in _server_lost:
+        print(f"error: the tracking server {redact_uri(tracking_uri)} stopped answering; carrying on into the "
+              "run's local record only", file=sys.stderr)
+    _server_lost[tracking_uri] = str(error)
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "3"
+
+
+class RunRecord:
+    """The files of one run's record (see the module docstring)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+
+    def _read(self, name: str, default: Any) -> Any:
+        path = self.folder / name
+        return json.loads(path.read_text()) if path.is_file() else default
+
+    def _write(self, name: str, value: Any) -> None:
+        path = self.folder / name
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(value, indent=1, allow_nan=True))
+        temporary.replace(path)  # a kill mid-write leaves the previous version, never half a file
+
+    def start(self, **run: Any) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._write("run.json", {**run, "status": "RUNNING", "start_time": int(time.time() * 1000)})
+
+    @property
+    def run(self) -> dict[str, Any]:
+        return self._read("run.json", {})
+
+    def update_run(self, **changes: Any) -> None:
+        self._write("run.json", {**self.run, **changes})
+
+    def add(self, name: str, values: dict[str, str]) -> None:
+        self._write(name, {**self._read(name, {}), **values})
+
+    def add_metrics(self, metrics: list[Any]) -> None:
+        with open(self.folder / "metrics.jsonl", "a") as handle:
+            for m in metrics:
+                handle.write(json.dumps({"key": m.key, "value": m.value, "step": m.step, "timestamp": m.timestamp})
+                             + "\n")
+
+    def metrics(self) -> list[dict[str, Any]]:
+        path = self.folder / "metrics.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
+
+    def add_artifacts(self, local_dir: str, artifact_path: str | None) -> None:
+        shutil.copytree(local_dir, self.folder / "artifacts" / (artifact_path or ""), dirs_exist_ok=True)
+
+    def finish(self, status: str) -> None:
+        self.update_run(status=status, end_time=int(time.time() * 1000))
+
+
+class RecordingLogger(MLflowLogger):
+    """An ``MLflowLogger`` that also keeps the run's record in ``record_dir`` and carries on from it alone
+    once the tracking server is lost."""
+
+    def __init__(self, experiment_name: str, tracking_uri: str | None, record_dir: str | Path,
+                 parent_record: str | Path | None = None) -> None:
+        super().__init__(experiment_name, tracking_uri)
+        self.record = RunRecord(record_dir)
+        self.parent_record = str(parent_record) if parent_record else None
+
+    @property
+    def server_lost(self) -> str | None:
+        return server_lost(self.tracking_uri)
+
+    def _forward(self, send: Any, *args: Any) -> None:
+        if self.server_lost:
+            return
+        from mlflow.exceptions import MlflowException
+
+        try:
+            send(*args)
+        except MlflowException as error:
+            if not is_unreachable(error):
+                raise
+            mark_server_lost(self.tracking_uri, error)
+
+    def start_run(self, run_name: str | None = None, tags: Any = None, parent_run_id: str | None = None) -> Any:
+        """Start the run on the server and in the record; with the server lost, in the record alone."""
+        from mlflow.exceptions import MlflowException
+
+        name = run_name or datetime.now().strftime("run_%Y%m%d_%H%M%S")
+        run = None
+        if not self.server_lost:
+            try:
+                run = super().start_run(name, tags, parent_run_id)
+            except MlflowException as error:
+                if not is_unreachable(error):
+                    raise
+                mark_server_lost(self.tracking_uri, error)
+        if run is None:
+            self.run_id = f"offline-{uuid.uuid4().hex}"
+        self.record.start(experiment_name=self.experiment_name, tracking_uri=self.tracking_uri, run_name=name,
+                          run_id=run.info.run_id if run else None, parent_run_id=parent_run_id,
+                          parent_record=self.parent_record)
+        recorded = dict(run.data.tags) if run else {str(k): str(redact_value(k, v)) for k, v in (tags or {}).items()}
+        self.record.add("tags.json", recorded)
+        return run
+
+    def log_model(self, model: Any, artifact_path: str = "model", input_example: Any = None) -> str:
+        if not self.server_lost:
+            return super().log_model(model, artifact_path, input_example)
+        self._send_model(model, artifact_path, input_example)  # no MLflow run to be active: into the record
+        return f"{self.record.folder / 'model'}"
+
+    def _send_batch(self, run_id: str, metrics: Any = (), params: Any = (), tags: Any = ()) -> None:
+        if run_id == self.run_id:
+            if params:
+                self.record.add("params.json", {p.key: p.value for p in params})
+            if tags:
+                self.record.add("tags.json", {t.key: t.value for t in tags})
+            if metrics:
+                self.record.add_metrics(list(metrics))
+        self._forward(super()._send_batch, run_id, metrics, params, tags)
+
+    def _send_artifacts(self, run_id: str, local_dir: str, artifact_path: str | None) -> None:
+        if run_id == self.run_id:
+            self.record.add_artifacts(local_dir, artifact_path)
+        self._forward(super()._send_artifacts, run_id, local_dir, artifact_path)
+
+    def _send_model(self, model: Any, name: str, input_example: Any) -> None:
+        self._forward(super()._send_model, model, name, input_example)
+        self.record.update_run(model=name)
+        if self.server_lost:  # the trained model exists only here: keep it in the record
+            from runner.tracking.model_io import save_torch_model
+
+            shutil.rmtree(self.record.folder / "model", ignore_errors=True)
+            save_torch_model(model, str(self.record.folder / "model"), input_example)
+
+    def _send_end(self, run_id: str, status: str) -> None:
+        if run_id == self.run_id:
+            self.record.finish(status)
+        if self.server_lost:  # pops MLflow's active run; the call itself fails at once
+            from mlflow.exceptions import MlflowException
+
+            try:
+                super()._send_end(run_id, status)
+            except MlflowException:
+                pass
+            return
+        self._forward(super()._send_end, run_id, status)
