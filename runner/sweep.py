@@ -103,7 +103,7 @@ def _tracked_job(cfg: DictConfig, state: dict[str, str], run_name: str) -> float
 
     from runner.experiment import execute, prepare
     from runner.tracking.lifecycle import tracked_run
-    from runner.tracking.record import RECORD_DIR, RecordingLogger, is_unreachable, mark_server_lost
+    from runner.tracking.record import RECORD_DIR, is_unreachable, mark_server_lost, run_logger
     from runner.tracking.run_record import RunExtras, log_run_start
 
     hydra_cfg = HydraConfig.get()
@@ -112,8 +112,8 @@ def _tracked_job(cfg: DictConfig, state: dict[str, str], run_name: str) -> float
     tags = {**run_tags(resolved), "sweep_id": state["parent_run_id"], "sweep_name": state["sweep_name"],
             "job_number": str(hydra_cfg.job.num)}
     try:
-        logger = RecordingLogger(state["experiment_name"], state["tracking_uri"],
-                                 run_folder().absolute() / RECORD_DIR, Path(state["sweep_dir"], RECORD_DIR))
+        logger = run_logger(state["experiment_name"], state["tracking_uri"], run_folder().absolute() / RECORD_DIR,
+                            Path(state["sweep_dir"], RECORD_DIR))
         resumed = _resumed(logger, tags, run_name, state, metric) if resolved.get("resume", True) else None
     except MlflowException as error:  # the server went away before this job could start
         if not is_unreachable(error):
@@ -243,9 +243,12 @@ class SweepCallback(Callback):
                  "metric": str(config.selection.metric), "mode": str(config.selection.mode),
                  "sweep_dir": str(sweep_dir.absolute()), "pid": os.getpid()}
         (sweep_dir / STATE_FILE).write_text(json.dumps(state))
-        parent_record(state).start(experiment_name=state["experiment_name"], tracking_uri=uri, run_name=name,
-                                   run_id=run.info.run_id, parent_run_id=None, parent_record=None)
-        parent_record(state).add("tags.json", {**run.data.tags, "sweep_id": run.info.run_id})
+        from runner.tracking.record import keeps_record
+
+        if keeps_record(uri):
+            parent_record(state).start(experiment_name=state["experiment_name"], tracking_uri=uri, run_name=name,
+                                       run_id=run.info.run_id, parent_run_id=None, parent_record=None)
+            parent_record(state).add("tags.json", {**run.data.tags, "sweep_id": run.info.run_id})
         _active.update(state=state, lock=lock)
         logger.client.set_tag(run.info.run_id, "sweep_id", run.info.run_id)
         print(f"sweep {name}: parent run {run.info.run_id}")

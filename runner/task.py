@@ -112,7 +112,7 @@ def run_single(cfg: DictConfig) -> float:
     """One experiment: validate (no MLflow run yet), run it tracked, print the summary."""
     from runner.experiment import execute, prepare, summary
     from runner.tracking.lifecycle import tracked_run
-    from runner.tracking.record import RECORD_DIR, RecordingLogger
+    from runner.tracking.record import RECORD_DIR, run_logger, server_lost
     from runner.tracking.run_record import RunExtras, log_run_start
     from runner.tracking.store import check_tracking_server
 
@@ -121,7 +121,7 @@ def run_single(cfg: DictConfig) -> float:
     prepared = prepare(resolved)
     uri = tracking_uri_for(resolved["tracking"])
     check_tracking_server(uri)
-    logger = RecordingLogger(resolved["experiment_name"], uri, run_folder() / RECORD_DIR)
+    logger = run_logger(resolved["experiment_name"], uri, run_folder() / RECORD_DIR)
     redacted, hydra_files = provenance(cfg)
     extras = RunExtras(redacted, hydra_files)
     logger.start_run(resolved.get("run_name"), tags=run_tags(resolved))  # pid/host from the start: --stale
@@ -129,7 +129,7 @@ def run_single(cfg: DictConfig) -> float:
         log_run_start(logger, extras)
         outcome = execute(prepared, logger, extras)
     print(summary(outcome, prepared, uri))
-    if logger.server_lost:
+    if server_lost(uri):
         raise ServerLost(run_folder(), uri)
     return outcome.selection_value
 

@@ -1,7 +1,8 @@
 """A run's local record, and a logger that keeps it: everything a run logs is also written, as it is
 produced, to the run's own output folder, so that a tracking server that goes away loses nothing.
 
-Layout of ``<run folder>/record/`` (replayed by ``python -m runner.sync``):
+Kept for runs that log to a tracking server (a local sqlite store cannot go away). Layout of
+``<run folder>/record/`` (replayed by ``python -m runner.sync``):
 ``run.json`` (experiment, tracking URI, run name and id, parent, status, start and end times),
 ``params.json``, ``tags.json``, ``metrics.jsonl`` (one ``{key, value, step, timestamp}`` a line),
 ``artifacts/`` (every artifact as logged), ``model/`` (the model, saved here when it could not be logged)
@@ -29,6 +30,18 @@ from runner.tracking.params import redact_uri, redact_value
 
 RECORD_DIR = "record"
 _server_lost: dict[str, str] = {}  # tracking URI -> the error: no later run or job of this process waits on it
+
+
+def keeps_record(tracking_uri: str) -> bool:
+    """Only a remote store can go away mid-run: a local sqlite store gets no second copy of everything."""
+    return tracking_uri.startswith(("http://", "https://"))
+
+
+def run_logger(experiment_name: str, tracking_uri: str, record_dir: Path, parent_record: Path | None = None) -> Any:
+    """A ``RecordingLogger`` for a tracking server, a plain ``MLflowLogger`` for a local store."""
+    if keeps_record(tracking_uri):
+        return RecordingLogger(experiment_name, tracking_uri, record_dir, parent_record)
+    return MLflowLogger(experiment_name, tracking_uri)
 
 
 def is_unreachable(error: BaseException) -> bool:
@@ -96,7 +109,8 @@ class RunRecord:
         shutil.copytree(local_dir, self.folder / "artifacts" / (artifact_path or ""), dirs_exist_ok=True)
 
     def finish(self, status: str) -> None:
-        self.update_run(status=status, end_time=int(time.time() * 1000))
+        if (self.folder / "run.json").is_file():
+            self.update_run(status=status, end_time=int(time.time() * 1000))
 
 
 class RecordingLogger(MLflowLogger):
