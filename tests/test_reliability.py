@@ -64,6 +64,12 @@ BAD_INPUTS = [
     (["+strategy=momentum", "data=csv", "data.path={dups}"], "duplicate timestamps"),
     (["+strategy=momentum", "data=csv", "data.path={short}"], "too few bars"),
     (["+strategy=momentum", "tracking=server", "tracking.uri=http://127.0.0.1:9"], "tracking server"),
+    (["+strategy=momentum", "model.epochs=5"], "model.epochs has moved to the trainer group: use trainer.epochs=5"),
+    (["+strategy=momentum", "model=mlp", "model.epoch=5"],
+     "allowed: hidden_sizes, dropout.*Training keys are under trainer: epochs.*Did you mean trainer.epochs"),
+    (["+strategy=momentum", "trainer.epoch=5"],
+     "allowed: epochs, batch_size, lr, weight_decay, patience, device. Did you mean trainer.epochs"),
+    (["+strategy=momentum", "model=mlp", "data.splits=[0.8,0.0,0.2]"], "leaves no validation segment"),
 ]
 
 

@@ -1,0 +1,133 @@
+"""Statistics of belief: is a Sharpe ratio, or the best of many, more than luck? (pure: numpy + stdlib)
+
+From the papers, as published:
+- Probabilistic Sharpe ratio: Bailey & López de Prado, "The Sharpe Ratio Efficient Frontier" (2012).
+- Expected maximum Sharpe of N trials and the deflated Sharpe ratio: Bailey & López de Prado, "The Deflated
+  Sharpe Ratio" (2014), with the Euler-Mascheroni approximation of the expected maximum.
+- Probability of backtest overfitting by combinatorially symmetric cross-validation (CSCV): Bailey, Borwein,
+  López de Prado & Zhu, "The Probability of Backtest Overfitting" (2015).
+
+Conventions: Sharpe ratios here are per bar (not annualised: divide an annual one by sqrt(periods per year));
+``kurtosis`` is the plain fourth standardised moment (3 for a normal), not the excess; ``sr_variance`` is the
+variance of the trials' per-bar Sharpe ratios. Bad input raises ``ValueError``, never a silent number.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from statistics import NormalDist
+
+import numpy as np
+
+EULER_MASCHERONI = 0.5772156649015329
+_NORMAL = NormalDist()
+
+
+def _check_moments(sr: float, n_obs: int, skew: float, kurtosis: float) -> None:
+    if not all(math.isfinite(v) for v in (sr, skew, kurtosis)):
+        raise ValueError(f"sr, skew and kurtosis must be finite, got {sr}, {skew}, {kurtosis}.")
+    if int(n_obs) != n_obs or n_obs < 2:
+        raise ValueError(f"n_obs must be an integer >= 2, got {n_obs}.")
+    if kurtosis < 1:
+        raise ValueError(f"kurtosis is the plain fourth moment (3 for a normal, always >= 1), got {kurtosis}.")
+
+
+def sharpe_standard_error(sr: float, n_obs: int, skew: float, kurtosis: float) -> float:
+    """sqrt((1 - skew*SR + (kurtosis - 1)/4 * SR^2) / (n - 1)): the per-bar Sharpe's standard error under
+    non-normal returns (Bailey & López de Prado 2012, eq. for the asymptotic variance of SR)."""
+    _check_moments(sr, n_obs, skew, kurtosis)
+    variance = 1.0 - skew * sr + (kurtosis - 1.0) / 4.0 * sr * sr
+    if variance <= 0:
+        raise ValueError(f"skew={skew}, kurtosis={kurtosis} and SR={sr} give a non-positive variance term.")
+    return math.sqrt(variance / (n_obs - 1))
+
+
+def probabilistic_sharpe_ratio(sr: float, n_obs: int, skew: float, kurtosis: float,
+                               sr_benchmark: float = 0.0) -> float:
+    """PSR(SR*) = Phi((SR - SR*) * sqrt(n - 1) / sqrt(1 - skew*SR + (kurtosis - 1)/4 * SR^2)): the probability
+    that the true per-bar Sharpe exceeds ``sr_benchmark``."""
+    if not math.isfinite(sr_benchmark):
+        raise ValueError(f"sr_benchmark must be finite, got {sr_benchmark}.")
+    return _NORMAL.cdf((sr - sr_benchmark) / sharpe_standard_error(sr, n_obs, skew, kurtosis))
+
+
+def expected_max_sharpe(n_trials: int, sr_variance: float) -> float:
+    """E[max SR] of ``n_trials`` trials with no edge: sqrt(V) * ((1 - g) * Phi^-1(1 - 1/N) + g * Phi^-1(1 - 1/(N e))),
+    g the Euler-Mascheroni constant; 0 for one trial."""
+    if int(n_trials) != n_trials or n_trials < 1:
+        raise ValueError(f"n_trials must be an integer >= 1, got {n_trials}.")
+    if not math.isfinite(sr_variance) or sr_variance < 0:
+        raise ValueError(f"sr_variance must be finite and >= 0, got {sr_variance}.")
+    if n_trials == 1:
+        return 0.0
+    z = ((1 - EULER_MASCHERONI) * _NORMAL.inv_cdf(1 - 1 / n_trials)
+         + EULER_MASCHERONI * _NORMAL.inv_cdf(1 - 1 / (n_trials * math.e)))
+    return math.sqrt(sr_variance) * z
+
+
+def deflated_sharpe_ratio(sr: float, n_obs: int, skew: float, kurtosis: float, n_trials: int,
+                          sr_variance: float) -> float:
+    """DSR: the PSR against the expected maximum Sharpe of ``n_trials`` trials with no edge."""
+    return probabilistic_sharpe_ratio(sr, n_obs, skew, kurtosis, expected_max_sharpe(n_trials, sr_variance))
+
+
+def moments(returns: np.ndarray) -> tuple[float, float, float, int]:
+    """(per-bar Sharpe with ddof=1, skew, plain kurtosis, n) of a return series (population moments for the
+    skew and kurtosis, as in the papers); NaN where undefined."""
+    values = np.asarray(returns, dtype=float)
+    n = len(values)
+    if n < 2:
+        return math.nan, math.nan, math.nan, n
+    deviations = values - values.mean()
+    m2 = float(np.mean(deviations**2))
+    if not m2 > 0:
+        return math.nan, math.nan, math.nan, n
+    sr = float(values.mean() / values.std(ddof=1))
+    return sr, float(np.mean(deviations**3)) / m2**1.5, float(np.mean(deviations**4)) / m2**2, n
+
+
+def _block_sharpes(returns: np.ndarray, n_partitions: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    rows = (len(returns) // n_partitions) * n_partitions
+    blocks = returns[:rows].reshape(n_partitions, rows // n_partitions, returns.shape[1])
+    return blocks.sum(axis=1), (blocks**2).sum(axis=1), np.full(n_partitions, rows // n_partitions), rows
+
+
+def probability_of_backtest_overfitting(returns: np.ndarray, n_partitions: int = 16) -> tuple[float, np.ndarray]:
+    """PBO by CSCV over a bars x trials matrix of returns, with the per-bar Sharpe as the criterion.
+
+    The rows are cut into ``n_partitions`` (even) blocks of equal length (the last ``T mod S`` rows are left
+    out); for each of the C(S, S/2) ways to pick half of the blocks as in-sample, the trial with the best
+    in-sample Sharpe is ranked among all trials out of sample, ``w = rank / (N + 1)`` (rank 1 the worst), and
+    its logit is ``log(w / (1 - w))``. PBO is the share of logits <= 0. Returns (PBO, the logits).
+    """
+    matrix = np.asarray(returns, dtype=float)
+    if matrix.ndim != 2 or matrix.shape[1] < 2:
+        raise ValueError(f"returns must be a bars x trials matrix with at least 2 trials, got shape {matrix.shape}.")
+    if n_partitions < 2 or n_partitions % 2:
+        raise ValueError(f"n_partitions must be even and >= 2, got {n_partitions}.")
+    if not np.isfinite(matrix).all():
+        bad = sorted(set(np.flatnonzero(~np.isfinite(matrix).all(axis=0)).tolist()))
+        raise ValueError(f"returns has non-finite values in trial column(s) {bad[:10]}; drop or fill them.")
+    if len(matrix) < 2 * n_partitions:
+        raise ValueError(f"{len(matrix)} bars are too few for {n_partitions} partitions (each needs >= 2 bars).")
+    sums, squares, counts, _ = _block_sharpes(matrix, n_partitions)
+    chosen = np.array(list(itertools.combinations(range(n_partitions), n_partitions // 2)))
+    in_sample = np.zeros((len(chosen), n_partitions))
+    np.put_along_axis(in_sample, chosen, 1.0, axis=1)
+
+    def sharpe(mask: np.ndarray) -> np.ndarray:
+        n = mask @ counts
+        total, total_sq = mask @ sums, mask @ squares
+        mean = total / n[:, None]
+        variance = (total_sq - n[:, None] * mean**2) / (n[:, None] - 1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(variance > 0, mean / np.sqrt(np.maximum(variance, 0)), 0.0)
+
+    is_sharpe, oos_sharpe = sharpe(in_sample), sharpe(1.0 - in_sample)
+    best = np.argmax(is_sharpe, axis=1)
+    oos_of_best = oos_sharpe[np.arange(len(chosen)), best]
+    rank = (oos_sharpe < oos_of_best[:, None]).sum(axis=1) + 1  # 1 = worst out of sample
+    relative = rank / (matrix.shape[1] + 1)
+    logits = np.log(relative / (1 - relative))
+    return float(np.mean(logits <= 0)), logits
