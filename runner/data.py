@@ -7,6 +7,7 @@ what is wrong and how to fix it. Pure: no MLflow, no Hydra.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 import warnings
@@ -144,12 +145,18 @@ def synthetic_bars(n_bars: int = 2000, drift: float = 0.0003, volatility: float 
     return frame
 
 
+@functools.lru_cache(maxsize=len(ARCH_DATASETS))
+def bundled_bars(name: str) -> pd.DataFrame:
+    """A bundled series, read once per process (package data does not change; sweep jobs share it)."""
+    where = f"data={name}"
+    return normalise_ohlcv(_index_by_date(pd.read_csv(arch_data_path(name)), "Date", where), where)
+
+
 def load_bars(data: Mapping[str, Any], seed: int = 0) -> pd.DataFrame:
     """The configured bars: ``data.source`` in SOURCES, trimmed to ``data.start``/``data.end``."""
     source = data.get("source")
     if source in ARCH_DATASETS:
-        where = f"data={source}"
-        frame = normalise_ohlcv(_index_by_date(pd.read_csv(arch_data_path(source)), "Date", where), where)
+        frame = bundled_bars(source).copy()
     elif source == "csv":
         path = data.get("path")
         if not path:

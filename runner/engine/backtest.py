@@ -39,11 +39,11 @@ class BacktestResult:
     trades: pd.DataFrame
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
 
-    def segment_labels(self) -> np.ndarray:
-        labels = np.empty(len(self.close), dtype=object)
-        for name, (start, stop) in self.bounds.items():
-            labels[start:stop] = name
-        return labels
+    def segment_labels(self) -> pd.Categorical:
+        codes = np.full(len(self.close), -1, dtype=np.int8)
+        for code, (start, stop) in enumerate(self.bounds.values()):
+            codes[start:stop] = code
+        return pd.Categorical.from_codes(codes, categories=list(self.bounds))
 
     def portfolio_values(self) -> pd.DataFrame:
         """One row per bar with exactly the DESIGN columns."""
