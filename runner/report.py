@@ -81,9 +81,11 @@ def format_table(rows: list[dict[str, Any]], metric: str) -> str:
     import pandas as pd
 
     metric_columns = [metric] + sorted({k for r in rows for k in r if k.startswith(("val_", "test_")) and k != metric})
+    metric_columns.append("deflated_sharpe_ratio")
     frame = pd.DataFrame([{"#": r["rank"], "run id": r["run_id"][:12], "run name": r["run_name"],
                            **{c: r.get(c) for c in metric_columns}, **r["params"]} for r in rows])
     frame[metric_columns] = frame[metric_columns].astype(float)
+    frame = frame.rename(columns={"deflated_sharpe_ratio": "dsr"})
     return frame.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="nan")
 
 
@@ -122,15 +124,31 @@ def report(args: argparse.Namespace) -> int:
         raise LookupError(f"no finished run in experiment {args.experiment!r}"
                           f"{' sweep ' + repr(args.sweep) if args.sweep else ''} has a finite {args.metric!r}{hint}.")
     rows = rows_for(runs, args.metric)
+    belief = top_run_belief(logger, runs[0], args.metric, filter_string)
+    rows[0]["deflated_sharpe_ratio"] = belief.get("deflated_sharpe_ratio")
     if args.json:
         from runner.tracking.params import to_jsonable
 
         print(json.dumps(to_jsonable({"experiment": args.experiment, "metric": args.metric, "mode": args.mode,
-                                      "runs": rows}), indent=2))
+                                      "n_trials": belief["n_trials"], "runs": rows}), indent=2))
     else:
         print(f"experiment {args.experiment!r}: top {len(rows)} by {args.mode} {args.metric} (winner first)")
         print(format_table(rows, args.metric))
+        scope = f"sweep {args.sweep!r}" if args.sweep else "the experiment's finished runs"
+        dsr = belief.get("deflated_sharpe_ratio")
+        print(f"deflated Sharpe of the top run given the {belief['n_trials']} trials of {scope}: "
+              + (f"{dsr:.4f}" if dsr is not None else belief.get("reason", "n/a")))
     return 0
+
+
+def top_run_belief(logger: Any, top: Any, metric: str, filter_string: str | None) -> dict[str, Any]:
+    """The top run's deflated Sharpe given the trials in scope: the sweep's runs, else every finished run."""
+    from runner.trials import dsr_from_metrics
+
+    scope = "attributes.status = 'FINISHED'" + (f" and {filter_string}" if filter_string else "")
+    trials = [r for r in logger.client.search_runs([logger.experiment_id], scope, max_results=50000)
+              if r.data.tags.get("runner.role") != "sweep_parent"]
+    return dsr_from_metrics(top, trials, metric)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,6 +86,9 @@ def summarise(logger: Any, state: dict[str, str]) -> tuple[dict[str, Any], list[
             "val_metrics": segment_metrics(best["metrics"], "val"),
             "test_metrics": segment_metrics(best["metrics"], "test"),
             "command": f"python -m runner {winner.data.tags.get('overrides', '')}".strip()}
+        from runner.trials import trials_statistics
+
+        summary["trials"] = trials_statistics(logger.client, metric, children, members, best["run_id"])
     return summary, members
 
 
@@ -97,6 +100,11 @@ def _record_on_parent(logger: Any, summary: dict[str, Any], members: list[Any]) 
             "none", "jobs": str(summary["jobs"])}
     if winner is not None:
         tags.update({"best_value": repr(winner["value"]), "best_command": winner["command"]})
+        trials = summary["trials"]
+        tags["belief"] = trials.get("sentence") or trials.get("reason", "")
+        logger.log_metrics({key: value for key, value in (
+            ("n_trials", trials["n_trials"]), ("winner_deflated_sharpe_ratio", trials.get("deflated_sharpe_ratio")),
+            ("pbo", trials.get("pbo"))) if value is not None})
     logger.set_tags(tags)
     finished = [r for r in members if r.info.status == "FINISHED"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,5 +141,15 @@ def format_winner(summary: dict[str, Any]) -> str:
     for segment in ("val", "test"):
         values = winner[f"{segment}_metrics"]
         lines.append(f"  {segment:<14}" + "".join(f"{values.get(n, math.nan):>15.4f}" for n in SHOWN_METRICS))
+    trials = winner_trials = summary.get("trials", {})
+    median = winner_trials.get("median_test_metrics", {})
+    if median:
+        lines.append(f"  {'test (median)':<14}" + "".join(f"{median.get(n, math.nan):>15.4f}" for n in SHOWN_METRICS
+                                                           if n in median) + f"   winner's test rank: "
+                     f"{trials.get('winner_test_rank')} of {trials['n_trials']}")
     lines.append(f"reproduce: {winner['command']}")
+    if trials.get("sentence") or trials.get("reason"):
+        lines.append(trials.get("sentence") or trials["reason"])
+    if trials.get("pbo_reason"):
+        lines.append(f"no PBO: {trials['pbo_reason']}")
     return "\n".join(lines)

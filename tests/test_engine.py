@@ -49,6 +49,13 @@ def test_metrics_pinned_on_a_hand_checkable_series() -> None:
     assert m["expectancy"] == pytest.approx(-0.01)
     assert m["benchmark_total_return"] == pytest.approx(0.089)
     assert m["excess_return"] == pytest.approx(0.0)
+    # population moments of s: m2 = .0275/4, m3 = -.00028125, m4 = 7.6953125e-5 -> skew, plain kurtosis
+    assert m["skew"] == pytest.approx(-0.00028125 / (0.0275 / 4) ** 1.5)  # -0.4934
+    assert m["kurtosis"] == pytest.approx(7.6953125e-5 / (0.0275 / 4) ** 2)  # 1.6281
+    sr = 0.025 / std  # per bar
+    se = math.sqrt((1 - m["skew"] * sr + (m["kurtosis"] - 1) / 4 * sr**2) / 3)
+    assert m["sharpe_se"] == pytest.approx(se)
+    assert m["psr"] == pytest.approx(0.5 * (1 + math.erf(sr / se / math.sqrt(2))))
     trades = result.trades
     assert list(trades["is_open"]) == [False, True]
     assert trades["return"].tolist() == pytest.approx([-0.01, 0.1])

@@ -124,3 +124,27 @@ def test_a_job_config_that_cannot_be_composed_ends_the_parent_failed(tmp_path: P
     assert len(parents) == 1 and parents[0].info.status == "FAILED"
     assert "model/nope" in parents[0].data.tags["error"]
     assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("drift,believed", [(0.0, False), (0.002, True)], ids=["random_walk", "planted_edge"])
+def test_the_winner_says_whether_it_can_be_believed(drift, believed, tmp_path: Path, cli_env: dict,
+                                                    tracking_uri: str) -> None:
+    done = run_cli(["runner", "-m", "+strategy=momentum", "model=none", "data=synthetic", "data.n_bars=1500",
+                    f"data.drift={drift}", "seed=3", "strategy.lookback=2,5,10,20,40,60", "sweep_name=belief"],
+                   cli_env, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = json.loads((_sweep_dir(tmp_path) / "best_run.json").read_text())["trials"]
+    assert trials["n_trials"] == 6 and trials["segment"] == "val" and trials["trials_sharpe_variance"] > 0
+    dsr, pbo = trials["deflated_sharpe_ratio"], trials["pbo"]
+    assert (dsr > 0.95 and pbo < 0.2) if believed else (dsr < 0.5 and pbo > 0.3)
+    assert trials["sentence"] in done.stdout and trials["sentence"].startswith(f"deflated Sharpe {dsr:.2f}")
+    assert trials["winner_test_rank"] in range(1, 7) and set(trials["median_test_metrics"]) >= {"sharpe_ratio"}
+    client = MlflowClient(tracking_uri)
+    parent = client.search_runs([client.get_experiment_by_name("trading_experiment").experiment_id],
+                                "tags.`runner.role` = 'sweep_parent'")[0]
+    assert parent.data.metrics["n_trials"] == 6 and parent.data.metrics["pbo"] == pytest.approx(pbo)
+    assert parent.data.metrics["winner_deflated_sharpe_ratio"] == pytest.approx(dsr)
+    report = run_cli(["runner.report", "--sweep", "belief", "--json"], cli_env, tmp_path)
+    shown = json.loads(report.stdout)
+    assert shown["n_trials"] == 6 and shown["runs"][0]["deflated_sharpe_ratio"] == pytest.approx(dsr, abs=1e-9)

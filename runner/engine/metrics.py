@@ -11,6 +11,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from runner.stats import moments, probabilistic_sharpe_ratio, sharpe_standard_error
+
 # A standard deviation this small is floating-point noise, not risk.
 _ZERO_STD = 1e-14
 
@@ -85,7 +87,22 @@ def segment_metrics(strategy_returns: np.ndarray, bar_returns: np.ndarray, equit
         "benchmark_sharpe_ratio": sharpe(bar_returns, ppy, risk_free_rate),
         "excess_return": total_return - benchmark_total,  # strategy minus buy-and-hold total return
         "num_bars": float(len(equity)),
+        **belief_metrics(strategy_returns - risk_free_rate / ppy),
     }
+
+
+def belief_metrics(excess_returns: np.ndarray) -> dict[str, float]:
+    """``psr`` (the probability that the true per-bar Sharpe exceeds 0), ``skew``, ``kurtosis`` (plain, 3 for a
+    normal) and ``sharpe_se`` (the per-bar Sharpe's standard error under those moments), ``runner.stats``."""
+    sr, skew, kurtosis, n = moments(excess_returns)
+    psr = se = math.nan
+    if math.isfinite(sr):
+        try:
+            se = sharpe_standard_error(sr, n, skew, kurtosis)
+            psr = probabilistic_sharpe_ratio(sr, n, skew, kurtosis)
+        except ValueError:  # moments for which the asymptotic variance is not positive: undefined
+            pass
+    return {"psr": psr, "skew": skew, "kurtosis": kurtosis, "sharpe_se": se}
 
 
 def trade_metrics(trades: pd.DataFrame, start: int, stop: int) -> dict[str, float]:
