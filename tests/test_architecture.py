@@ -15,8 +15,8 @@ LAYERS = [
     ("runner.data", "runner.engine", "runner.ml", "runner.plots", "strategies"),
     ("runner.tracking",),
     ("runner.experiment", "runner.logger"),
-    ("runner.task", "runner.sweep", "runner.winner", "runner.trials", "runner.report", "runner.sync", "runner.overrides",
-     "runner.__main__"),
+    ("runner.task", "runner.sweep", "runner.winner", "runner.trials", "runner.report", "runner.sync",
+     "runner.overrides", "runner.__main__"),
 ]
 PURE = ("runner.config", "runner.stats", "runner.data", "runner.engine", "runner.ml", "runner.plots", "strategies")
 

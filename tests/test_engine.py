@@ -70,6 +70,11 @@ def test_costs_are_paid_on_each_weight_change() -> None:
     np.testing.assert_allclose(result.strategy_returns[1:], [0.1, -0.102, -0.002, -0.1])
     assert list(result.fills["side"]) == ["buy", "sell", "sell"]
     np.testing.assert_allclose(result.fills["cost"], [0.002, 0.002, 0.002])
+    # the position taken at bar 0 pays its entry cost too: equity starts at 100k * (1 - .002)
+    np.testing.assert_allclose(result.equity, 100_000 * 0.998 * np.cumprod([1, 1.1, 0.898, 0.998, 0.9]))
+    assert result.metrics["train"]["total_return"] == pytest.approx(0.998 * 1.1 * 0.898 * 0.998 * 0.9 - 1)
+    assert result.metrics["train"]["max_drawdown"] == pytest.approx(1 - 0.898 * 0.998 * 0.9)  # from the 1.1 peak
+    assert result.trades["return"].iloc[0] == pytest.approx(0.998 * 1.1 * 0.898 - 1)  # entry and exit costs
 
 
 def naive_backtest(close, weights, bounds, cost, capital):
@@ -81,7 +86,7 @@ def naive_backtest(close, weights, bounds, cost, capital):
         returns[t] = prev * (close[t] / close[t - 1] - 1) - cost * abs(weights[t] - prev)
     equity = [0.0] * n
     for start, stop in bounds:
-        value = capital
+        value = capital * (1 - cost * abs(weights[0])) if start == 0 else capital  # the bar-0 entry pays too
         for t in range(start, stop):
             if t > 0:
                 value = value * (1 + returns[t])
@@ -103,7 +108,8 @@ def test_engine_matches_a_naive_loop(seed: int) -> None:
     for name, (start, stop) in result.bounds.items():
         seg = np.array(returns[max(start, 1):stop])
         assert result.metrics[name]["sharpe_ratio"] == pytest.approx(seg.mean() / seg.std(ddof=1) * math.sqrt(252))
-        assert result.metrics[name]["total_return"] == pytest.approx(np.prod(1 + seg) - 1)
+        entry = 1 - 0.001 * abs(weights[0]) if start == 0 else 1.0
+        assert result.metrics[name]["total_return"] == pytest.approx(entry * np.prod(1 + seg) - 1)
 
 
 def test_trade_returns_compound_to_the_equity_curve() -> None:

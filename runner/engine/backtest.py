@@ -3,7 +3,8 @@
 Conventions (DESIGN, "Execution and metric conventions"):
 - ``w[t]`` is decided with data up to bar t's close, traded at that close and held to close t+1.
 - ``r[t] = close[t]/close[t-1] - 1``; ``s[t] = w[t-1]*r[t] - (commission+slippage)*|w[t]-w[t-1]|`` with
-  ``w[-1] = 0``; ``s[0]`` is undefined (NaN in the tables, left out of every metric).
+  ``w[-1] = 0``; ``s[0]`` is undefined (NaN in the tables, left out of the return statistics), but a position
+  taken at bar 0 pays its entry cost: equity starts at ``initial_capital * (1 - cost * |w[0]|)``.
 - One continuous backtest; the train/val/test segments are slices of it. A segment's equity compounds
   exactly its own bars' returns from ``initial_capital``; its benchmark is buy-and-hold over the same bars.
 """
@@ -96,8 +97,11 @@ def bar_accounting(close: np.ndarray, weights: np.ndarray, cost_rate: float) -> 
 
 
 def segment_curves(close: np.ndarray, strategy_returns: np.ndarray, bounds: dict[str, tuple[int, int]],
-                   capital: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Equity, buy-and-hold equity and drawdown, each restarting from ``capital`` at every segment."""
+                   capital: float, entry_cost: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Equity, buy-and-hold equity and drawdown, each restarting from ``capital`` at every segment.
+
+    ``entry_cost`` is what the position taken at bar 0 pays (``cost * |w[0]|``): the first segment's equity
+    starts at ``capital * (1 - entry_cost)``, as a trade at any later close pays its cost in ``s[t]``."""
     n = len(close)
     equity, benchmark, drawdown = np.empty(n), np.empty(n), np.empty(n)
     for start, stop in bounds.values():
@@ -107,7 +111,7 @@ def segment_curves(close: np.ndarray, strategy_returns: np.ndarray, bounds: dict
         seg = equity[start:stop]
         seg[: first - start] = 1.0
         np.cumprod(np.add(strategy_returns[first:stop], 1.0, out=equity[first:stop]), out=equity[first:stop])
-        seg *= capital
+        seg *= capital * (1.0 - entry_cost) if start == 0 else capital
         np.multiply(close[start:stop], capital / close[first - 1], out=benchmark[start:stop])
         # 1 - E/peak, where the peak also counts the starting capital (a first-bar loss is a drawdown)
         peak = np.maximum.accumulate(np.maximum(seg, capital, out=drawdown[start:stop]), out=drawdown[start:stop])
@@ -125,7 +129,8 @@ def run_backtest(close: np.ndarray, weights: np.ndarray, train_end: int, val_end
     index = index if index is not None else pd.RangeIndex(n)
     bar_returns, turnover, strategy_returns = bar_accounting(close, weights, config.cost_rate)
     bounds = segment_bounds(n, train_end, val_end)
-    equity, benchmark_equity, drawdown = segment_curves(close, strategy_returns, bounds, config.initial_capital)
+    equity, benchmark_equity, drawdown = segment_curves(close, strategy_returns, bounds, config.initial_capital,
+                                                        config.cost_rate * abs(weights[0]))
     trades = round_trips(weights, close, strategy_returns, turnover, config.cost_rate, index, equity)
     metrics: dict[str, dict[str, float]] = {}
     for name, (start, stop) in bounds.items():

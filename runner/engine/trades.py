@@ -66,10 +66,10 @@ def round_trips(weights: np.ndarray, close: np.ndarray, strategy_returns: np.nda
     last = np.minimum(exits, n - 1)
     # The entry bar's factor split exactly between the closing and the opening trade: the new trade's
     # share is growth[e] / (growth[e] + c|w[e]|), which is 1 - c|w[e]| when entering from flat. Bar 0
-    # has no return (s[0] undefined), so a trade opened there pays no entry cost, as in the equity.
+    # has no return (s[0] undefined): a trade opened there pays its entry cost, 1 - c|w[0]|, as the equity does.
     entry_growth = growth[entries]
     entry_factor = entry_growth / (entry_growth + cost_rate * np.abs(weights[entries]))
-    entry_factor[entries == 0] = 1.0
+    entry_factor[entries == 0] = 1.0 - cost_rate * abs(weights[0])
     returns = products * entry_factor - 1.0
     pnl = returns * np.abs(weights[entries]) * equity[entries]
     return pd.DataFrame({
