@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", type=float, default=[1e4, 1e5, 1e6, 1e7])
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    config = BacktestConf()
+    config = BacktestConf(periods_per_year=252)
     print(f"{'bars':>10} {'engine ns/bar':>14} {'numpy ref ns/bar':>17} {'ratio':>6} {'trades':>8} "
           f"{'sma weights ns/bar':>19} {'mean_rev weights ns/bar':>24}")
     for size in args.sizes:

@@ -43,13 +43,16 @@ class BacktestConf:
     initial_capital: float = 100_000.0
     commission: float = 0.0005  # fraction of traded notional
     slippage: float = 0.0  # fraction of traded notional
-    periods_per_year: int = 252
+    periods_per_year: Any = "auto"  # bars a year, or auto: inferred from the bars' timestamps (runner.data)
     risk_free_rate: float = 0.0  # annual
     max_leverage: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.periods_per_year != "auto" and (isinstance(self.periods_per_year, (bool, str))
+                                                or not self.periods_per_year > 0):
+            raise ValueError(f"backtest.periods_per_year must be auto or a number > 0, got {self.periods_per_year!r}.")
         rules = {"initial_capital": ("> 0", self.initial_capital > 0), "commission": (">= 0", self.commission >= 0),
-                 "slippage": (">= 0", self.slippage >= 0), "periods_per_year": ("> 0", self.periods_per_year > 0),
+                 "slippage": (">= 0", self.slippage >= 0),
                  "max_leverage": ("> 0", self.max_leverage > 0), "risk_free_rate": ("finite", True)}
         for key, (allowed, ok) in rules.items():
             value = getattr(self, key)

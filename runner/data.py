@@ -205,3 +205,13 @@ def split_bounds(n_bars: int, splits: Sequence[float], min_bars: int = 2) -> tup
         raise DataError(f"too few bars: {n_bars} bars split {fractions} leave {short}; each segment needs at "
                         f"least {min_bars}. Use more data (data.start/data.end) or other data.splits.")
     return train_end, val_end
+
+
+def infer_periods_per_year(index: pd.Index) -> int:
+    """Bars a year from the timestamps: (n - 1) bars over the span in years (365.25 days), rounded; about 252
+    for daily equities, 52 for weekly bars, about 6,200 for hourly FX bars that trade 24/5."""
+    if not isinstance(index, pd.DatetimeIndex) or len(index) < 3 or index[-1] <= index[0]:
+        raise DataError("backtest.periods_per_year=auto needs dated bars to infer it from; set it, e.g. "
+                        "backtest.periods_per_year=252 for daily bars.")
+    years = (index[-1] - index[0]).total_seconds() / (365.25 * 86400)
+    return max(1, round((len(index) - 1) / years))

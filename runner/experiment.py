@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from runner.config import MODES, BacktestConf, StrategyRules, TrainerConf, build, from_schema, model_factory
-from runner.data import DataError, load_bars, split_bounds
+from runner.data import DataError, infer_periods_per_year, load_bars, split_bounds
 from runner.engine.backtest import BacktestResult, run_backtest
 from runner.tracking.lifecycle import check_stop
 
@@ -57,6 +58,22 @@ def build_strategy(config: Mapping[str, Any]) -> Any:
     return build({k: v for k, v in config.items() if k not in shared}, "strategy").with_rules(rules)
 
 
+def with_periods_per_year(backtest: BacktestConf, index: pd.Index) -> BacktestConf:
+    """``auto`` becomes the density the bars' timestamps show; an explicit value more than 2x away from it
+    is kept, with a warning (annualised metrics would be off by the square root of that factor or more)."""
+    if backtest.periods_per_year == "auto":
+        return dataclasses.replace(backtest, periods_per_year=infer_periods_per_year(index))
+    try:
+        inferred = infer_periods_per_year(index)
+    except DataError:
+        return backtest
+    if not 0.5 <= backtest.periods_per_year / inferred <= 2.0:
+        print(f"warning: backtest.periods_per_year={backtest.periods_per_year}, but these bars come about "
+              f"{inferred} a year; set backtest.periods_per_year=auto (or {inferred}) unless that is meant.",
+              file=sys.stderr)
+    return backtest
+
+
 def prepare(config: Mapping[str, Any]) -> Prepared:
     """Check every part of the config and load the data; raises ValueError/TypeError/LookupError."""
     selection = config["selection"]
@@ -79,6 +96,7 @@ def prepare(config: Mapping[str, Any]) -> Prepared:
         raise DataError(f"data.splits={list(config['data']['splits'])} leaves no validation segment, but a model "
                         "needs one for early stopping; give it a share, e.g. data.splits=[0.6,0.2,0.2], or use "
                         "model=none.")
+    backtest = with_periods_per_year(backtest, bars.index)
     needed = strategy.warmup + sequence_length + 2
     if train_end <= needed:
         raise DataError(f"too few bars: the train segment has {train_end} bars but {type(strategy).__name__} "

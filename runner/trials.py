@@ -107,7 +107,8 @@ def dsr_from_metrics(top: Any, trials: list[Any], metric: str) -> dict[str, Any]
         return {"n_trials": len(trials), "reason": f"{metric} names no segment"}
 
     def per_bar(run: Any) -> float:
-        ppy = float(run.data.params.get("backtest.periods_per_year", "nan"))
+        params = run.data.params
+        ppy = float(params.get("backtest.periods_per_year_used", params.get("backtest.periods_per_year", "nan")))
         return run.data.metrics.get(f"{segment}_sharpe_ratio", math.nan) / math.sqrt(ppy)
 
     metrics = top.data.metrics

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from runner.data import DataError, load_bars, split_bounds
+from runner.data import DataError, infer_periods_per_year, load_bars, split_bounds
 
 
 def test_sp500_and_nasdaq_load_from_arch_without_importing_it() -> None:
@@ -86,3 +86,13 @@ def test_unsorted_rows_are_sorted_with_a_warning(tmp_path) -> None:
 def test_unknown_source_lists_the_allowed_ones() -> None:
     with pytest.raises(DataError, match="allowed: sp500, nasdaq, csv, synthetic"):
         load_bars({"source": "yahoo"})
+
+
+def test_periods_per_year_is_inferred_from_the_bars_density() -> None:
+    assert infer_periods_per_year(load_bars({"source": "sp500"}).index) == 252
+    assert infer_periods_per_year(pd.date_range("2010-01-01", periods=300, freq="W")) == 52
+    weekdays = pd.date_range("2020-01-01", periods=24 * 700, freq="h")
+    hourly_fx = weekdays[weekdays.dayofweek < 5]  # trades 24 hours, 5 days a week
+    assert 6000 < infer_periods_per_year(hourly_fx) < 6400
+    with pytest.raises(DataError, match="periods_per_year=auto needs dated bars"):
+        infer_periods_per_year(pd.RangeIndex(100))

@@ -16,7 +16,8 @@ from strategies.momentum import Momentum
 from strategies.sma_crossover import SmaCrossover
 from tests.conftest import ROOT
 
-NO_COST = BacktestConf(commission=0.0)
+DAILY = BacktestConf(periods_per_year=252)
+NO_COST = BacktestConf(commission=0.0, periods_per_year=252)
 
 
 def test_metrics_pinned_on_a_hand_checkable_series() -> None:
@@ -65,7 +66,7 @@ def test_metrics_pinned_on_a_hand_checkable_series() -> None:
 def test_costs_are_paid_on_each_weight_change() -> None:
     close = np.array([100.0, 110.0, 99.0, 99.0, 108.9])
     weights = np.array([1.0, 1.0, 0.0, -1.0, -1.0])
-    result = run_backtest(close, weights, 5, 5, BacktestConf(commission=0.001, slippage=0.001))
+    result = run_backtest(close, weights, 5, 5, BacktestConf(commission=0.001, slippage=0.001, periods_per_year=252))
     # s1 = .1 ; s2 = -.1 - .002*1 ; s3 = 0 - .002*1 ; s4 = -1*.1 - 0
     np.testing.assert_allclose(result.strategy_returns[1:], [0.1, -0.102, -0.002, -0.1])
     assert list(result.fills["side"]) == ["buy", "sell", "sell"]
@@ -100,7 +101,7 @@ def test_engine_matches_a_naive_loop(seed: int) -> None:
     n = 1500
     close = 100 * np.exp(np.cumsum(0.01 * rng.standard_normal(n)))
     weights = rng.choice([-1.0, -0.5, 0.0, 0.5, 1.0], size=n)
-    config = BacktestConf(commission=0.0007, slippage=0.0003)
+    config = BacktestConf(commission=0.0007, slippage=0.0003, periods_per_year=252)
     result = run_backtest(close, weights, 900, 1200, config)
     returns, equity = naive_backtest(close, weights, [(0, 900), (900, 1200), (1200, n)], 0.001, 100_000.0)
     np.testing.assert_allclose(result.strategy_returns[1:], returns[1:], rtol=1e-12, atol=1e-15)
@@ -119,7 +120,7 @@ def test_trade_returns_compound_to_the_equity_curve() -> None:
     close = 100 * np.exp(np.cumsum(0.01 * rng.standard_normal(n)))
     weights = np.repeat(rng.choice([-1.0, 0.0, 1.0], size=n // 20), 20)
     weights[-1] = 0.0  # close everything on the last bar
-    result = run_backtest(close, weights, n, n, BacktestConf(commission=0.001))
+    result = run_backtest(close, weights, n, n, BacktestConf(commission=0.001, periods_per_year=252))
     assert not result.trades["is_open"].any()
     growth = np.prod(1 + result.trades["return"].to_numpy())
     assert growth == pytest.approx(result.equity[-1] / 100_000, rel=1e-10)
@@ -160,8 +161,8 @@ def test_no_bar_uses_a_later_bar(path) -> None:
     base_w, pert_w = strategy.target_weights(bars), strategy.target_weights(perturbed)
     np.testing.assert_array_equal(base_w[:k], pert_w[:k])
     assert not np.array_equal(bars["close"].to_numpy()[k:], perturbed["close"].to_numpy()[k:])
-    base = run_backtest(bars["close"].to_numpy(), base_w, 300, 350)
-    pert = run_backtest(perturbed["close"].to_numpy(), pert_w, 300, 350)
+    base = run_backtest(bars["close"].to_numpy(), base_w, 300, 350, DAILY)
+    pert = run_backtest(perturbed["close"].to_numpy(), pert_w, 300, 350, DAILY)
     np.testing.assert_array_equal(base.strategy_returns[:k], pert.strategy_returns[:k])
     assert base.metrics["train"] == pert.metrics["train"]
     assert base.metrics["val"] == pert.metrics["val"]
@@ -170,13 +171,13 @@ def test_no_bar_uses_a_later_bar(path) -> None:
 
 def test_edge_cases() -> None:
     close = np.linspace(100, 120, 50)
-    flat = run_backtest(close, np.zeros(50), 50, 50).metrics["train"]
+    flat = run_backtest(close, np.zeros(50), 50, 50, DAILY).metrics["train"]
     assert flat["num_trades"] == 0 and math.isnan(flat["win_rate"]) and math.isnan(flat["sharpe_ratio"])
     assert flat["exposure"] == 0 and flat["total_return"] == 0
     constant = run_backtest(np.full(50, 100.0), np.ones(50), 50, 50, NO_COST).metrics["train"]
     assert math.isnan(constant["sharpe_ratio"]) and math.isnan(constant["benchmark_sharpe_ratio"])
     assert math.isnan(constant["calmar_ratio"]) and constant["max_drawdown"] == 0
-    one_open = run_backtest(close, np.r_[np.zeros(10), np.ones(40)], 50, 50)
+    one_open = run_backtest(close, np.r_[np.zeros(10), np.ones(40)], 50, 50, DAILY)
     assert len(one_open.trades) == 1 and bool(one_open.trades["is_open"].iloc[0])
     assert one_open.metrics["train"]["num_trades"] == 0
 

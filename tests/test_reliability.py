@@ -70,7 +70,14 @@ BAD_INPUTS = [
     (["+strategy=momentum", "trainer.epoch=5"],
      "allowed: epochs, batch_size, lr, weight_decay, patience, device. Did you mean trainer.epochs"),
     (["+strategy=momentum", "model=mlp", "data.splits=[0.8,0.0,0.2]"], "leaves no validation segment"),
+    (["+strategy=momentum", "backtest.periods_per_year=daily"], "backtest.periods_per_year must be auto or a number"),
 ]
+
+
+def test_a_periods_per_year_far_from_the_bars_density_warns(tmp_path: Path, cli_env: dict) -> None:
+    done = run_cli(["runner", "+strategy=momentum", "model=none", "data.start=2015-01-01",
+                    "backtest.periods_per_year=52"], cli_env, tmp_path)
+    assert done.returncode == 0 and "backtest.periods_per_year=52, but these bars come about 252 a year" in done.stderr
 
 
 @pytest.mark.parametrize("overrides,message", BAD_INPUTS, ids=lambda v: " ".join(v) if isinstance(v, list) else "")

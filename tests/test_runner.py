@@ -64,8 +64,8 @@ def test_typos_and_wrong_types_fail_at_compose_time() -> None:
 
     with pytest.raises(ConfigCompositionException, match="backtest.comission"):
         _compose(["+strategy=momentum", "backtest.comission=0.1"])
-    with pytest.raises(ConfigCompositionException, match="periods_per_year"):
-        _compose(["+strategy=momentum", "backtest.periods_per_year=daily"])
+    with pytest.raises(ConfigCompositionException, match="initial_capital"):
+        _compose(["+strategy=momentum", "backtest.initial_capital=lots"])
 
 
 def test_misspelled_strategy_parameter_gets_did_you_mean() -> None:
@@ -113,6 +113,8 @@ def test_cli_classic_rule_end_to_end(tmp_path: Path, cli_env: dict, tracking_uri
     client, run = _read_run(tracking_uri)
     assert run.info.status == "FINISHED"
     assert run.data.params["strategy.lookback"] == "10" and run.data.params["data.splits"] == "[0.6, 0.2, 0.2]"
+    assert run.data.params["backtest.periods_per_year"] == "auto"
+    assert run.data.params["backtest.periods_per_year_used"] == "252"  # inferred from daily S&P 500 bars
     assert run.data.tags["strategy"] == "momentum" and run.data.tags["model"] == "none"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"backtest", "figures", "config.yaml", ".hydra"} <= artifacts

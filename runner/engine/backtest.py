@@ -11,6 +11,7 @@ Conventions (DESIGN, "Execution and metric conventions"):
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from runner.config import BacktestConf
-from runner.data import SEGMENTS
+from runner.data import SEGMENTS, infer_periods_per_year
 from runner.engine.metrics import segment_metrics, trade_metrics
 from runner.engine.trades import fills_table, round_trips
 
@@ -121,8 +122,12 @@ def segment_curves(close: np.ndarray, strategy_returns: np.ndarray, bounds: dict
 
 def run_backtest(close: np.ndarray, weights: np.ndarray, train_end: int, val_end: int,
                  config: BacktestConf | None = None, index: pd.Index | None = None) -> BacktestResult:
-    """Backtest target weights over all bars; metrics per segment (train = [0, train_end), ...)."""
+    """Backtest target weights over all bars; metrics per segment (train = [0, train_end), ...).
+
+    ``periods_per_year=auto`` is inferred from a dated ``index`` (``runner.data.infer_periods_per_year``)."""
     config = config or BacktestConf()
+    if config.periods_per_year == "auto":
+        config = dataclasses.replace(config, periods_per_year=infer_periods_per_year(index))
     close = np.asarray(close, dtype=np.float64)
     weights = checked_weights(close, np.asarray(weights, dtype=np.float64), config.max_leverage)
     n = len(close)

@@ -82,6 +82,7 @@ def log_outcome(logger: Any, prepared: Any, outcome: Any, dataset: Any, extras: 
     extras = extras or RunExtras(redact_tree(prepared.config))
     if outcome.training is not None:
         _log_training(logger, outcome.training)
+    logger.log_params({"backtest.periods_per_year_used": prepared.backtest.periods_per_year})
     logger.log_backtest_results(outcome.result.to_results())
     with tempfile.TemporaryDirectory() as tmp:
         _stage_files(Path(tmp), prepared, outcome, dataset, extras)
