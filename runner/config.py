@@ -117,7 +117,8 @@ class Config:
     experiment_name: str = "trading_experiment"
     run_name: str | None = None
     sweep_name: str | None = None
-    resume: bool = True
+    resume: bool = True  # sweeps: rerunning the same sweep (sweep_name=...) skips its own FINISHED configurations
+    reuse_runs: bool = False  # sweeps: also skip configurations with a FINISHED run anywhere in the experiment
     selection: SelectionConf = field(default_factory=SelectionConf)
     data: DataConf = "???"  # type: ignore[assignment]  (filled by the data group)
     model: Any = "???"

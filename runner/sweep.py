@@ -85,8 +85,9 @@ def run_job(cfg: DictConfig) -> float:
 
 def _resumed(logger: Any, tags: dict[str, str], run_name: str, state: dict[str, str], metric: str) -> float | None:
     """If this sweep already finished this config, a light child that points at that run, and its value."""
+    scope = "" if state.get("reuse_runs") else f" and tags.sweep_name = '{state['sweep_name']}'"
     runs = logger.client.search_runs([logger.experiment_id], max_results=1, filter_string=(
-        f"tags.config_hash = '{tags['config_hash']}' and attributes.status = 'FINISHED'"))
+        f"tags.config_hash = '{tags['config_hash']}' and attributes.status = 'FINISHED'{scope}"))
     if not runs:
         return None
     previous = runs[0]
@@ -114,7 +115,8 @@ def _tracked_job(cfg: DictConfig, state: dict[str, str], run_name: str) -> float
     try:
         logger = run_logger(state["experiment_name"], state["tracking_uri"], run_folder().absolute() / RECORD_DIR,
                             Path(state["sweep_dir"], RECORD_DIR))
-        resumed = _resumed(logger, tags, run_name, state, metric) if resolved.get("resume", True) else None
+        resumed = (_resumed(logger, tags, run_name, state, metric)
+                   if resolved.get("resume", True) or state.get("reuse_runs") else None)
     except MlflowException as error:  # the server went away before this job could start
         if not is_unreachable(error):
             raise
@@ -241,7 +243,7 @@ class SweepCallback(Callback):
         state = {"parent_run_id": run.info.run_id, "sweep_name": name, "tracking_uri": uri,
                  "experiment_name": str(config.experiment_name), "experiment_id": logger.experiment_id,
                  "metric": str(config.selection.metric), "mode": str(config.selection.mode),
-                 "sweep_dir": str(sweep_dir.absolute()), "pid": os.getpid()}
+                 "sweep_dir": str(sweep_dir.absolute()), "pid": os.getpid(), "reuse_runs": bool(config.reuse_runs)}
         (sweep_dir / STATE_FILE).write_text(json.dumps(state))
         from runner.tracking.record import keeps_record
 
@@ -252,3 +254,7 @@ class SweepCallback(Callback):
         _active.update(state=state, lock=lock)
         logger.client.set_tag(run.info.run_id, "sweep_id", run.info.run_id)
         print(f"sweep {name}: parent run {run.info.run_id}")
+        if config.reuse_runs:
+            print(f"reuse_runs=true: a configuration with a FINISHED run anywhere in experiment "
+                  f"{config.experiment_name!r} (another sweep's, or a single run's) is not run again; that run "
+                  "stands in for it and counts as a trial")

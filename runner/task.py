@@ -71,7 +71,7 @@ def git_tags() -> dict[str, str]:
 def config_hash(resolved: dict[str, Any]) -> str:
     """Identity of an experiment's settings (for resuming sweeps): everything but naming/tracking."""
     relevant = {k: v for k, v in resolved.items()
-                if k not in ("run_name", "sweep_name", "resume", "tracking", "experiment_name")}
+                if k not in ("run_name", "sweep_name", "resume", "reuse_runs", "tracking", "experiment_name")}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

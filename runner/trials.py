@@ -29,11 +29,14 @@ def selection_segment(metric: str) -> str | None:
     return prefix if prefix in SEGMENTS else None
 
 
-def segment_returns(client: Any, run_id: str, segment: str) -> np.ndarray:
-    """The run's per-bar strategy returns on one segment, from its logged ``portfolio_values`` table."""
+def segment_returns(run: Any, segment: str) -> np.ndarray:
+    """The run's per-bar strategy returns on one segment, from its logged ``portfolio_values`` table (read
+    from the run's artifact location directly: a ``runs:/`` URI would look the run up twice more)."""
+    from mlflow.artifacts import download_artifacts
+
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per child is noise
     with tempfile.TemporaryDirectory() as tmp:
-        path = client.download_artifacts(run_id, "backtest/portfolio_values.json", tmp)
+        path = download_artifacts(f"{run.info.artifact_uri}/backtest/portfolio_values.json", dst_path=tmp)
         table = json.loads(Path(path).read_text())
     columns = table["columns"]
     where, value = columns.index("segment"), columns.index("strategy_return")
@@ -76,7 +79,7 @@ def trials_statistics(client: Any, metric: str, children: list[Any], members: li
         stats["reason"] = f"{metric} names no segment (train/val/test), so there is no Sharpe to deflate"
         return stats
     finished = [r for r in members if r.info.status == "FINISHED"]
-    returns = {r.info.run_id: segment_returns(client, r.info.run_id, segment) for r in finished}
+    returns = {r.info.run_id: segment_returns(r, segment) for r in finished}
     sharpes = [s for s in (moments(v)[0] for v in returns.values()) if math.isfinite(s)]
     sr_variance = float(np.var(sharpes, ddof=1)) if len(sharpes) > 1 else 0.0
     sr, skew, kurtosis, n = moments(returns[winner_id])

@@ -27,7 +27,8 @@ def _children(tracking_uri: str, parent_id: str):
 
 @pytest.mark.slow
 def test_three_job_sweep_winner_matches_an_independent_query(tmp_path: Path, cli_env: dict, tracking_uri: str) -> None:
-    done = run_cli(["runner", "-m", "+strategy=momentum", *FAST, "strategy.lookback=5,20,60"], cli_env, tmp_path)
+    sweep = ["runner", "-m", "+strategy=momentum", *FAST, "strategy.lookback=5,20,60"]
+    done = run_cli([*sweep, "sweep_name=three"], cli_env, tmp_path)
     assert done.returncode == 0, done.stderr
     best = json.loads((_sweep_dir(tmp_path) / "best_run.json").read_text())
     client, children = _children(tracking_uri, best["parent_run_id"])
@@ -39,7 +40,8 @@ def test_three_job_sweep_winner_matches_an_independent_query(tmp_path: Path, cli
     assert best["winner"]["run_id"] in done.stdout and "reproduce: python -m runner" in done.stdout
     parent = client.get_run(best["parent_run_id"])
     assert parent.info.status == "FINISHED" and parent.data.tags["best_run_id"] == independent.info.run_id
-    assert not parent.data.metrics  # parents never rank
+    assert set(parent.data.metrics) == {"n_trials", "winner_deflated_sharpe_ratio", "pbo"}  # no segment metric:
+    # parents never rank
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"best_run.json",
                                                                            "sweep_val_sharpe_ratio.png"}
     # The report agrees, as a table and as JSON, and restricted to the sweep.
@@ -51,10 +53,17 @@ def test_three_job_sweep_winner_matches_an_independent_query(tmp_path: Path, cli
     assert values == sorted(values, reverse=True)
     table = run_cli(["runner.report", "--top", "2"], cli_env, tmp_path)
     assert table.returncode == 0 and independent.info.run_id[:12] in table.stdout.splitlines()[2]
-    # Resume: the same sweep again skips all three configs and still names the same winner.
-    again = run_cli(["runner", "-m", "+strategy=momentum", *FAST, "strategy.lookback=5,20,60"], cli_env, tmp_path)
+    # Resume: the same sweep again skips all three configs and still names the same winner...
+    again = run_cli([*sweep, "sweep_name=three"], cli_env, tmp_path)
     assert again.returncode == 0 and again.stdout.count("skipped") == 3
     assert independent.info.run_id in again.stdout
+    # ... a new sweep runs everything (it never silently reuses another sweep's runs) ...
+    fresh = run_cli([*sweep, "sweep_name=other"], cli_env, tmp_path)
+    assert fresh.returncode == 0 and "skipped" not in fresh.stdout
+    # ... unless asked to, and then it says so up front.
+    reused = run_cli([*sweep, "sweep_name=third", "reuse_runs=true"], cli_env, tmp_path)
+    assert reused.returncode == 0 and reused.stdout.count("skipped") == 3
+    assert reused.stdout.index("reuse_runs=true") < reused.stdout.index("skipped")
 
 
 @pytest.mark.slow
