@@ -13,6 +13,7 @@ import json
 import math
 import os
 import tempfile
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,13 @@ def segment_returns(run: Any, segment: str) -> np.ndarray:
     from the run's artifact location directly: a ``runs:/`` URI would look the run up twice more)."""
     from mlflow.artifacts import download_artifacts
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per child is noise
-    with tempfile.TemporaryDirectory() as tmp:
-        path = download_artifacts(f"{run.info.artifact_uri}/backtest/portfolio_values.json", dst_path=tmp)
-        table = json.loads(Path(path).read_text())
+    uri = f"{run.info.artifact_uri}/backtest/portfolio_values.json"
+    if uri.startswith("file://"):  # a local store: read it in place
+        table = json.loads(Path(urllib.parse.unquote(urllib.parse.urlparse(uri).path)).read_text())
+    else:
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per child is noise
+        with tempfile.TemporaryDirectory() as tmp:
+            table = json.loads(Path(download_artifacts(uri, dst_path=tmp)).read_text())
     columns = table["columns"]
     where, value = columns.index("segment"), columns.index("strategy_return")
     returns = [row[value] for row in table["data"] if row[where] == segment and row[value] is not None]

@@ -137,6 +137,7 @@ def test_cli_with_mlp_logs_curves_figures_and_a_reloadable_model(tmp_path: Path,
     done = run_cli(["runner", "+strategy=momentum", "model=mlp", "trainer.epochs=3", "data.start=2008-01-01"],
                    cli_env, tmp_path)
     assert done.returncode == 0, done.stderr
+    assert "early-stopped on val: only test is out of sample" in done.stdout  # says which segment is untouched
     client, run = _read_run(tracking_uri)
     assert run.data.tags["train_device"] in ("cpu", "cuda") and run.data.metrics["best_epoch"] <= 2
     history = client.get_metric_history(run.info.run_id, "val_loss")
@@ -152,3 +153,20 @@ def test_cli_with_mlp_logs_curves_figures_and_a_reloadable_model(tmp_path: Path,
                                                       str(tmp_path))).read_text())
     assert stats["features"] == ["ret_1", "ret_5", "ret_20", "vol_20"] and len(stats["mean"]) == 4
     assert model(torch.zeros(7, 4)).shape == (7,)
+
+
+@pytest.mark.slow
+def test_a_position_held_from_the_first_bar_pays_its_entry_cost(tmp_path: Path, cli_env: dict,
+                                                                tracking_uri: str) -> None:
+    done = run_cli(["runner", "+strategy=buy_and_hold", "model=none", "data.start=2015-01-01",
+                    "backtest.commission=0.001", "backtest.slippage=0.001"], cli_env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    client, run = _read_run(tracking_uri)
+    table = _table(client, run.info.run_id, "backtest/portfolio_values.json", tmp_path)
+    train = table[table["segment"] == "train"]
+    assert train["weight"].iloc[0] == 1.0 and train["equity"].iloc[0] == pytest.approx(100_000 * (1 - 0.002))
+    close = train["close"].to_numpy()
+    assert run.data.metrics["train_total_return"] == pytest.approx(0.998 * close[-1] / close[0] - 1, rel=1e-9)
+    trades = _table(client, run.info.run_id, "backtest/trades.json", tmp_path)  # one open trade, bar 0 to the end
+    everything = table["close"].to_numpy()
+    assert trades["return"].iloc[0] == pytest.approx(0.998 * everything[-1] / everything[0] - 1, rel=1e-9)
