@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from runner.tracking.params import REDACTED
 from runner.tracking.record import RECORD_DIR, RunRecord
 
 SYNCED = "synced.json"
@@ -100,7 +101,7 @@ def upload(record: RunRecord, tracking_uri: str, parents: dict[str, str]) -> str
         client.log_batch(new_id, tags=batch)
     if (record.folder / "artifacts").is_dir():
         client.log_artifacts(new_id, str(record.folder / "artifacts"))
-    _upload_model(client, record, new_id, run["tracking_uri"])
+    _upload_model(client, record, new_id, tracking_uri if REDACTED in run["tracking_uri"] else run["tracking_uri"])
     status = run["status"] if run["status"] != "RUNNING" else "KILLED"  # a record cut off by a hard kill
     client.set_terminated(new_id, status, end_time=run.get("end_time"))
     if run.get("run_id"):
@@ -132,6 +133,11 @@ def sync(path: Path, tracking_uri: str | None) -> list[tuple[RunRecord, str]]:
     uploaded = []
     for record in records:
         uri = tracking_uri or record.run["tracking_uri"]
+        if REDACTED in uri:
+            uri = os.environ.get("MLFLOW_TRACKING_URI") or ""
+            if not uri:
+                raise LookupError(f"{record.folder}: the recorded tracking URI had credentials, which are not "
+                                  "stored; give it with --tracking-uri or MLFLOW_TRACKING_URI.")
         run_id = upload(record, uri, parents)
         parents[str(record.folder)] = run_id
         (record.folder / SYNCED).write_text(json.dumps({"run_id": run_id, "tracking_uri": uri}))

@@ -276,3 +276,15 @@ def test_a_signal_swallowed_in_a_finaliser_still_stops_the_run() -> None:
             check_stop()
     assert reached_check  # the stop came from the recorded request, not from the lost raise
     check_stop()  # leaving the tracked section clears the request
+
+
+def test_a_run_record_keeps_no_credentials_and_sync_asks_for_them(tmp_path: Path, cli_env: dict) -> None:
+    from runner.tracking.record import RunRecord
+
+    record = RunRecord(tmp_path / "run" / "record")
+    record.start(experiment_name="e", tracking_uri="https://bob:pw-in-uri@mlflow.example:5000", run_name="r",
+                 run_id="abc", parent_run_id=None, parent_record=None)
+    assert "pw-in-uri" not in (record.folder / "run.json").read_text()
+    env = {k: v for k, v in cli_env.items() if k != "MLFLOW_TRACKING_URI"}
+    done = run_cli(["runner.sync", str(tmp_path / "run")], env, tmp_path)
+    assert done.returncode == 2 and "give it with --tracking-uri" in done.stderr and "Traceback" not in done.stderr

@@ -82,7 +82,9 @@ class RunRecord:
         temporary.replace(path)  # a kill mid-write leaves the previous version, never half a file
 
     def start(self, **run: Any) -> None:
+        """A new record; the tracking URI is kept without credentials (``runner.sync`` asks for it then)."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        run["tracking_uri"] = redact_uri(str(run.get("tracking_uri", "")))
         self._write("run.json", {**run, "status": "RUNNING", "start_time": int(time.time() * 1000)})
 
     @property
