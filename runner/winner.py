@@ -88,7 +88,10 @@ def summarise(logger: Any, state: dict[str, str]) -> tuple[dict[str, Any], list[
             "command": f"python -m runner {winner.data.tags.get('overrides', '')}".strip()}
         from runner.trials import trials_statistics
 
-        summary["trials"] = trials_statistics(logger.client, metric, children, members, best["run_id"])
+        try:
+            summary["trials"] = trials_statistics(logger.client, metric, children, members, best["run_id"])
+        except (OSError, ValueError, KeyError) as error:  # e.g. a child's table is missing: the winner still stands
+            summary["trials"] = {"n_trials": len(children), "reason": f"no trials statistics: {error}"}
     return summary, members
 
 
