@@ -104,9 +104,22 @@ def upload(record: RunRecord, tracking_uri: str, parents: dict[str, str]) -> str
     _upload_model(client, record, new_id, tracking_uri if REDACTED in run["tracking_uri"] else run["tracking_uri"])
     status = run["status"] if run["status"] != "RUNNING" else "KILLED"  # a record cut off by a hard kill
     client.set_terminated(new_id, status, end_time=run.get("end_time"))
-    if run.get("run_id"):
-        _supersede(client, run["run_id"], new_id)
+    original_id = run.get("run_id") or _orphan(client, logger.experiment_id, record)
+    if original_id:
+        _supersede(client, original_id, new_id)
     return new_id
+
+
+def _orphan(client: Any, experiment_id: str, record: RunRecord) -> str | None:
+    """The run the server created for a record that never learnt its id (the server went away before it
+    answered): RUNNING, same name, started by the same process on the same host."""
+    tags = json.loads((record.folder / "tags.json").read_text())
+    if not tags.get("runner.pid") or not tags.get("runner.host"):
+        return None
+    runs = client.search_runs([experiment_id], max_results=2, filter_string=(
+        f"attributes.status = 'RUNNING' and attributes.run_name = '{record.run.get('run_name')}' and "
+        f"tags.`runner.pid` = '{tags['runner.pid']}' and tags.`runner.host` = '{tags['runner.host']}'"))
+    return runs[0].info.run_id if len(runs) == 1 else None
 
 
 def _supersede(client: Any, original_id: str, new_id: str) -> None:
