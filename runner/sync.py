@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from runner.tracking.params import REDACTED
+from runner.tracking.params import MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH, REDACTED
 from runner.tracking.record import RECORD_DIR, RunRecord
 
 SYNCED = "synced.json"
@@ -66,14 +66,11 @@ def _upload_model(client: Any, record: RunRecord, run_id: str, source_uri: str) 
         client.log_artifacts(run_id, local, name)
 
 
-def upload(record: RunRecord, tracking_uri: str, parents: dict[str, str]) -> str:
+def upload(record: RunRecord, logger: Any, parents: dict[str, str]) -> str:
     """Create (or re-attach) the record's run; returns its run id on the target store."""
     from mlflow.entities import Metric, Param, RunTag
 
-    from runner.tracking.logger import MLflowLogger
-
     run = record.run
-    logger = MLflowLogger(run["experiment_name"], tracking_uri)
     client = logger.client
     parent_id = parents.get(str(run.get("parent_record")), run.get("parent_run_id"))
     complete = _complete_on_server(client, record)
@@ -81,7 +78,7 @@ def upload(record: RunRecord, tracking_uri: str, parents: dict[str, str]) -> str
         if parent_id and complete.data.tags.get("mlflow.parentRunId") != parent_id:
             client.set_tag(complete.info.run_id, "mlflow.parentRunId", parent_id)
         return complete.info.run_id
-    tags = {k: v for k, v in json.loads((record.folder / "tags.json").read_text()).items()
+    tags = {k: v for k, v in record.tags().items()
             if k not in ("mlflow.parentRunId", "sweep_id", "mlflow.runName")}
     tags.update({"runner.recovered": "true", "runner.recovered_from": str(run.get("run_id"))})
     if parent_id:
@@ -90,18 +87,17 @@ def upload(record: RunRecord, tracking_uri: str, parents: dict[str, str]) -> str
     new_id = created.info.run_id
     if tags.get("runner.role") == "sweep_parent":
         tags["sweep_id"] = new_id
-    params_file = record.folder / "params.json"
-    params = json.loads(params_file.read_text()) if params_file.is_file() else {}
-    for batch in _batches([Param(k, v) for k, v in params.items()], 100):
+    for batch in _batches([Param(k, v) for k, v in record.params().items()], MAX_PARAMS_PER_BATCH):
         client.log_batch(new_id, params=batch)
     metrics = [Metric(m["key"], float(m["value"]), int(m["timestamp"]), int(m["step"])) for m in record.metrics()]
-    for batch in _batches(metrics, 1000):
+    for batch in _batches(metrics, MAX_METRICS_PER_BATCH):
         client.log_batch(new_id, metrics=batch)
-    for batch in _batches([RunTag(k, str(v)) for k, v in tags.items()], 100):
+    for batch in _batches([RunTag(k, str(v)) for k, v in tags.items()], MAX_PARAMS_PER_BATCH):
         client.log_batch(new_id, tags=batch)
     if (record.folder / "artifacts").is_dir():
         client.log_artifacts(new_id, str(record.folder / "artifacts"))
-    _upload_model(client, record, new_id, tracking_uri if REDACTED in run["tracking_uri"] else run["tracking_uri"])
+    source = logger.tracking_uri if REDACTED in run["tracking_uri"] else run["tracking_uri"]
+    _upload_model(client, record, new_id, source)
     status = run["status"] if run["status"] != "RUNNING" else "KILLED"  # a record cut off by a hard kill
     client.set_terminated(new_id, status, end_time=run.get("end_time"))
     original_id = run.get("run_id") or _orphan(client, logger.experiment_id, record)
@@ -113,7 +109,7 @@ def upload(record: RunRecord, tracking_uri: str, parents: dict[str, str]) -> str
 def _orphan(client: Any, experiment_id: str, record: RunRecord) -> str | None:
     """The run the server created for a record that never learnt its id (the server went away before it
     answered): RUNNING, same name, started by the same process on the same host."""
-    tags = json.loads((record.folder / "tags.json").read_text())
+    tags = record.tags()
     if not tags.get("runner.pid") or not tags.get("runner.host"):
         return None
     runs = client.search_runs([experiment_id], max_results=2, filter_string=(
@@ -142,7 +138,10 @@ def sync(path: Path, tracking_uri: str | None) -> list[tuple[RunRecord, str]]:
         previous = json.loads((done[0].folder / SYNCED).read_text())
         raise LookupError(f"{done[0].folder} was already uploaded (run {previous['run_id']} on "
                           f"{previous['tracking_uri']}); nothing was sent again.")
+    from runner.tracking.logger import MLflowLogger
+
     parents: dict[str, str] = {}
+    loggers: dict[tuple[str, str], Any] = {}
     uploaded = []
     for record in records:
         uri = tracking_uri or record.run["tracking_uri"]
@@ -151,7 +150,10 @@ def sync(path: Path, tracking_uri: str | None) -> list[tuple[RunRecord, str]]:
             if not uri:
                 raise LookupError(f"{record.folder}: the recorded tracking URI had credentials, which are not "
                                   "stored; give it with --tracking-uri or MLFLOW_TRACKING_URI.")
-        run_id = upload(record, uri, parents)
+        key = (record.run["experiment_name"], uri)
+        if key not in loggers:  # one client per experiment and store, not one per run of a sweep
+            loggers[key] = MLflowLogger(*key)
+        run_id = upload(record, loggers[key], parents)
         parents[str(record.folder)] = run_id
         (record.folder / SYNCED).write_text(json.dumps({"run_id": run_id, "tracking_uri": uri}))
         uploaded.append((record, run_id))

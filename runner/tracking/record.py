@@ -94,6 +94,12 @@ class RunRecord:
     def update_run(self, **changes: Any) -> None:
         self._write("run.json", {**self.run, **changes})
 
+    def params(self) -> dict[str, str]:
+        return self._read("params.json", {})
+
+    def tags(self) -> dict[str, str]:
+        return self._read("tags.json", {})
+
     def add(self, name: str, values: dict[str, str]) -> None:
         self._write(name, {**self._read(name, {}), **values})
 
