@@ -85,10 +85,12 @@ def run_job(cfg: DictConfig) -> float:
 
 def _resumed(logger: Any, tags: dict[str, str], run_name: str, state: dict[str, str], metric: str) -> float | None:
     """If this sweep already finished this config, a light child that points at that run, and its value."""
+    from runner.tracking.queries import version_filter
+
     scope = "" if state.get("reuse_runs") else f" and tags.sweep_name = '{state['sweep_name']}'"
-    runs = logger.client.search_runs([logger.experiment_id], max_results=1, filter_string=(
+    runs = logger.client.search_runs([logger.experiment_id], max_results=1, filter_string=version_filter(
         f"tags.config_hash = '{tags['config_hash']}' and attributes.status = 'FINISHED'{scope}"))
-    if not runs:
+    if not runs:  # none, or only runs of an older engine version, whose metrics mean something else
         return None
     previous = runs[0]
     pointer = {k: v for k, v in tags.items() if k != "config_hash"}  # never found as a "previous" run

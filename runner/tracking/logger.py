@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from runner.engine import ENGINE_VERSION
 from runner.tracking.model_io import log_torch_model
 from runner.tracking.params import (
     LONG_PARAMS_ARTIFACT,
@@ -28,12 +29,12 @@ from runner.tracking.params import (
     redact_uri,
     redact_value,
     safe_artifact_path,
-    table_json,
     to_jsonable,
     validate_key,
 )
-from runner.tracking.queries import best_run
+from runner.tracking.queries import ENGINE_VERSION_TAG, best_run
 from runner.tracking.store import artifact_root_for, resolve_tracking_uri, sqlite_path, store_lock
+from runner.tracking.tables import write_backtest_files
 
 
 class NoActiveRunError(LookupError):
@@ -94,10 +95,12 @@ class MLflowLogger:
 
     def start_run(self, run_name: str | None = None, tags: Mapping[str, str] | None = None,
                   parent_run_id: str | None = None) -> Any:
-        """Start a run (default name ``run_YYYYmmdd_HHMMSS``) and make it MLflow's active run."""
+        """Start a run (default name ``run_YYYYmmdd_HHMMSS``), tagged with the engine version, and make it
+        MLflow's active run."""
         if self.run_id is not None:
             raise RuntimeError(f"run {self.run_id} is still active; call end_run() first.")
-        run_tags = {str(k): str(redact_value(k, v))[:MAX_TAG_VALUE_LENGTH] for k, v in (tags or {}).items()}
+        run_tags = {ENGINE_VERSION_TAG: str(ENGINE_VERSION)}
+        run_tags.update({str(k): str(redact_value(k, v))[:MAX_TAG_VALUE_LENGTH] for k, v in (tags or {}).items()})
         if parent_run_id:
             run_tags["mlflow.parentRunId"] = parent_run_id
         self._mlflow.set_tracking_uri(self.tracking_uri)
@@ -252,24 +255,16 @@ class MLflowLogger:
     def log_backtest_results(self, results: Mapping[str, Any], artifact_path: str = "backtest") -> None:
         """Trades and portfolio values as MLflow tables, everything as ``results.json``, metrics as metrics.
 
-        One artifact upload for the three files and one metrics batch, whatever the number of bars.
+        One artifact upload for the files and one metrics batch, whatever the number of bars.
         """
-        import pandas as pd
-
         self._require_run()
         folder = safe_artifact_path(artifact_path)
-        tables = {name: results[name] for name in ("trades", "portfolio_values") if name in results}
         with tempfile.TemporaryDirectory() as tmp:
-            for name, table in tables.items():
-                frame = table if isinstance(table, pd.DataFrame) else pd.DataFrame(table)
-                Path(tmp, f"{name}.json").write_text(table_json(frame))
-            rest = {k: v for k, v in results.items() if k not in tables}
-            Path(tmp, "results.json").write_text(json.dumps(to_jsonable(rest), indent=2, allow_nan=False))
+            tables = write_backtest_files(Path(tmp), results)
             self.log_artifacts(tmp, folder)
-        # The tag MLflow's UI reads to show these files as tables (what client.log_table would set).
-        logged = [{"path": f"{folder}/{name}.json", "type": "table"} for name in tables]
-        if logged:
-            self.set_tags({"mlflow.loggedArtifacts": json.dumps(logged)})
+        if tables:  # the tag MLflow's UI reads to show these files as tables (what client.log_table sets)
+            self.set_tags({"mlflow.loggedArtifacts": json.dumps([{"path": f"{folder}/{name}", "type": "table"}
+                                                                  for name in tables])})
         if results.get("metrics"):
             self.log_metrics(dict(results["metrics"]))
 
@@ -284,14 +279,15 @@ class MLflowLogger:
         self._send_model(model, name, input_example)
         return f"runs:/{run_id}/{name}"
 
-    def get_best_run(self, metric_name: str, mode: str = "max",
-                     filter_string: str | None = None) -> dict[str, Any] | None:
+    def get_best_run(self, metric_name: str, mode: str = "max", filter_string: str | None = None,
+                     all_versions: bool = False) -> dict[str, Any] | None:
         """The finished run with the best finite ``metric_name``, as plain dicts, or None.
 
-        One query with ``max_results=1``; NaN and +/-inf never win (MLflow stores inf as +/-1.8e308, so
-        the bounds filter drops it); ties go to the most recently started run (MLflow's secondary order).
+        Bounded queries; NaN and +/-inf never win (MLflow stores inf as +/-1.8e308, so the bounds filter
+        drops it); ties go to the most recently started run (MLflow's secondary order). Only runs of the
+        current engine version compete unless ``all_versions=True``; ``older_runs_left_out`` counts the rest.
         """
-        return best_run(self.client, [self.experiment_id], metric_name, mode, filter_string)
+        return best_run(self.client, [self.experiment_id], metric_name, mode, filter_string, all_versions)
 
 
 

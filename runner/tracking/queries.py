@@ -17,6 +17,9 @@ from decimal import Decimal
 from typing import Any
 
 from runner.config import MODES
+from runner.engine import ENGINE_VERSION
+
+ENGINE_VERSION_TAG = "runner.engine_version"
 
 # MLflow keeps +/-inf as +/-1.7976931348623157e308; the search grammar has no exponent notation,
 # so the bound is written out in full. A stored inf equals the bound and fails the strict comparison.
@@ -49,6 +52,41 @@ def finite_filter(metric_name: str, filter_string: str | None = None) -> str:
     if filter_string and filter_string.strip():
         clauses.append(filter_string.strip())
     return " and ".join(clauses)
+
+
+def and_filter(*clauses: str | None) -> str | None:
+    """The clauses joined with ``and`` (empty ones dropped), or None when none is left."""
+    kept = [c.strip() for c in clauses if c and c.strip()]
+    return " and ".join(kept) or None
+
+
+def version_filter(filter_string: str | None = None, version: int = ENGINE_VERSION) -> str:
+    """``filter_string`` narrowed to the runs of one engine version (runs without the tag are older)."""
+    return and_filter(filter_string, f"tags.`{ENGINE_VERSION_TAG}` = '{version}'") or ""
+
+
+def count_runs(client: Any, experiment_ids: list[str], filter_string: str) -> int:
+    """How many runs match, page by page (MLflow has no count query)."""
+    total, token = 0, None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string=filter_string, max_results=5000, page_token=token)
+        total += len(page)
+        token = page.token
+        if not token:
+            return total
+
+
+def count_older(client: Any, experiment_ids: list[str], metric_name: str, filter_string: str | None = None) -> int:
+    """Finished runs with a finite ``metric_name`` logged by an older engine version (or before the tag existed)."""
+    base = finite_filter(metric_name, filter_string)
+    return sum(count_runs(client, experiment_ids, f"{base} and tags.`{ENGINE_VERSION_TAG}` {clause}")
+               for clause in ("IS NULL", f"!= '{ENGINE_VERSION}'"))
+
+
+def engine_version(run: Any) -> int:
+    """The engine version a run was logged with (1: before the tag existed)."""
+    text = run.data.tags.get(ENGINE_VERSION_TAG, "1")
+    return int(text) if text.isdigit() else 1
 
 
 def run_to_dict(run: Any) -> dict[str, Any]:
@@ -106,10 +144,14 @@ def search_ranked(client: Any, experiment_ids: list[str], metric_name: str, mode
 
 
 def best_run(client: Any, experiment_ids: list[str], metric_name: str, mode: str = "max",
-             filter_string: str | None = None) -> dict[str, Any] | None:
-    """``{"run_id", "metrics", "params"}`` of the best finished run, or None when no run has the metric."""
-    runs = search_ranked(client, experiment_ids, metric_name, mode, filter_string, max_results=1)
-    return run_to_dict(runs[0]) if runs else None
+             filter_string: str | None = None, all_versions: bool = False) -> dict[str, Any] | None:
+    """``{"run_id", "metrics", "params", "older_runs_left_out"}`` of the best finished run, or None when no
+    run has the metric. Only runs of the current engine version compete unless ``all_versions``; the count
+    says how many finished runs of older versions with a finite metric were left out (0 with ``all_versions``)."""
+    scope = filter_string if all_versions else version_filter(filter_string)
+    runs = search_ranked(client, experiment_ids, metric_name, mode, scope, max_results=1)
+    older = 0 if all_versions else count_older(client, experiment_ids, metric_name, filter_string)
+    return {**run_to_dict(runs[0]), "older_runs_left_out": older} if runs else None
 
 
 def sweep_children(client: Any, experiment_id: str, parent_run_id: str) -> list[Any]:
