@@ -37,13 +37,24 @@ def render_help() -> str:
             lines.append(f"  {group:<15} {', '.join(options)}")
     lines += ["", "defaults: data=sp500 model=mlp trainer=default backtest=default tracking=local "
                   "(no strategy: add +strategy=NAME)",
+              "every key of a group, its meaning, unit and allowed values: python -m runner --help GROUP "
+              "(top, data, model, trainer, strategy, backtest, tracking)",
               "show a composed config: python -m runner +strategy=momentum --cfg job",
               "Hydra's own help: python -m runner --hydra-help"]
     return "\n".join(lines)
 
 
-if __name__ == "__main__" and sys.argv[1:] in (["--help"], ["-h"]):
-    print(render_help())
+if __name__ == "__main__" and sys.argv[1:2] in (["--help"], ["-h"]) and len(sys.argv) <= 3:
+    if len(sys.argv) == 3:  # --help GROUP: its keys, meanings, units and allowed values
+        from runner.docs import render_group
+
+        try:
+            print(render_group(sys.argv[2]))
+        except LookupError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
+    else:
+        print(render_help())
     sys.exit(0)
 
 import hydra  # noqa: E402

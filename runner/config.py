@@ -21,31 +21,56 @@ DEVICES = ("auto", "cpu", "cuda")
 HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
 
 
+@dataclass(frozen=True)
+class Doc:
+    """One config key's documentation: what it means, its unit, and the values it allows (one line each)."""
+
+    meaning: str
+    unit: str = ""
+    allowed: str = ""
+
+
+def documented(default: Any, meaning: str, unit: str = "", allowed: str = "") -> Any:
+    """A schema field carrying its ``Doc`` (read by ``runner.docs``; OmegaConf ignores field metadata)."""
+    doc = {"doc": Doc(meaning, unit, allowed)}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=doc)
+    return field(default=default, metadata=doc)
+
+
 @dataclass
 class DataConf:
-    source: str = "???"  # sp500 | nasdaq | csv | synthetic
-    start: str | None = None
-    end: str | None = None
-    splits: list[float] = field(default_factory=lambda: [0.6, 0.2, 0.2])
-    path: str | None = None
-    date_column: str | None = None
-    n_bars: int = 2000
-    drift: float = 0.0003
-    volatility: float = 0.01
-    regimes: int = 1
-    seed: int | None = None
+    """The bars: a bundled series, your own file, or a seeded random walk (``runner.data``)."""
+
+    source: str = documented("???", "where the bars come from (set by the data group)", "",
+                             "sp500 | nasdaq | csv | synthetic")
+    start: str | None = documented(None, "first bar kept (inclusive)", "date", "YYYY-MM-DD or null")
+    end: str | None = documented(None, "last bar kept (inclusive)", "date", "YYYY-MM-DD or null")
+    splits: list[float] = documented([0.6, 0.2, 0.2], "chronological train/val/test shares of the bars",
+                                     "fractions", "3 numbers >= 0 summing to 1")
+    path: str | None = documented(None, "data=csv: the file to read", "path", "a .csv or .parquet file")
+    date_column: str | None = documented(None, "data=csv: the column of timestamps", "",
+                                         "a column name; null: date/datetime/timestamp/time, else the first")
+    n_bars: int = documented(2000, "data=synthetic: number of bars", "bars", ">= 2")
+    drift: float = documented(0.0003, "data=synthetic: mean log return per bar", "per bar", "finite")
+    volatility: float = documented(0.01, "data=synthetic: std of the log return per bar", "per bar", ">= 0")
+    regimes: int = documented(1, "data=synthetic: blocks of alternating drift sign", "", ">= 1")
+    seed: int | None = documented(None, "data=synthetic: random seed", "", "int; null: the top-level seed")
 
 
 @dataclass
 class BacktestConf:
     """Costs and accounting of the backtest engine (``runner.engine.backtest``)."""
 
-    initial_capital: float = 100_000.0
-    commission: float = 0.0005  # fraction of traded notional
-    slippage: float = 0.0  # fraction of traded notional
-    periods_per_year: Any = "auto"  # bars a year, or auto: inferred from the bars' timestamps (runner.data)
-    risk_free_rate: float = 0.0  # annual
-    max_leverage: float = 1.0
+    initial_capital: float = documented(100_000.0, "equity at the start of every segment", "currency", "> 0")
+    commission: float = documented(0.0005, "cost per trade", "fraction of traded notional", ">= 0")
+    slippage: float = documented(0.0, "price impact per trade, added to commission",
+                                 "fraction of traded notional", ">= 0")
+    periods_per_year: Any = documented("auto", "bars a year, for annualised metrics", "bars/year",
+                                       "auto (inferred from the timestamps) or a number > 0")
+    risk_free_rate: float = documented(0.0, "subtracted from returns in Sharpe and Sortino", "annual fraction",
+                                       "finite")
+    max_leverage: float = documented(1.0, "gross exposure the target weights are scaled to", "x equity", "> 0")
 
     def __post_init__(self) -> None:
         if self.periods_per_year != "auto" and (isinstance(self.periods_per_year, (bool, str))
@@ -68,12 +93,12 @@ class BacktestConf:
 class TrainerConf:
     """How a model trains (``runner.ml.training``); the network itself is the ``model`` group."""
 
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    patience: int = 5  # epochs without a better validation loss before stopping
-    device: str = "auto"  # auto | cpu | cuda
+    epochs: int = documented(30, "most passes over the train segment", "epochs", ">= 1")
+    batch_size: int = documented(128, "rows per gradient step", "rows", ">= 1")
+    lr: float = documented(1e-3, "Adam learning rate", "", "> 0")
+    weight_decay: float = documented(1e-4, "Adam weight decay (L2 penalty)", "", ">= 0")
+    patience: int = documented(5, "epochs without a better validation loss before stopping", "epochs", ">= 1")
+    device: str = documented("auto", "where the model trains (auto: cuda when available)", "", "auto | cpu | cuda")
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "patience"):
@@ -90,8 +115,10 @@ class TrainerConf:
 class StrategyRules:
     """What every strategy shares; applied by ``strategies.base.Strategy``, never by a subclass."""
 
-    long_only: bool = True  # shorts become flat
-    forecast_threshold: float = 0.0  # with a model: trade only when |forecast| exceeds this
+    long_only: bool = documented(True, "shorts become flat (false: the flat side is short, -1)", "",
+                                 "true | false")
+    forecast_threshold: float = documented(0.0, "with a model: trade only when |forecast| exceeds this",
+                                           "scaled return", ">= 0")
 
     def __post_init__(self) -> None:
         if not isinstance(self.long_only, bool):
@@ -102,23 +129,34 @@ class StrategyRules:
 
 @dataclass
 class TrackingConf:
-    uri: str | None = None
+    """Where runs are recorded (``MLFLOW_TRACKING_URI`` in the environment overrides it)."""
+
+    uri: str | None = documented(None, "the MLflow tracking store", "URI",
+                                 "null (sqlite:///<launch dir>/outputs/mlflow.db) or http(s)://host:port")
 
 
 @dataclass
 class SelectionConf:
-    metric: str = "val_sharpe_ratio"
-    mode: str = "max"  # max | min
+    """How a run is scored for sweeps and reports."""
+
+    metric: str = documented("val_sharpe_ratio", "the metric a sweep optimises and its winner is chosen by", "",
+                             "any logged metric key, e.g. val_sharpe_ratio, test_cagr")
+    mode: str = documented("max", "whether higher or lower is better", "", "max | min")
 
 
 @dataclass
 class Config:
-    seed: int = 42
-    experiment_name: str = "trading_experiment"
-    run_name: str | None = None
-    sweep_name: str | None = None
-    resume: bool = True  # sweeps: rerunning the same sweep (sweep_name=...) skips its own FINISHED configurations
-    reuse_runs: bool = False  # sweeps: also skip configurations with a FINISHED run anywhere in the experiment
+    """The top level of an experiment's config."""
+
+    seed: int = documented(42, "seed for data=synthetic and model training", "", "int")
+    experiment_name: str = documented("trading_experiment", "the MLflow experiment runs go to", "", "any name")
+    run_name: str | None = documented(None, "the run's name", "", "null: run_YYYYmmdd_HHMMSS")
+    sweep_name: str | None = documented(None, "-m sweeps: the sweep's name (jobs are <name>-<job number>)", "",
+                                        "null: sweep_YYYYmmdd_HHMMSS")
+    resume: bool = documented(True, "-m sweeps: rerunning the same sweep_name skips its own FINISHED configs "
+                              "of the current engine version", "", "true | false")
+    reuse_runs: bool = documented(False, "-m sweeps: also skip configs with a FINISHED run anywhere in the "
+                                  "experiment", "", "true | false")
     selection: SelectionConf = field(default_factory=SelectionConf)
     data: DataConf = "???"  # type: ignore[assignment]  (filled by the data group)
     model: Any = "???"

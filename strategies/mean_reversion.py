@@ -10,14 +10,22 @@ current position.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 import pandas as pd
 
+from runner.config import Doc
 from strategies.base import Strategy, require_int
 
 
 class MeanReversion(Strategy):
-    def __init__(self, window: int = 20, entry_z: float = 2.0, exit_z: float = 0.5) -> None:
+    def __init__(self, window: Annotated[int, Doc("bars in the rolling mean and std of the z-score", "bars",
+                                                  ">= 2")] = 20,
+                 entry_z: Annotated[float, Doc("enter long below -entry_z (short above entry_z)", "std devs",
+                                               "> 0")] = 2.0,
+                 exit_z: Annotated[float, Doc("exit a long above -exit_z (a short below exit_z)", "std devs",
+                                              "-entry_z < exit_z < entry_z")] = 0.5) -> None:
         self.window = require_int("window", window, 2)
         for key, value in (("entry_z", entry_z), ("exit_z", exit_z)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):

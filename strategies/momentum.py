@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 import pandas as pd
 
+from runner.config import Doc
 from strategies.base import Strategy, require_int
 
 
 class Momentum(Strategy):
-    def __init__(self, lookback: int = 20) -> None:
+    def __init__(self, lookback: Annotated[int, Doc("bars between the two closes compared", "bars", ">= 1")] = 20,
+                 ) -> None:
         self.lookback = require_int("lookback", lookback, 1)
 
     @property

@@ -5,14 +5,18 @@ SMA_n is the plain mean of the last n closes, defined from bar n-1 on, so the fi
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 import pandas as pd
 
+from runner.config import Doc
 from strategies.base import Strategy, require_int, rolling_mean
 
 
 class SmaCrossover(Strategy):
-    def __init__(self, fast: int = 10, slow: int = 50) -> None:
+    def __init__(self, fast: Annotated[int, Doc("bars in the fast moving average", "bars", ">= 1, < slow")] = 10,
+                 slow: Annotated[int, Doc("bars in the slow moving average", "bars", ">= 2, > fast")] = 50) -> None:
         self.fast = require_int("fast", fast, 1)
         self.slow = require_int("slow", slow, 2)
         if self.fast >= self.slow:

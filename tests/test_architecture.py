@@ -12,13 +12,14 @@ from tests.conftest import ROOT, run_cli
 # Lower layers never import higher ones; pure compute sits at the bottom, entry modules on top.
 LAYERS = [
     ("runner.config", "runner.stats"),
-    ("runner.data", "runner.engine", "runner.ml", "runner.plots", "strategies"),
+    ("runner.data", "runner.docs", "runner.engine", "runner.ml", "runner.plots", "strategies"),
     ("runner.tracking",),
     ("runner.experiment", "runner.logger"),
-    ("runner.task", "runner.sweep", "runner.winner", "runner.trials", "runner.report", "runner.sync",
+    ("runner.task", "runner.sweep", "runner.winner", "runner.trials", "runner.report", "runner.sync", "runner.clean",
      "runner.overrides", "runner.__main__"),
 ]
-PURE = ("runner.config", "runner.stats", "runner.data", "runner.engine", "runner.ml", "runner.plots", "strategies")
+PURE = ("runner.config", "runner.stats", "runner.data", "runner.docs", "runner.engine", "runner.ml", "runner.plots",
+        "strategies")
 
 
 def module_name(path: Path) -> str:

@@ -8,9 +8,12 @@ make an example input (``example_input``) so MLflow's pt2 export can trace it. A
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
 import torch
 from torch import nn
+
+from runner.config import Doc
 
 
 class LinearForecaster(nn.Module):
@@ -27,7 +30,11 @@ class LinearForecaster(nn.Module):
 
 
 class MLPForecaster(nn.Module):
-    def __init__(self, n_features: int, hidden_sizes: Sequence[int] = (32, 16), dropout: float = 0.1) -> None:
+    def __init__(self, n_features: int,
+                 hidden_sizes: Annotated[Sequence[int], Doc("widths of the hidden layers, input side first", "units",
+                                                            "a non-empty list of ints >= 1")] = (32, 16),
+                 dropout: Annotated[float, Doc("dropout after each hidden layer", "probability", "[0, 1)")] = 0.1,
+                 ) -> None:
         super().__init__()
         if not hidden_sizes or any(int(h) < 1 for h in hidden_sizes):
             raise ValueError(f"model.hidden_sizes must be a non-empty list of sizes >= 1, got {list(hidden_sizes)}.")
@@ -52,7 +59,11 @@ class MLPForecaster(nn.Module):
 class LSTMForecaster(nn.Module):
     """Reads a window of ``seq_len`` feature rows ending at bar t: input (batch, seq_len, n_features)."""
 
-    def __init__(self, n_features: int, hidden_size: int = 16, num_layers: int = 1, seq_len: int = 20) -> None:
+    def __init__(self, n_features: int,
+                 hidden_size: Annotated[int, Doc("width of the LSTM's hidden state", "units", ">= 1")] = 16,
+                 num_layers: Annotated[int, Doc("stacked LSTM layers", "layers", ">= 1")] = 1,
+                 seq_len: Annotated[int, Doc("feature rows read per forecast, ending at bar t", "bars", ">= 2")] = 20,
+                 ) -> None:
         super().__init__()
         for key, value, low in (("hidden_size", hidden_size, 1), ("num_layers", num_layers, 1),
                                 ("seq_len", seq_len, 2)):

@@ -17,6 +17,7 @@ import yaml
 from runner.tracking.params import flatten, redact_tree, to_jsonable
 
 PARAM_GROUPS = ("data", "model", "trainer", "strategy", "backtest", "selection")
+DESCRIPTIONS_ARTIFACT = "params/descriptions.json"
 PNG = {"dpi": 90, "pil_kwargs": {"compress_level": 1}}  # fast zlib: a slightly larger file, less CPU per run
 
 
@@ -46,8 +47,13 @@ def run_params(redacted_config: dict[str, Any]) -> dict[str, Any]:
 
 
 def log_run_start(logger: Any, extras: RunExtras) -> None:
-    """Params first, so a run that fails or is killed later still shows its config."""
-    logger.log_params(run_params(extras.redacted_config))
+    """Params first (ints of float keys as floats), so a run that fails or is killed later still shows its
+    config, with what each key means in ``params/descriptions.json``."""
+    from runner.docs import LOGGED_ONLY, consistent_types, descriptions
+
+    config = extras.redacted_config
+    logged = logger.log_params(consistent_types(config, run_params(config)))
+    logger.log_dict(descriptions(config, [*logged, *LOGGED_ONLY]), DESCRIPTIONS_ARTIFACT)
 
 
 def _log_training(logger: Any, training: Any) -> None:
