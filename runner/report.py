@@ -1,11 +1,12 @@
 """``python -m runner.report``: which run won, as a table or JSON; and stale-run clean-up.
 
     python -m runner.report [--experiment N] [--metric M] [--mode max|min] [--top K] [--sweep ID]
-                            [--json] [--tracking-uri U]
+                            [--json] [--all-versions] [--register NAME] [--tracking-uri U]
     python -m runner.report --stale [--older-than HOURS] [--mark]   # runs left RUNNING by a hard kill
 
-Sweep parent runs never rank (they log no metrics). Exit 2 with one clear message when the experiment,
-sweep or metric does not exist.
+Only runs of the current engine version rank unless ``--all-versions`` (the count left out is shown);
+``--register NAME`` puts the top run's model in the model registry. Sweep parent runs never rank. Exit 2
+with one clear message when the experiment, sweep or metric does not exist.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import json
 import os
 import sys
 from typing import Any
+
+from runner.engine import ENGINE_VERSION
 
 SHOWN_METRICS = ("sharpe_ratio", "total_return", "max_drawdown")
 
@@ -27,6 +30,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--top", type=int, default=10, help="how many runs to show")
     parser.add_argument("--sweep", help="only the children of this sweep (parent run id or sweep name)")
     parser.add_argument("--json", action="store_true", help="print only JSON on stdout")
+    parser.add_argument("--all-versions", action="store_true",
+                        help="also rank runs of older engine versions (their metrics may mean something else)")
+    parser.add_argument("--register", metavar="NAME",
+                        help="register the top run's model as a new version of NAME in the model registry")
     parser.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else ./outputs/mlflow.db")
     parser.add_argument("--stale", action="store_true", help="list runs left RUNNING by a killed process")
     parser.add_argument("--older-than", type=float, default=None,
@@ -109,31 +116,51 @@ def stale_report(logger: Any, older_than_hours: float | None, mark: bool, as_jso
 
 
 def report(args: argparse.Namespace) -> int:
-    from runner.tracking.queries import search_ranked
+    from runner.tracking.queries import count_older, search_ranked, version_filter
 
     logger = open_experiment(args.experiment, args.tracking_uri)
     if args.stale:
         return stale_report(logger, args.older_than, args.mark, as_json=args.json)
-    filter_string = sweep_filter(logger, args.sweep) if args.sweep else None
+    scope = sweep_filter(logger, args.sweep) if args.sweep else None
+    filter_string = scope if args.all_versions else version_filter(scope)
+    older = 0 if args.all_versions else count_older(logger.client, [logger.experiment_id], args.metric, scope)
     runs = search_ranked(logger.client, [logger.experiment_id], args.metric, args.mode, filter_string, args.top)
     if not runs:
         known = logger.client.search_runs([logger.experiment_id], max_results=1,
                                           filter_string=filter_string or "attributes.status = 'FINISHED'")
         available = sorted(known[0].data.metrics) if known else []
         hint = f"; metrics here include {', '.join(available[:8])}" if available else "; it has no finished runs"
-        raise LookupError(f"no finished run in experiment {args.experiment!r}"
+        if older:
+            hint += (f"; {older} run(s) of older engine versions have it (python -m runner.report --all-versions "
+                     "ranks them; the README's changelog says what changed)")
+        raise LookupError(f"no finished run of engine version {ENGINE_VERSION} in experiment {args.experiment!r}"
                           f"{' sweep ' + repr(args.sweep) if args.sweep else ''} has a finite {args.metric!r}{hint}.")
     rows = rows_for(runs, args.metric)
     belief = top_run_belief(logger, runs[0], args.metric, filter_string)
     rows[0]["deflated_sharpe_ratio"] = belief.get("deflated_sharpe_ratio")
+    registered = None
+    if args.register:
+        from runner.tracking.registry import register_model
+
+        version = register_model(logger.client, logger.tracking_uri, runs[0], args.register, args.metric,
+                                 belief.get("deflated_sharpe_ratio"))
+        registered = {"name": version.name, "version": int(version.version), "run_id": runs[0].info.run_id}
     if args.json:
         from runner.tracking.params import to_jsonable
 
         print(json.dumps(to_jsonable({"experiment": args.experiment, "metric": args.metric, "mode": args.mode,
-                                      "n_trials": belief["n_trials"], "runs": rows}), indent=2))
+                                      "n_trials": belief["n_trials"], "engine_version": ENGINE_VERSION,
+                                      "all_versions": args.all_versions, "older_runs_left_out": older,
+                                      "registered": registered, "runs": rows}), indent=2))
     else:
         print(f"experiment {args.experiment!r}: top {len(rows)} by {args.mode} {args.metric} (winner first)")
         print(format_table(rows, args.metric))
+        if older:
+            print(f"left out {older} finished run(s) of older engine versions (their metrics mean something else; "
+                  "--all-versions ranks them too)")
+        if registered:
+            print(f"registered run {registered['run_id']} as version {registered['version']} of model "
+                  f"{registered['name']!r}")
         scope = f"sweep {args.sweep!r}" if args.sweep else "the experiment's finished runs"
         dsr = belief.get("deflated_sharpe_ratio")
         print(f"deflated Sharpe of the top run given the {belief['n_trials']} trials of {scope}: "
