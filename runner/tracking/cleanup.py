@@ -1,0 +1,191 @@
+"""What ``runner.clean`` selects and frees: runs by status, age and engine version (never RUNNING, never a
+registered model's run), their logged models, orphaned artifact folders, and the purge through ``mlflow gc``."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import shutil
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runner.tracking.queries import engine_version
+from runner.tracking.registry import registered_run_ids
+
+CLEANABLE = ("FINISHED", "FAILED", "KILLED")
+_RUN_DIR = re.compile(r"^[0-9a-f]{32}$")
+_AGE = re.compile(r"^(?:(?P<d>\d+(?:\.\d+)?)d)?(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?"
+                  r"(?:(?P<s>\d+(?:\.\d+)?)s)?$")
+
+
+@dataclass
+class Plan:
+    """Runs to delete (with their logged models), runs kept because a registered version needs them,
+    orphaned folders, and the bytes each frees (None where the artifacts are not on this disk)."""
+
+    runs: list[Any] = field(default_factory=list)
+    models: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # run id -> [(model id, location)]
+    kept_registered: list[tuple[Any, list[str]]] = field(default_factory=list)
+    orphans: list[Path] = field(default_factory=list)
+    sizes: dict[str, int | None] = field(default_factory=dict)  # run id or orphan path -> bytes
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(size for size in self.sizes.values() if size)
+
+
+def parse_age(text: str) -> float:
+    """``30d``, ``12h``, ``1d12h``, ``90m`` -> seconds; ValueError naming the allowed form."""
+    match = _AGE.match(text.strip()) if text else None
+    if not match or not any(match.groupdict().values()):
+        raise ValueError(f"--older-than {text!r} is not an age; use #d#h#m#s, e.g. 30d, 12h or 1d12h.")
+    units = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+    return sum(float(v) * units[k] for k, v in match.groupdict().items() if v)
+
+
+def parse_statuses(text: str) -> list[str]:
+    statuses = [s.strip().upper() for s in text.split(",") if s.strip()]
+    bad = [s for s in statuses if s not in CLEANABLE]
+    if bad or not statuses:
+        never = " (RUNNING runs are never cleaned: end stale ones with runner.report --stale --mark)" if \
+            "RUNNING" in bad else ""
+        raise ValueError(f"--status {text!r}: allowed: {', '.join(CLEANABLE)}, comma-separated{never}.")
+    return statuses
+
+
+def local_path(uri: str | None) -> Path | None:
+    """The folder of a ``file:`` (or plain path) artifact URI; None for remote stores."""
+    if not uri:
+        return None
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return Path(urllib.parse.unquote(parsed.path))
+    return None
+
+
+def folder_bytes(path: Path | None) -> int | None:
+    if path is None:
+        return None
+    if not path.exists():
+        return 0
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def all_runs(client: Any, experiment_ids: list[str], filter_string: str = "", deleted_too: bool = False) -> list[Any]:
+    from mlflow.entities import ViewType
+
+    runs, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string=filter_string, max_results=5000, page_token=token,
+                                  run_view_type=ViewType.ALL if deleted_too else ViewType.ACTIVE_ONLY)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def logged_models(client: Any, experiment_ids: list[str]) -> list[Any]:
+    models, token = [], None
+    while True:
+        page = client.search_logged_models(experiment_ids=experiment_ids, max_results=1000, page_token=token)
+        models.extend(page)
+        token = page.token
+        if not token:
+            return models
+
+
+def plan_cleanup(client: Any, experiments: list[Any], statuses: list[str] | None, older_than_s: float | None,
+                 before_version: int | None) -> Plan:
+    """Select the runs matching every criterion given (none given: no runs, orphans only) and size them.
+    Runs already soft-deleted (in the UI, or by an interrupted clean) that match are purged too.
+
+    One search reads every run of the store (deleted ones too): it decides both the candidates and which
+    folders no run owns."""
+    every = client.search_experiments(view_type=3, max_results=50000)  # ViewType.ALL: deleted experiments own too
+    store_runs = all_runs(client, [e.experiment_id for e in every], deleted_too=True)
+    ids = {e.experiment_id for e in experiments}
+    cutoff = None if older_than_s is None else (time.time() - older_than_s) * 1000
+    selecting = bool(statuses) or cutoff is not None or before_version is not None
+    candidates = [r for r in store_runs if selecting and r.info.experiment_id in ids
+                  and r.info.status in (statuses or CLEANABLE)  # never RUNNING or SCHEDULED
+                  and (cutoff is None or (r.info.start_time or 0) < cutoff)
+                  and (before_version is None or engine_version(r) < before_version)]
+    plan = Plan()
+    registered = registered_run_ids(client) if candidates else {}
+    models_by_run: dict[str, list[tuple[str, str]]] = {}
+    for model in logged_models(client, sorted(ids)) if candidates else []:
+        if model.source_run_id:
+            models_by_run.setdefault(model.source_run_id, []).append((model.model_id, model.artifact_location))
+    for run in candidates:
+        run_id = run.info.run_id
+        if run_id in registered:
+            plan.kept_registered.append((run, registered[run_id]))
+            continue
+        plan.runs.append(run)
+        plan.models[run_id] = models_by_run.get(run_id, [])
+        sizes = [folder_bytes(local_path(run.info.artifact_uri))] + [
+            folder_bytes(local_path(location)) for _, location in plan.models[run_id]]
+        plan.sizes[run_id] = None if any(s is None for s in sizes) else sum(sizes)
+    plan.orphans = find_orphans(client, experiments, {r.info.run_id for r in store_runs},
+                                [e.experiment_id for e in every])
+    for path in plan.orphans:
+        plan.sizes[str(path)] = folder_bytes(path)
+    return plan
+
+
+def find_orphans(client: Any, experiments: list[Any], run_ids: set[str], every_experiment: list[str]) -> list[Path]:
+    """Run folders (``<root>/<run id>``) and model folders (``<root>/models/m-...``) under the experiments'
+    local artifact roots that no run or logged model of the store owns (``run_ids``: every run, deleted too)."""
+    from mlflow.exceptions import MlflowException
+
+    roots = {p for p in (local_path(e.artifact_location) for e in experiments) if p is not None and p.is_dir()}
+    orphans = []
+    for root in sorted(roots):
+        orphans += [p for p in sorted(root.iterdir()) if p.is_dir() and _RUN_DIR.match(p.name)
+                    and p.name not in run_ids]
+        folders = sorted((root / "models").glob("m-*")) if (root / "models").is_dir() else []
+        live = {m.model_id for m in logged_models(client, every_experiment)} if folders else set()
+        for path in (p for p in folders if p.name not in live):
+            try:  # a deleted model is not searchable, but still owns its folder until it is purged
+                client.get_logged_model(path.name)
+            except MlflowException:
+                orphans.append(path)
+    return orphans
+
+
+def purge(client: Any, plan: Plan, backend_store_uri: str, tracking_uri: str) -> str:
+    """Soft-delete the planned runs and their logged models, then purge them with MLflow's own ``mlflow gc``
+    (artifacts and rows), then remove the orphaned folders and the emptied run folders. Returns gc's output."""
+    from mlflow.cli import gc
+    from mlflow.exceptions import MlflowException
+
+    run_ids = [r.info.run_id for r in plan.runs]
+    model_ids = [model_id for models in plan.models.values() for model_id, _ in models]
+    for run in plan.runs:  # a run deleted in the UI (or by an interrupted clean) is only purged
+        if run.info.lifecycle_stage != "deleted":
+            client.delete_run(run.info.run_id)
+    for model_id in model_ids:
+        with contextlib.suppress(MlflowException):  # already deleted
+            client.delete_logged_model(model_id)
+    output = io.StringIO()
+    if run_ids:
+        # The tracking URI too: artifacts behind a server's proxy resolve through it.
+        args = ["--backend-store-uri", backend_store_uri, "--tracking-uri", tracking_uri,
+                "--run-ids", ",".join(run_ids)]
+        if model_ids:
+            args += ["--logged-model-ids", ",".join(model_ids)]
+        with contextlib.redirect_stdout(output):
+            gc.main(args=args, standalone_mode=False)
+    locations = [r.info.artifact_uri for r in plan.runs] + [loc for models in plan.models.values()
+                                                              for _, loc in models]
+    for folder in filter(None, map(local_path, locations)):  # <root>/<run id>/artifacts, <root>/models/m-../artifacts
+        for empty in (folder, folder.parent):
+            if empty.is_dir() and not any(empty.iterdir()):
+                empty.rmdir()
+    for path in plan.orphans:
+        shutil.rmtree(path, ignore_errors=True)
+    return output.getvalue()
