@@ -1,0 +1,217 @@
+"""The logger's best practices: engine versions, documented parameters, consistent param types, the model
+registry and clean-up, on real sqlite stores and through the real CLIs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from mlflow import MlflowClient
+
+from runner import clean, report
+from runner.config import register
+from runner.docs import BEGIN, END, README, consistent_types, descriptions, render_markdown
+from runner.engine import ENGINE_VERSION
+from runner.logger import MLflowLogger
+from runner.tracking.cleanup import folder_bytes
+from runner.tracking.run_record import run_params
+from tests.conftest import ROOT, run_cli
+
+register()
+
+
+def _run(logger: MLflowLogger, name: str, value: float, status: str = "FINISHED", payload: int = 50_000) -> str:
+    logger.start_run(run_name=name)
+    logger.log_metrics({"val_sharpe_ratio": value})
+    logger.log_text("x" * payload, "backtest/portfolio_values.json")
+    run_id = logger.run_id
+    logger.end_run(status)
+    return run_id
+
+
+def _older_run(uri: str, experiment_id: str, value: float, version: str | None) -> str:
+    """A run as logged before the tag existed (version None) or by an older engine."""
+    client = MlflowClient(uri)
+    run = client.create_run(experiment_id, run_name=f"old_{version}", tags={"runner.engine_version": version}
+                            if version else None)
+    client.log_metric(run.info.run_id, "val_sharpe_ratio", value)
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def test_older_engine_versions_are_left_out_and_counted(tmp_path: Path, tracking_uri: str, cli_env: dict,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    logger = MLflowLogger("exp", tracking_uri)
+    current = _run(logger, "current", 1.0)
+    _run(logger, "current_worse", 0.5)
+    untagged = _older_run(tracking_uri, logger.experiment_id, 3.0, None)
+    _older_run(tracking_uri, logger.experiment_id, 2.0, "1")
+    assert MlflowClient(tracking_uri).get_run(current).data.tags["runner.engine_version"] == str(ENGINE_VERSION)
+
+    best = logger.get_best_run("val_sharpe_ratio")
+    assert best["run_id"] == current and best["older_runs_left_out"] == 2
+    every = logger.get_best_run("val_sharpe_ratio", all_versions=True)
+    assert every["run_id"] == untagged and every["older_runs_left_out"] == 0
+
+    done = run_cli(["runner.report", "--experiment", "exp"], cli_env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "left out 2 finished run(s) of older engine versions" in done.stdout
+    assert report.main(["--experiment", "exp", "--json"]) == 0
+    ranked = json.loads(capsys.readouterr().out)
+    assert [r["run_id"] for r in ranked["runs"]][0] == current and ranked["older_runs_left_out"] == 2
+    assert report.main(["--experiment", "exp", "--json", "--all-versions"]) == 0
+    assert json.loads(capsys.readouterr().out)["runs"][0]["run_id"] == untagged
+
+
+def test_the_readme_parameter_table_is_generated_and_in_sync() -> None:
+    text = README.read_text()
+    assert BEGIN in text and END in text, "the README lost its generated parameter table markers"
+    block = text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+    assert block == render_markdown().strip(), "README parameter table drifted: run python -m runner.docs --write"
+
+
+@pytest.mark.parametrize("strategy", sorted(p.stem for p in (ROOT / "conf" / "strategy").glob("*.yaml")))
+def test_every_logged_key_has_a_meaning(strategy: str) -> None:
+    for model in sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml")):
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            from omegaconf import OmegaConf
+
+            cfg = OmegaConf.to_container(compose(config_name="config", overrides=[f"+strategy={strategy}",
+                                                                                   f"model={model}"]), resolve=True)
+        params = run_params(cfg)
+        described = descriptions(cfg, list(params))
+        missing = [k for k, d in described.items() if d["meaning"] == "(undocumented)"]
+        assert not missing, f"{strategy}/{model}: document {missing} in runner.config or the class's signature"
+
+
+def test_help_shows_a_group_with_meanings_units_and_allowed_values(tmp_path: Path, cli_env: dict) -> None:
+    done = run_cli(["runner", "--help", "model"], cli_env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "model=mlp" in done.stdout and "model.hidden_sizes" in done.stdout
+    assert "dropout after each hidden layer [probability]; allowed: [0, 1)" in done.stdout
+    done = run_cli(["runner", "--help", "modle"], cli_env, tmp_path)
+    assert done.returncode == 2 and "groups: top, data, model" in done.stderr
+
+
+def test_ints_given_for_float_keys_are_logged_as_floats() -> None:
+    config = {"strategy": {"_target_": "strategies.mean_reversion.MeanReversion", "window": 20, "entry_z": 1,
+                           "exit_z": 0, "long_only": True, "forecast_threshold": 0},
+              "backtest": {"commission": 0}, "model": {"_target_": None}}
+    typed = consistent_types(config, run_params(config))
+    assert typed["strategy.entry_z"] == 1.0 and isinstance(typed["strategy.entry_z"], float)
+    assert isinstance(typed["strategy.exit_z"], float) and isinstance(typed["strategy.forecast_threshold"], float)
+    assert typed["strategy.window"] == 20 and isinstance(typed["strategy.window"], int)
+    assert typed["strategy.long_only"] is True and isinstance(typed["backtest.commission"], float)
+
+
+def _model_run(logger: MLflowLogger, name: str, value: float, status: str = "FINISHED") -> str:
+    logger.start_run(run_name=name)
+    logger.log_metrics({"val_sharpe_ratio": value})
+    model = torch.nn.Sequential(torch.nn.Linear(3, 1))
+    logger.log_model(model, "model", input_example=torch.zeros(2, 3))
+    logger.log_text("x" * 50_000, "backtest/portfolio_values.json")
+    run_id = logger.run_id
+    logger.end_run(status)
+    return run_id
+
+
+def test_register_makes_exactly_one_version_with_its_tags(tracking_uri: str, capsys: pytest.CaptureFixture) -> None:
+    logger = MLflowLogger("models", tracking_uri)
+    winner = _model_run(logger, "winner", 2.0)
+    _model_run(logger, "runner_up", 1.0)
+    assert report.main(["--experiment", "models", "--register", "momentum_mlp", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["registered"] == {"name": "momentum_mlp", "version": 1, "run_id": winner}
+    versions = MlflowClient(tracking_uri).search_model_versions("name = 'momentum_mlp'")
+    assert len(versions) == 1 and versions[0].run_id == winner
+    tags = versions[0].tags
+    assert tags["run_id"] == winner and tags["runner.engine_version"] == str(ENGINE_VERSION)
+    assert tags["val_sharpe_ratio"] == "2.0" and "deflated_sharpe_ratio" in tags and "sweep_name" in tags
+
+    assert report.main(["--experiment", "models", "--register", "momentum_mlp"]) == 2
+    assert f"run {winner} is already version 1 of registered model 'momentum_mlp'" in capsys.readouterr().err
+    assert len(MlflowClient(tracking_uri).search_model_versions("name = 'momentum_mlp'")) == 1
+
+    rules = MLflowLogger("rules", tracking_uri)
+    _run(rules, "no_model", 1.0)
+    assert report.main(["--experiment", "rules", "--register", "x"]) == 2
+    assert "logged no model" in capsys.readouterr().err
+
+
+def test_clean_frees_failed_and_killed_runs_and_keeps_the_rest(tmp_path: Path, tracking_uri: str, cli_env: dict,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    logger = MLflowLogger("exp", tracking_uri)
+    finished = _run(logger, "finished", 1.0)
+    failed, killed = _run(logger, "failed", 0.1, "FAILED"), _run(logger, "killed", 0.2, "KILLED")
+    failed_model = _model_run(logger, "failed_with_model", 0.3, "FAILED")
+    registered = _model_run(logger, "failed_but_registered", 0.4, "FAILED")
+    client = MlflowClient(tracking_uri)
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    model_id = client.search_logged_models([logger.experiment_id], f"source_run_id = '{registered}'")[0].model_id
+    mlflow.register_model(f"models:/{model_id}", "kept")
+    running = logger.start_run(run_name="running").info.run_id
+    logger.log_metrics({"val_sharpe_ratio": 0.0})
+    logger.log_text("still running", "notes.txt")
+    root = tmp_path / "mlartifacts"
+    orphan = root / ("f" * 32)
+    (orphan / "artifacts").mkdir(parents=True)
+    (orphan / "artifacts" / "big.bin").write_bytes(b"0" * 40_000)
+    folder = {r: root / r for r in (finished, failed, killed, failed_model, registered, running)}
+    dropped_model = root / "models" / client.search_logged_models(
+        [logger.experiment_id], f"source_run_id = '{failed_model}'")[0].model_id
+    assert all(f.is_dir() for f in folder.values()) and dropped_model.is_dir()
+    before = folder_bytes(root)
+
+    done = run_cli(["runner.clean", "--status", "FAILED,KILLED"], cli_env, tmp_path)  # the dry run
+    assert done.returncode == 0, done.stderr
+    assert "would delete 3 run(s) and 1 orphaned folder(s)" in done.stdout and "nothing changed" in done.stdout
+    assert f"kept: run {registered}" in done.stdout and "backs registered kept v1" in done.stdout
+    assert folder_bytes(root) == before and len(client.search_runs([logger.experiment_id])) == 6
+
+    freed = sum(folder_bytes(folder[r]) for r in (failed, killed, failed_model)) + folder_bytes(dropped_model) \
+        + folder_bytes(orphan)
+    assert clean.main(["--status", "FAILED,KILLED", "--older-than", "0s", "--yes"]) == 0
+    assert "deleted 3 run(s) and 1 orphaned folder(s)" in capsys.readouterr().out
+    assert before - folder_bytes(root) == freed > 190_000
+    assert not any(p.exists() for p in (folder[failed], folder[killed], folder[failed_model], dropped_model, orphan))
+    assert all(folder[r].is_dir() for r in (finished, registered, running))
+    from mlflow.entities import ViewType
+
+    left = {r.info.run_id for r in client.search_runs([logger.experiment_id], run_view_type=ViewType.ALL)}
+    assert left == {finished, registered, running}  # purged, not only soft-deleted
+
+    assert clean.main(["--status", "FINISHED,FAILED,KILLED", "--yes"]) == 0  # RUNNING and registered stay
+    assert {r.info.run_id for r in client.search_runs([logger.experiment_id])} == {registered, running}
+    assert clean.main(["--status", "RUNNING"]) == 2 and "never cleaned" in capsys.readouterr().err
+    logger.end_run()
+
+
+@pytest.mark.slow
+def test_a_sweep_logs_one_type_per_key_and_never_resumes_an_older_version(tmp_path: Path, cli_env: dict,
+                                                                         tracking_uri: str) -> None:
+    command = ["runner", "-m", "+strategy=mean_reversion", "model=none", "data=synthetic", "data.n_bars=400",
+               "strategy.entry_z=1,2.5", "sweep_name=typed"]
+    done = run_cli(command, cli_env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    client = MlflowClient(tracking_uri)
+    children = client.search_runs(client.get_experiment_by_name("trading_experiment").experiment_id,
+                                  "tags.sweep_name = 'typed' and tags.job_number != ''")
+    assert sorted(r.data.params["strategy.entry_z"] for r in children) == ["1.0", "2.5"]
+    path = client.download_artifacts(children[0].info.run_id, "params/descriptions.json", str(tmp_path))
+    meanings = json.loads(Path(path).read_text())
+    assert meanings["strategy.entry_z"]["unit"] == "std devs" and meanings["strategy.entry_z"]["type"] == "float"
+    assert meanings["backtest.periods_per_year_used"]["meaning"].startswith("the bars a year")
+
+    for run in children:  # as if logged before an engine change: the rerun must not reuse them
+        client.set_tag(run.info.run_id, "runner.engine_version", "1")
+    again = run_cli(command, cli_env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "skipped: this config already has FINISHED run" not in again.stdout
+    rerun = client.search_runs(children[0].info.experiment_id, "tags.sweep_name = 'typed' and "
+                               f"tags.`runner.engine_version` = '{ENGINE_VERSION}' and tags.job_number != ''")
+    assert len(rerun) == 2 and all("resumed_from" not in r.data.tags for r in rerun)
