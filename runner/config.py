@@ -132,7 +132,7 @@ class TrackingConf:
     """Where runs are recorded (``MLFLOW_TRACKING_URI`` in the environment overrides it)."""
 
     uri: str | None = documented(None, "the MLflow tracking store", "URI",
-                                 "null (sqlite:///<launch dir>/outputs/mlflow.db) or http(s)://host:port")
+                                 "null (sqlite:///LAUNCH_DIR/outputs/mlflow.db) or http(s)://host:port")
 
 
 @dataclass
@@ -151,7 +151,7 @@ class Config:
     seed: int = documented(42, "seed for data=synthetic and model training", "", "int")
     experiment_name: str = documented("trading_experiment", "the MLflow experiment runs go to", "", "any name")
     run_name: str | None = documented(None, "the run's name", "", "null: run_YYYYmmdd_HHMMSS")
-    sweep_name: str | None = documented(None, "-m sweeps: the sweep's name (jobs are <name>-<job number>)", "",
+    sweep_name: str | None = documented(None, "-m sweeps: the sweep's name (its jobs: NAME-0, NAME-1, ...)", "",
                                         "null: sweep_YYYYmmdd_HHMMSS")
     resume: bool = documented(True, "-m sweeps: rerunning the same sweep_name skips its own FINISHED configs "
                               "of the current engine version", "", "true | false")

@@ -141,7 +141,7 @@ def render_markdown() -> str:
             for p in params:
                 doc = p.doc or Doc("(undocumented)")
                 cells = [f"`{p.key}`", p.type_name, f"`{_default(p.default)}`", doc.unit, doc.allowed, doc.meaning]
-                out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+                out.append("| " + " | ".join(c.replace("|", "\\|").replace("<", "&lt;") for c in cells) + " |")
             out.append("")
     return "\n".join(out).rstrip() + "\n"
 
