@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import re
 import sys
 import typing
 from collections.abc import Mapping
@@ -129,6 +130,11 @@ def render_group(group: str) -> str:
     return "\n".join(lines)
 
 
+def _cell(text: str) -> str:
+    """A Markdown table cell: pipes escaped, and ``<`` where it would open an HTML tag."""
+    return re.sub(r"<(?=[A-Za-z/!])", "&lt;", text.replace("|", "\\|"))
+
+
 def render_markdown() -> str:
     """The README's parameter table: one table per group (per option for strategy and model)."""
     out = []
@@ -141,7 +147,7 @@ def render_markdown() -> str:
             for p in params:
                 doc = p.doc or Doc("(undocumented)")
                 cells = [f"`{p.key}`", p.type_name, f"`{_default(p.default)}`", doc.unit, doc.allowed, doc.meaning]
-                out.append("| " + " | ".join(c.replace("|", "\\|").replace("<", "&lt;") for c in cells) + " |")
+                out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
             out.append("")
     return "\n".join(out).rstrip() + "\n"
 
