@@ -9,12 +9,7 @@ the segment that the selection metric names (``val`` for ``val_sharpe_ratio``).
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
-import urllib.parse
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,21 +26,13 @@ def selection_segment(metric: str) -> str | None:
 
 
 def segment_returns(run: Any, segment: str) -> np.ndarray:
-    """The run's per-bar strategy returns on one segment, from its logged ``portfolio_values`` table (read
+    """The run's per-bar strategy returns on one segment, from its full ``portfolio_values`` record (read
     from the run's artifact location directly: a ``runs:/`` URI would look the run up twice more)."""
-    from mlflow.artifacts import download_artifacts
+    from runner.tracking.tables import read_backtest_table
 
-    uri = f"{run.info.artifact_uri}/backtest/portfolio_values.json"
-    if uri.startswith("file://"):  # a local store: read it in place
-        table = json.loads(Path(urllib.parse.unquote(urllib.parse.urlparse(uri).path)).read_text())
-    else:
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per child is noise
-        with tempfile.TemporaryDirectory() as tmp:
-            table = json.loads(Path(download_artifacts(uri, dst_path=tmp)).read_text())
-    columns = table["columns"]
-    where, value = columns.index("segment"), columns.index("strategy_return")
-    returns = [row[value] for row in table["data"] if row[where] == segment and row[value] is not None]
-    return np.asarray(returns, dtype=float)
+    table = read_backtest_table(run.info.artifact_uri, "portfolio_values")
+    returns = table.loc[table["segment"].astype(str) == segment, "strategy_return"].to_numpy(dtype=float)
+    return returns[np.isfinite(returns)]
 
 
 def sentence(dsr: float, n_trials: int, segment: str, pbo: float | None) -> str:

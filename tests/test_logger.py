@@ -49,7 +49,8 @@ def test_seed_usage_end_to_end(tracking_uri: str, tmp_path) -> None:
     assert run.data.params["windows"] == "[5, 20]" and run.data.params["lr"] == "0.009999999776482582"
     assert run.data.metrics["val_sharpe_ratio"] == 1.5
     files = {a.path for a in client.list_artifacts(run_id, "backtest")}
-    assert files == {"backtest/trades.json", "backtest/portfolio_values.json", "backtest/results.json"}
+    assert files == {"backtest/trades.json", "backtest/portfolio_values.json", "backtest/results.json",
+                     "backtest/trades.parquet", "backtest/portfolio_values.parquet"}
     table = json.loads(open(client.download_artifacts(run_id, "backtest/portfolio_values.json", str(tmp_path))).read())
     assert table["columns"] == list(portfolio.columns)
     assert table["data"][0][0] == "2020-01-01T00:00:00" and table["data"][0][4] is None

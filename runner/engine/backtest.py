@@ -48,12 +48,12 @@ class BacktestResult:
         return pd.Categorical.from_codes(codes, categories=list(self.bounds))
 
     def portfolio_values(self) -> pd.DataFrame:
-        """One row per bar with exactly the DESIGN columns."""
+        """One row per bar with exactly the DESIGN columns (views of the result's arrays: no copy)."""
         return pd.DataFrame({
             "timestamp": self.index, "segment": self.segment_labels(), "close": self.close,
             "weight": self.weights, "strategy_return": self.strategy_returns, "equity": self.equity,
             "benchmark_equity": self.benchmark_equity, "drawdown": self.drawdown,
-        })
+        }, copy=False)
 
     def flat_metrics(self) -> dict[str, float]:
         """``{segment}_{name}`` keys, as logged to MLflow."""

@@ -1,8 +1,8 @@
 """``MLflowLogger``: a run-scoped MLflow client with batched, validated writes (the documented seed API).
 
-Tables are ``.json`` (MLflow 3 rejects ``.csv`` tables), ``get_best_run`` returns plain dicts from bounded
-queries, ``log_params`` never mutates its input, and ``log_backtest_results`` logs ``results["metrics"]``
-as MLflow metrics so runs can be ranked.
+Tables are Parquet (the full record) plus ``.json`` views (MLflow 3 rejects ``.csv`` tables);
+``get_best_run`` returns plain dicts from bounded queries, ``log_params`` never mutates its input, and
+``log_backtest_results`` logs ``results["metrics"]`` as MLflow metrics so runs can be ranked.
 """
 
 from __future__ import annotations
@@ -252,19 +252,22 @@ class MLflowLogger:
         else:
             self.client.set_terminated(run_id, status)
 
-    def log_backtest_results(self, results: Mapping[str, Any], artifact_path: str = "backtest") -> None:
-        """Trades and portfolio values as MLflow tables, everything as ``results.json``, metrics as metrics.
+    def log_backtest_results(self, results: Mapping[str, Any], artifact_path: str = "backtest",
+                             tables: str = "auto") -> None:
+        """The tables (trades, fills, portfolio values), everything else as ``results.json``, metrics as metrics.
 
-        One artifact upload for the files and one metrics batch, whatever the number of bars.
+        ``tables``: ``auto`` (Parquet full record + a JSON table view of at most 8,000 rows, thinned when
+        larger), ``parquet`` (Parquet only) or ``json`` (full JSON tables only); see ``runner.tracking.tables``.
+        One artifact upload and one metrics batch, whatever the number of bars.
         """
         self._require_run()
         folder = safe_artifact_path(artifact_path)
         with tempfile.TemporaryDirectory() as tmp:
-            tables = write_backtest_files(Path(tmp), results)
+            shown = write_backtest_files(Path(tmp), results, tables, folder)
             self.log_artifacts(tmp, folder)
-        if tables:  # the tag MLflow's UI reads to show these files as tables (what client.log_table sets)
+        if shown:  # the tag MLflow's UI reads to show these files as tables (what client.log_table sets)
             self.set_tags({"mlflow.loggedArtifacts": json.dumps([{"path": f"{folder}/{name}", "type": "table"}
-                                                                  for name in tables])})
+                                                                  for name in shown])})
         if results.get("metrics"):
             self.log_metrics(dict(results["metrics"]))
 
