@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ("data", "model", "trainer", "strategy", "backtest", "tracking", "hparams_search")
+GROUPS = ("data", "model", "trainer", "strategy", "backtest", "evaluation", "tracking", "hparams_search")
 USAGE = """\
 usage: python -m runner +strategy=NAME [group=option ...] [key=value ...]
        python -m runner -m +strategy=NAME key=v1,v2,...      (a sweep; the winner is reported at the end)
@@ -35,10 +35,10 @@ def render_help() -> str:
         options = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
         if options:
             lines.append(f"  {group:<15} {', '.join(options)}")
-    lines += ["", "defaults: data=sp500 model=mlp trainer=default backtest=default tracking=local "
+    lines += ["", "defaults: data=sp500 model=mlp trainer=default backtest=default evaluation=holdout tracking=local "
                   "(no strategy: add +strategy=NAME)",
               "every key of a group, its meaning, unit and allowed values: python -m runner --help GROUP "
-              "(top, data, model, trainer, strategy, backtest, tracking)",
+              "(top, data, model, trainer, strategy, backtest, evaluation, tracking)",
               "show a composed config: python -m runner +strategy=momentum --cfg job",
               "Hydra's own help: python -m runner --hydra-help"]
     return "\n".join(lines)

@@ -128,6 +128,36 @@ class StrategyRules:
 
 
 @dataclass
+class HoldoutConf:
+    """One chronological train/val/test split (``data.splits``)."""
+
+    name: str = documented("holdout", "how the run is judged (set by the evaluation group)", "",
+                           "holdout | walk_forward")
+
+
+@dataclass
+class WalkForwardConf:
+    """Refit per fold on the bars before it, trade the next stretch, judge the stitched out-of-sample record."""
+
+    name: str = documented("walk_forward", "how the run is judged (set by the evaluation group)", "",
+                           "holdout | walk_forward")
+    folds: int = documented(5, "out-of-sample stretches, each traded by a model fitted before it", "", ">= 1")
+    window: str = documented("expanding", "each fold trains on every bar before it, or on the last train_bars",
+                             "", "expanding | rolling")
+    train_bars: int | None = documented(None, "the rolling window, or the first fold's training bars when "
+                                        "expanding (validation included)", "bars", "null (half the bars) or >= 20")
+    val_bars: int | None = documented(None, "the end of each training window kept for early stopping", "bars",
+                                      "null (a fifth of train_bars) or >= 2")
+    test_bars: int | None = documented(None, "each fold's out-of-sample stretch", "bars",
+                                       "null (the bars after the first window, split evenly) or >= 2")
+    gap: int = documented(1, "bars left out between a fold's training bars and its test bars (no training target "
+                          "overlaps the test stretch)", "bars", ">= 1 (the target horizon) with a model, >= 0 without")
+
+
+EVALUATIONS: dict[str, type] = {"holdout": HoldoutConf, "walk_forward": WalkForwardConf}
+
+
+@dataclass
 class TrackingConf:
     """Where runs are recorded (``MLFLOW_TRACKING_URI`` in the environment overrides it)."""
 
@@ -162,6 +192,7 @@ class Config:
     model: Any = "???"
     trainer: TrainerConf = "???"  # type: ignore[assignment]
     backtest: BacktestConf = "???"  # type: ignore[assignment]
+    evaluation: Any = "???"  # holdout | walk_forward (checked against EVALUATIONS in runner.experiment)
     tracking: TrackingConf = "???"  # type: ignore[assignment]
     strategy: Any = None
 

@@ -16,7 +16,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from runner.config import MODES, BacktestConf, StrategyRules, TrainerConf, build, from_schema, model_factory
+from runner.config import (
+    EVALUATIONS,
+    MODES,
+    BacktestConf,
+    StrategyRules,
+    TrainerConf,
+    build,
+    from_schema,
+    model_factory,
+)
 from runner.data import DataError, infer_periods_per_year, load_bars, split_bounds
 from runner.engine.backtest import BacktestResult, run_backtest
 from runner.tracking.lifecycle import check_stop
@@ -41,6 +50,7 @@ class Prepared:
     val_end: int
     seed: int
     torch_threads: int | None = None  # set for sweep jobs sharing the CPU with other jobs
+    folds: list[Any] | None = None  # evaluation=walk_forward: runner.evaluation.Fold per fold
 
 
 @dataclass
@@ -49,6 +59,7 @@ class Outcome:
     result: BacktestResult
     selection_value: float
     training: Any = None
+    walk: Any = None  # evaluation=walk_forward: runner.evaluation.WalkForward
 
 
 def build_strategy(config: Mapping[str, Any]) -> Any:
@@ -89,9 +100,22 @@ def prepare(config: Mapping[str, Any]) -> Prepared:
         trainer = from_schema(TrainerConf, config["trainer"], "trainer")
         sequence_length = int(getattr(factory(n_features=1), "sequence_length", 0))  # checks the model's values
         pick_device(trainer.device)  # trainer.device=cuda without CUDA fails here, not mid-run
+    evaluation = dict(config.get("evaluation") or {"name": "holdout"})
+    if evaluation.get("name") not in EVALUATIONS:
+        raise ValueError(f"evaluation.name={evaluation.get('name')!r} is not valid; allowed: "
+                         f"{', '.join(EVALUATIONS)} (choose with evaluation=NAME).")
+    evaluation = from_schema(EVALUATIONS[evaluation["name"]], evaluation, "evaluation")
     seed = int(config["seed"])
     bars = load_bars(config["data"], seed=seed)
     train_end, val_end = split_bounds(len(bars), config["data"]["splits"])
+    if evaluation.name == "walk_forward":
+        from runner.evaluation import fold_layout
+        from runner.ml.dataset import MIN_TRAIN_ROWS
+
+        min_train = strategy.warmup + sequence_length + (MIN_TRAIN_ROWS + 2 if factory is not None else 2)
+        folds = fold_layout(len(bars), evaluation, factory is not None, min_train)
+        return Prepared(dict(config), strategy, with_periods_per_year(backtest, bars.index), factory, trainer,
+                        sequence_length, bars, train_end, val_end, seed, folds=folds)
     if factory is not None and val_end - train_end < 2:
         raise DataError(f"data.splits={list(config['data']['splits'])} leaves no validation segment, but a model "
                         "needs one for early stopping; give it a share, e.g. data.splits=[0.6,0.2,0.2], or use "
@@ -124,13 +148,23 @@ def compute_weights(prepared: Prepared) -> tuple[np.ndarray, Any, Any]:
 
 def execute(prepared: Prepared, logger: Any = None, log_extras: Any = None) -> Outcome:
     """Run the experiment; with a logger, log everything into its active run."""
-    weights, training, dataset = compute_weights(prepared)
-    check_stop()
-    bars = prepared.bars
-    result = run_backtest(bars["close"].to_numpy(), weights, prepared.train_end, prepared.val_end,
-                          prepared.backtest, bars.index)
-    value = result.flat_metrics().get(prepared.config["selection"]["metric"], math.nan)
-    outcome = Outcome(logger.run_id if logger else None, result, float(value), training)
+    metric = prepared.config["selection"]["metric"]
+    if prepared.folds:
+        from runner.evaluation import walk_forward
+
+        walk = walk_forward(prepared, check_stop)
+        dataset, result = walk.dataset, walk.oos
+        outcome = Outcome(logger.run_id if logger else None, result,
+                          float(result.flat_metrics().get(metric, math.nan)),
+                          walk.trainings[-1] if walk.trainings else None, walk)
+    else:
+        weights, training, dataset = compute_weights(prepared)
+        check_stop()
+        bars = prepared.bars
+        result = run_backtest(bars["close"].to_numpy(), weights, prepared.train_end, prepared.val_end,
+                              prepared.backtest, bars.index)
+        outcome = Outcome(logger.run_id if logger else None, result,
+                          float(result.flat_metrics().get(metric, math.nan)), training)
     if logger is not None:
         from runner.tracking.run_record import log_outcome
 
@@ -147,14 +181,21 @@ def _cell(name: str, value: float) -> str:
 def summary(outcome: Outcome, prepared: Prepared, tracking_uri: str | None = None) -> str:
     """A compact per-segment table of the main metrics, the run id and how to open it."""
     metrics = outcome.result.metrics
-    segments = [s for s in ("train", "val", "test") if s in metrics]
+    segments = [s for s in ("train", "val", "test", "oos") if s in metrics]
     width = max(len(m) for m in SUMMARY_METRICS) + 2
     labels = {"train": "train (in-sample)" if outcome.training else "train",
-              "val": "val (early stopping)" if outcome.training else "val"}
+              "val": "val (early stopping)" if outcome.training else "val",
+              "oos": f"oos ({len(prepared.folds or [])} folds)"}
     lines = [f"{'metric':<{width}}" + "".join(f"{labels.get(s, s):>22}" for s in segments)]
     for name in SUMMARY_METRICS:
         lines.append(f"{name:<{width}}" + "".join(_cell(name, metrics[s].get(name, math.nan)) for s in segments))
-    if outcome.training:
+    if outcome.walk is not None:
+        sharpes = " ".join(f"{v:.2f}" for v in outcome.walk.fold_metrics["sharpe_ratio"])
+        lines.append(f"test sharpe_ratio per fold: {sharpes}")
+        lines.append("(walk-forward: each fold's test stretch was traded by a model fitted only on bars before "
+                     "it; oos stitches them)" if outcome.training else "(walk-forward with the strategy's rule: "
+                     "nothing is fitted, so oos re-slices one backtest into the folds' test stretches)")
+    elif outcome.training:
         lines.append("(the model was fitted on train and early-stopped on val: only test is out of sample)")
     selection = prepared.config["selection"]
     lines.append(f"\n{selection['metric']} = {outcome.selection_value:.4f}")

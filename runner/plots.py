@@ -109,14 +109,52 @@ def equity_figure(result: Any, title: str = "") -> Any:
     return fig
 
 
-def training_figure(history: dict[str, list[float]], best_epoch: int) -> Any:
+def training_figure(histories: list[dict[str, list[float]]], best_epoch: int) -> Any:
+    """Loss by epoch: one model's train and val loss, or (walk-forward) each fold's, fold by fold; the
+    dashed line marks the best epoch of the last (logged) model."""
     fig = new_figure(6, 3.5)
     ax = fig.subplots()
-    for key, values in history.items():
-        ax.plot(range(len(values)), values, label=key, marker="o", ms=3)
+    many = len(histories) > 1
+    for number, history in enumerate(histories):
+        for key, values in history.items():
+            style = {"color": f"C{number % 10}", "ls": "-" if key == "val_loss" else ":"} if many else {}
+            label = f"fold {number} {key}" if many and (key == "val_loss" or number == 0) else None if many else key
+            ax.plot(range(len(values)), values, label=label, marker="o", ms=3, **style)
     ax.axvline(best_epoch, color="grey", ls="--", lw=0.8, label=f"best epoch {best_epoch}")
     ax.set_xlabel("epoch")
     ax.set_ylabel("MSE (scaled target)")
-    ax.legend()
+    ax.legend(fontsize=7 if many else None)
     fig.subplots_adjust(left=0.14, right=0.97, top=0.95, bottom=0.14)
+    return fig
+
+
+def walk_forward_figure(oos: Any, boundaries: list[int], fold_sharpes: list[float], title: str = "") -> Any:
+    """The stitched out-of-sample equity against buy & hold with the folds marked, and each fold's test Sharpe.
+
+    ``oos``: the stitched backtest (its bar 0 precedes the record); ``boundaries``: each fold's first bar in it."""
+    from matplotlib.lines import Line2D
+
+    fig = new_figure(11, 6.5)
+    ax_eq, ax_sr = fig.subplots(2, 1, gridspec_kw={"height_ratios": [3, 1.3], "hspace": 0.35})
+    x, ticks, labels = time_axis(oos.index)
+    x, equity, benchmark = x[1:], oos.equity[1:], oos.benchmark_equity[1:]
+    ax_eq.plot(*reduce_for_drawing(x, equity), color=STRATEGY, lw=1.1)
+    ax_eq.plot(*reduce_for_drawing(x, benchmark), color=BENCHMARK, lw=0.9, alpha=0.8)
+    for number, start in enumerate(boundaries):
+        ax_eq.axvline(x[start - 1], color="grey", lw=0.7, ls="--")
+        ax_eq.text(x[start - 1], 0.97, f" fold {number}", transform=ax_eq.get_xaxis_transform(), va="top", fontsize=8)
+    ax_eq.legend([Line2D([], [], color=STRATEGY, lw=1.1), Line2D([], [], color=BENCHMARK, lw=0.9)],
+                 ["strategy (stitched out of sample)", "buy & hold"], loc="lower left")
+    ax_eq.set_title(title)
+    ax_eq.set_ylabel("equity")
+    if ticks:
+        ax_eq.set_xticks(ticks, labels)
+    ax_eq.set_xlim(x[0], x[-1])
+    values = np.asarray(fold_sharpes, dtype=float)
+    ax_sr.bar(range(len(values)), np.nan_to_num(values), color=[STRATEGY if v >= 0 else DRAWDOWN for v in
+                                                                np.nan_to_num(values)])
+    ax_sr.axhline(0, color="black", lw=0.6)
+    ax_sr.set_xticks(range(len(values)), [f"fold {i}" for i in range(len(values))])
+    ax_sr.set_ylabel("test Sharpe")
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.95, bottom=0.07)
     return fig

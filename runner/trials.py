@@ -16,7 +16,7 @@ import numpy as np
 
 from runner.stats import deflated_sharpe_ratio, moments, probability_of_backtest_overfitting
 
-SEGMENTS = ("train", "val", "test")
+SEGMENTS = ("train", "val", "test", "oos")  # oos: walk-forward's stitched out-of-sample record
 COMPARED = ("sharpe_ratio", "total_return", "max_drawdown", "num_trades")
 
 
@@ -30,8 +30,11 @@ def segment_returns(run: Any, segment: str) -> np.ndarray:
     from the run's artifact location directly: a ``runs:/`` URI would look the run up twice more)."""
     from runner.tracking.tables import read_backtest_table
 
-    table = read_backtest_table(run.info.artifact_uri, "portfolio_values")
-    returns = table.loc[table["segment"].astype(str) == segment, "strategy_return"].to_numpy(dtype=float)
+    if segment == "oos":  # every row of the stitched record is out of sample
+        returns = read_backtest_table(run.info.artifact_uri, "walk_forward")["strategy_return"].to_numpy(dtype=float)
+    else:
+        table = read_backtest_table(run.info.artifact_uri, "portfolio_values")
+        returns = table.loc[table["segment"].astype(str) == segment, "strategy_return"].to_numpy(dtype=float)
     return returns[np.isfinite(returns)]
 
 
@@ -82,10 +85,11 @@ def trials_statistics(client: Any, metric: str, children: list[Any], members: li
     stats["pbo"], why = _pbo(list(returns.values()))
     if why:
         stats["pbo_reason"] = why
-    test = {name: [r.data.metrics.get(f"test_{name}", math.nan) for r in finished] for name in COMPARED}
+    held_out = "oos" if segment == "oos" else "test"  # what no trial was fitted or selected on
+    test = {name: [r.data.metrics.get(f"{held_out}_{name}", math.nan) for r in finished] for name in COMPARED}
     stats["median_test_metrics"] = {name: float(np.nanmedian(values)) if values else math.nan
                                     for name, values in test.items()}
-    winner_test = next(r for r in finished if r.info.run_id == winner_id).data.metrics.get("test_sharpe_ratio")
+    winner_test = next(r for r in finished if r.info.run_id == winner_id).data.metrics.get(f"{held_out}_sharpe_ratio")
     ordered = sorted((v for v in test["sharpe_ratio"] if math.isfinite(v)), reverse=True)
     stats["winner_test_rank"] = (ordered.index(winner_test) + 1) if winner_test in ordered else None
     if "deflated_sharpe_ratio" in stats:

@@ -84,7 +84,7 @@ def summarise(logger: Any, state: dict[str, str]) -> tuple[dict[str, Any], list[
             "run_id": best["run_id"], "run_name": winner.info.run_name, "resumed": best["run_id"] in resumed,
             "value": best["metrics"].get(metric), "params": {k: best["params"].get(k) for k in keys},
             "val_metrics": segment_metrics(best["metrics"], "val"),
-            "test_metrics": segment_metrics(best["metrics"], "test"),
+            "test_metrics": segment_metrics(best["metrics"], "oos" if metric.startswith("oos_") else "test"),
             "command": f"python -m runner {winner.data.tags.get('overrides', '')}".strip()}
         from runner.trials import trials_statistics
 

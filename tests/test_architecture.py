@@ -14,7 +14,7 @@ LAYERS = [
     ("runner.config", "runner.stats"),
     ("runner.data", "runner.docs", "runner.engine", "runner.ml", "runner.plots", "strategies"),
     ("runner.tracking",),
-    ("runner.experiment", "runner.logger"),
+    ("runner.experiment", "runner.evaluation", "runner.logger"),
     ("runner.task", "runner.sweep", "runner.winner", "runner.trials", "runner.report", "runner.sync", "runner.clean",
      "runner.overrides", "runner.__main__"),
 ]

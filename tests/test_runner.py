@@ -18,7 +18,7 @@ from tests.conftest import ROOT, run_cli
 
 CONF = str(ROOT / "conf")
 GROUP_OPTIONS = {group: sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
-                 for group in ("data", "model", "trainer", "strategy", "backtest", "tracking")}
+                 for group in ("data", "model", "trainer", "strategy", "backtest", "evaluation", "tracking")}
 register()
 
 
@@ -52,6 +52,11 @@ def test_every_option_of_every_group_composes_and_builds(group: str, option: str
         assert model(model.example_input(3)).shape == (3,) and resolved["trainer"]["epochs"] >= 1
     if group == "data" and option != "csv":
         assert prepare(resolved).train_end > 0
+    if group == "evaluation":
+        assert resolved["evaluation"]["name"] == option
+        assert (prepare(resolved).folds is not None) == (option == "walk_forward")
+        assert resolved["selection"]["metric"] == ("oos_sharpe_ratio" if option == "walk_forward" else
+                                                   "val_sharpe_ratio")
 
 
 def test_models_set_their_own_training_defaults_and_the_command_line_wins() -> None:

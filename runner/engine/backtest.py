@@ -104,7 +104,7 @@ def segment_curves(close: np.ndarray, strategy_returns: np.ndarray, bounds: dict
     ``entry_cost`` is what the position taken at bar 0 pays (``cost * |w[0]|``): the first segment's equity
     starts at ``capital * (1 - entry_cost)``, as a trade at any later close pays its cost in ``s[t]``."""
     n = len(close)
-    equity, benchmark, drawdown = np.empty(n), np.empty(n), np.empty(n)
+    equity, benchmark, drawdown = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
     for start, stop in bounds.values():
         if stop <= start:
             continue
@@ -121,10 +121,13 @@ def segment_curves(close: np.ndarray, strategy_returns: np.ndarray, bounds: dict
 
 
 def run_backtest(close: np.ndarray, weights: np.ndarray, train_end: int, val_end: int,
-                 config: BacktestConf | None = None, index: pd.Index | None = None) -> BacktestResult:
+                 config: BacktestConf | None = None, index: pd.Index | None = None,
+                 segments: dict[str, tuple[int, int]] | None = None) -> BacktestResult:
     """Backtest target weights over all bars; metrics per segment (train = [0, train_end), ...).
 
-    ``periods_per_year=auto`` is inferred from a dated ``index`` (``runner.data.infer_periods_per_year``)."""
+    ``segments`` names other disjoint ``[start, stop)`` segments instead (walk-forward folds); bars outside
+    every segment have NaN equity, benchmark and drawdown. ``periods_per_year=auto`` is inferred from a
+    dated ``index`` (``runner.data.infer_periods_per_year``)."""
     config = config or BacktestConf()
     if config.periods_per_year == "auto":
         config = dataclasses.replace(config, periods_per_year=infer_periods_per_year(index))
@@ -133,7 +136,7 @@ def run_backtest(close: np.ndarray, weights: np.ndarray, train_end: int, val_end
     n = len(close)
     index = index if index is not None else pd.RangeIndex(n)
     bar_returns, turnover, strategy_returns = bar_accounting(close, weights, config.cost_rate)
-    bounds = segment_bounds(n, train_end, val_end)
+    bounds = segments if segments is not None else segment_bounds(n, train_end, val_end)
     equity, benchmark_equity, drawdown = segment_curves(close, strategy_returns, bounds, config.initial_capital,
                                                         config.cost_rate * abs(weights[0]))
     trades = round_trips(weights, close, strategy_returns, turnover, config.cost_rate, index, equity)

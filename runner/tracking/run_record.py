@@ -16,7 +16,7 @@ import yaml
 
 from runner.tracking.params import flatten, redact_tree, to_jsonable
 
-PARAM_GROUPS = ("data", "model", "trainer", "strategy", "backtest", "selection")
+PARAM_GROUPS = ("data", "model", "trainer", "strategy", "backtest", "evaluation", "selection")
 DESCRIPTIONS_ARTIFACT = "params/descriptions.json"
 PNG = {"dpi": 90, "pil_kwargs": {"compress_level": 1}}  # fast zlib: a slightly larger file, less CPU per run
 
@@ -68,9 +68,18 @@ def _stage_files(root: Path, prepared: Any, outcome: Any, dataset: Any, extras: 
 
     (root / "figures").mkdir()
     title = f"{type(prepared.strategy).__name__} on {prepared.config['data']['source']}"
-    equity_figure(outcome.result, title=title).savefig(root / "figures" / "equity.png", **PNG)
+    walk = outcome.walk
+    if walk is not None:
+        from runner.plots import walk_forward_figure
+
+        walk_forward_figure(walk.oos, [f.test_start - walk.folds[0].test_start + 1 for f in walk.folds],
+                            walk.fold_metrics["sharpe_ratio"], title).savefig(root / "figures" / "walk_forward.png",
+                                                                              **PNG)
+    else:
+        equity_figure(outcome.result, title=title).savefig(root / "figures" / "equity.png", **PNG)
     if outcome.training is not None:
-        figure = training_figure(outcome.training.history, outcome.training.best_epoch)
+        histories = [t.history for t in walk.trainings] if walk is not None else [outcome.training.history]
+        figure = training_figure(histories, outcome.training.best_epoch)
         figure.savefig(root / "figures" / "training.png", **PNG)
     (root / "config.yaml").write_text(_yaml_text(extras.redacted_config))
     if extras.hydra_files:
@@ -89,7 +98,12 @@ def log_outcome(logger: Any, prepared: Any, outcome: Any, dataset: Any, extras: 
     if outcome.training is not None:
         _log_training(logger, outcome.training)
     logger.log_params({"backtest.periods_per_year_used": prepared.backtest.periods_per_year})
-    logger.log_backtest_results(outcome.result.to_results())
+    results = outcome.result.to_results()
+    if outcome.walk is not None:  # the stitched record and the folds stand for the per-bar table
+        results.pop("portfolio_values")
+        results.update(walk_forward=outcome.walk.stitched_table(), folds=outcome.walk.folds_table(prepared.bars.index))
+        logger.log_metric_history({f"fold_test_{k}": v for k, v in outcome.walk.fold_metrics.items()})
+    logger.log_backtest_results(results)
     with tempfile.TemporaryDirectory() as tmp:
         _stage_files(Path(tmp), prepared, outcome, dataset, extras)
         logger.log_artifacts(tmp)

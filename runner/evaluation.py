@@ -1,0 +1,145 @@
+"""Walk-forward evaluation: the fold layout, a model refitted per fold on the bars before it, and the stitched
+out-of-sample record (one continuous equity from ``initial_capital`` over the folds' test stretches).
+
+Fold k (half-open bar ranges): training ``[train_start, val_start)``, validation ``[val_start, train_end)``,
+``gap`` bars left out, test ``[test_start, test_end)``; the test stretches are back to back. Expanding
+windows start at bar 0, rolling ones ``train_bars`` before ``train_end``. A model's row t has the target
+``close[t+1]/close[t] - 1``, so the last validation target is bar ``train_end``, which lies in the gap: no
+training target overlaps a test stretch when ``gap >= 1``. Without a model, the strategy's rule is unchanged
+and walk-forward re-slices one backtest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from runner.config import WalkForwardConf
+from runner.data import DataError
+from runner.engine.backtest import BacktestResult, run_backtest
+
+MIN_TEST_BARS = 2
+FOLD_COLUMNS = ("fold", "train_start", "train_end", "val_start", "val_end", "test_start", "test_end")
+
+
+@dataclass(frozen=True)
+class Fold:
+    number: int
+    train_start: int
+    val_start: int
+    train_end: int  # exclusive: validation ends here; the gap follows
+    test_start: int
+    test_end: int  # exclusive
+
+
+@dataclass
+class WalkForward:
+    """What a walk-forward run produced: the stitched record, per-fold test metrics and each fold's training."""
+
+    folds: list[Fold]
+    oos: BacktestResult  # over bars [folds[0].test_start - 1, folds[-1].test_end); segment "oos" from bar 1
+    fold_metrics: dict[str, list[float]]  # metric -> one value per fold (the fold's own test stretch)
+    trainings: list[Any]
+    dataset: Any  # the last fold's (its standardisation goes with the logged model)
+
+    def folds_table(self, index: pd.Index) -> pd.DataFrame:
+        """First and last bar (timestamps) of each fold's ranges: ``backtest/folds``."""
+        rows = [(f.number, index[f.train_start], index[f.val_start - 1], index[f.val_start], index[f.train_end - 1],
+                 index[f.test_start], index[f.test_end - 1]) for f in self.folds]
+        return pd.DataFrame(rows, columns=list(FOLD_COLUMNS))
+
+    def stitched_table(self) -> pd.DataFrame:
+        """The out-of-sample record, one row per test bar: ``backtest/walk_forward``."""
+        frame = self.oos.portfolio_values().iloc[1:].drop(columns="segment")
+        fold = np.concatenate([np.full(f.test_end - f.test_start, f.number) for f in self.folds])
+        frame.insert(1, "fold", fold)
+        return frame.reset_index(drop=True)
+
+
+def fold_layout(n_bars: int, conf: WalkForwardConf, with_model: bool, min_train: int) -> list[Fold]:
+    """The folds over ``n_bars``, or a DataError naming what does not fit and a setting that would."""
+    folds, gap = conf.folds, conf.gap
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 1:
+        raise DataError(f"evaluation.folds={folds!r} must be an integer >= 1.")
+    if conf.window not in ("expanding", "rolling"):
+        raise DataError(f"evaluation.window={conf.window!r} is not valid; allowed: expanding, rolling.")
+    if isinstance(gap, bool) or not isinstance(gap, int) or gap < (1 if with_model else 0):
+        raise DataError(f"evaluation.gap={gap!r} must be an integer >= {1 if with_model else 0}"
+                        + (" (the target horizon: a model's last training target is the next bar)" if with_model
+                           else "") + ".")
+    train = conf.train_bars if conf.train_bars is not None else n_bars // 2
+    val = conf.val_bars if conf.val_bars is not None else max(2, train // 5)
+    free = n_bars - train - gap
+    test = conf.test_bars if conf.test_bars is not None else free // folds
+    settings = f"({n_bars} bars; train_bars={train}, val_bars={val}, test_bars={test}, folds={folds}, gap={gap})"
+    if train < min_train + val:
+        raise DataError(f"evaluation.train_bars={train} is too short: it needs >= {min_train + val} (val_bars plus "
+                        f"the strategy's warm-up and enough rows to fit) {settings}. Set evaluation.train_bars="
+                        f"{min_train + val} or more, or a smaller evaluation.val_bars.")
+    if val < (2 if with_model else 0):
+        raise DataError(f"evaluation.val_bars={val} is too short: a model needs >= 2 bars to early-stop on "
+                        f"{settings}.")
+    if test < MIN_TEST_BARS or train + gap + folds * test > n_bars:
+        fits = free // max(test, MIN_TEST_BARS) if free > 0 else 0
+        hint = (f"evaluation.folds={fits}" if fits >= 1 else
+                f"a shorter evaluation.train_bars (under {n_bars - gap - MIN_TEST_BARS})")
+        raise DataError(f"walk-forward does not fit the data: train_bars + gap + folds x test_bars = {train} + "
+                        f"{gap} + {folds} x {test} = {train + gap + folds * test} bars, with test stretches of at "
+                        f"least {MIN_TEST_BARS} bars, but there are {n_bars} {settings}. Use {hint}, or more data.")
+    out = []
+    for k in range(folds):
+        test_start = train + gap + k * test
+        test_end = n_bars if conf.test_bars is None and k == folds - 1 else test_start + test
+        train_end = test_start - gap
+        start = 0 if conf.window == "expanding" else train_end - train
+        out.append(Fold(k, start, train_end - val, train_end, test_start, test_end))
+    return out
+
+
+def _fold_forecasts(prepared: Any, folds: list[Fold], check_stop: Any) -> tuple[np.ndarray, list[Any], Any]:
+    """One model per fold (same seed, that fold's bars and standardisation only); its forecasts of the fold's
+    test bars, placed in one forecast per bar (NaN before the first test bar: flat)."""
+    from runner.ml.dataset import build_dataset
+    from runner.ml.training import forecast, train_model
+
+    bars = prepared.bars
+    features = prepared.strategy.features(bars)
+    close = bars["close"].to_numpy()
+    combined = np.full(len(bars), np.nan)
+    trainings, dataset = [], None
+    for fold in folds:
+        a = fold.train_start
+        dataset = build_dataset(features.iloc[a:], close[a:], fold.val_start - a, fold.train_end - a,
+                                prepared.sequence_length)
+        n_features = dataset.features.shape[1]
+        training = train_model(lambda n=n_features: prepared.model_factory(n_features=n), dataset, prepared.trainer,
+                               prepared.seed, threads=prepared.torch_threads, check_stop=check_stop)
+        combined[fold.test_start:fold.test_end] = forecast(training.model, dataset)[fold.test_start - a:
+                                                                                  fold.test_end - a]
+        trainings.append(training)
+        check_stop()
+    return combined, trainings, dataset
+
+
+def walk_forward(prepared: Any, check_stop: Any = lambda: None) -> WalkForward:
+    """Weights per fold (refitted models, or the rule), then the stitched and the per-fold backtests."""
+    folds = prepared.folds
+    trainings, dataset = [], None
+    if prepared.model_factory is None:
+        weights = prepared.strategy.target_weights(prepared.bars)
+    else:
+        forecasts, trainings, dataset = _fold_forecasts(prepared, folds, check_stop)
+        weights = prepared.strategy.weights_from_forecast(forecasts)
+    first, stop = folds[0].test_start - 1, folds[-1].test_end  # one bar before: it holds the weight traded into
+    close = prepared.bars["close"].to_numpy()[first:stop]
+    index = prepared.bars.index[first:stop]
+    oos = run_backtest(close, weights[first:stop], 0, 0, prepared.backtest, index,
+                       segments={"oos": (1, stop - first)})
+    per_fold = run_backtest(close, weights[first:stop], 0, 0, prepared.backtest, index,
+                            segments={f"fold{f.number}": (f.test_start - first, f.test_end - first) for f in folds})
+    names = list(oos.metrics["oos"])
+    fold_metrics = {name: [per_fold.metrics[f"fold{f.number}"][name] for f in folds] for name in names}
+    return WalkForward(folds, oos, fold_metrics, trainings, dataset)
