@@ -60,16 +60,19 @@ def cli_run(csv: Path, work: Path) -> tuple[float, float, int]:
 
 def phases(csv: Path, work: Path) -> dict[str, float]:
     """The run's phases timed in this process, as ``runner.experiment`` runs them."""
+    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
+    from runner.config import register
     from runner.experiment import prepare
     from runner.logger import MLflowLogger
     from runner.plots import equity_figure
     from runner.tracking.run_record import PNG, RunExtras, log_outcome
-    from tests.test_runner import _compose  # the real composition, as the CLI does it
 
-    config = OmegaConf.to_container(_compose(["+strategy=sma_crossover", "model=none", "data=csv",
-                                              f"data.path={csv}"]), resolve=True)
+    register()  # the real composition, as the CLI does it
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        config = OmegaConf.to_container(compose(config_name="config", overrides=[
+            "+strategy=sma_crossover", "model=none", "data=csv", f"data.path={csv}"]), resolve=True)
     out: dict[str, float] = {}
     start = time.perf_counter()
     prepared = prepare(config)
