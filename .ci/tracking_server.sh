@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start (or stop) a throwaway PostgreSQL cluster and an MLflow server on it, both bound to 127.0.0.1.
-#   source .ci/tracking_server.sh start   -> exports RUNNER_TEST_SERVER_URI
+#   source .ci/tracking_server.sh start   -> exports RUNNER_TEST_SERVER_URI, _DB and _ARTIFACTS
 #   .ci/tracking_server.sh stop
 set -euo pipefail
 STATE="${RUNNER_SERVER_STATE:-/tmp/runner-ci-server}"
@@ -31,6 +31,8 @@ start() {
     if python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$MLFLOW_PORT/health', timeout=2)" \
         >/dev/null 2>&1; then
       export RUNNER_TEST_SERVER_URI="http://127.0.0.1:$MLFLOW_PORT"
+      export RUNNER_TEST_SERVER_DB="postgresql://postgres@127.0.0.1:$PG_PORT/mlflow"  # for mlflow gc
+      export RUNNER_TEST_SERVER_ARTIFACTS="$STATE/artifacts"
       echo "tracking server up at $RUNNER_TEST_SERVER_URI"
       return 0
     fi

@@ -46,3 +46,43 @@ def test_two_sweeps_started_together_against_the_server_keep_their_own_runs(tmp_
                             "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], env, tmp_path)
     for name, result in zip(names, done, strict=True):
         check_sweep(MlflowClient(SERVER), name, result, 2, tmp_path)
+
+
+def test_register_and_clean_on_the_server(tmp_path: Path, cli_env: dict, capsys: pytest.CaptureFixture) -> None:
+    import torch
+
+    from runner import clean, report
+    from runner.logger import MLflowLogger
+
+    experiment = f"server_clean_{tmp_path.name}"
+    logger = MLflowLogger(experiment, SERVER)
+    ids = {}
+    for name, status in (("kept", "FINISHED"), ("failed", "FAILED"), ("killed", "KILLED")):
+        logger.start_run(run_name=name)
+        logger.log_metrics({"val_sharpe_ratio": {"kept": 2.0, "failed": 1.0, "killed": 0.5}[name]})
+        logger.log_model(torch.nn.Sequential(torch.nn.Linear(3, 1)), "model", input_example=torch.zeros(2, 3))
+        logger.log_text("x" * 20_000, "backtest/portfolio_values.json")
+        ids[name] = logger.run_id
+        logger.end_run(status)
+    client = MlflowClient(SERVER)
+    assert report.main(["--tracking-uri", SERVER, "--experiment", experiment, "--register", experiment]) == 0
+    assert report.main(["--tracking-uri", SERVER, "--experiment", experiment, "--register", experiment]) == 2
+    versions = client.search_model_versions(f"name = '{experiment}'")
+    assert len(versions) == 1 and versions[0].run_id == ids["kept"]
+
+    assert clean.main(["--tracking-uri", SERVER, "--experiment", experiment, "--status", "FAILED,KILLED",
+                       "--yes"]) == 2
+    assert "needs --backend-store-uri" in capsys.readouterr().err
+    root = Path(os.environ["RUNNER_TEST_SERVER_ARTIFACTS"])
+    on_disk = {name: [p for p in root.rglob(run_id) if p.is_dir()] for name, run_id in ids.items()}
+    assert all(on_disk.values())  # the server keeps every run's artifacts under its own root
+    assert clean.main(["--tracking-uri", SERVER, "--experiment", experiment, "--status", "FAILED,KILLED",
+                       "--backend-store-uri", os.environ["RUNNER_TEST_SERVER_DB"], "--yes"]) == 0
+    from mlflow.entities import ViewType
+
+    left = client.search_runs([client.get_experiment_by_name(experiment).experiment_id],
+                              run_view_type=ViewType.ALL)
+    assert [r.info.run_id for r in left] == [ids["kept"]]  # purged from PostgreSQL, not only soft-deleted
+    for name in ("failed", "killed"):
+        assert not any(any(p.rglob("*.json")) for p in on_disk[name] if p.exists())
+    assert any(on_disk["kept"][0].rglob("*.json"))
