@@ -60,6 +60,7 @@ class Outcome:
     selection_value: float
     training: Any = None
     walk: Any = None  # evaluation=walk_forward: runner.evaluation.WalkForward
+    experiment_id: str | None = None
 
 
 def build_strategy(config: Mapping[str, Any]) -> Any:
@@ -157,6 +158,7 @@ def execute(prepared: Prepared, logger: Any = None, log_extras: Any = None) -> O
         outcome = Outcome(logger.run_id if logger else None, result,
                           float(result.flat_metrics().get(metric, math.nan)),
                           walk.trainings[-1] if walk.trainings else None, walk)
+        outcome.experiment_id = logger.experiment_id if logger else None
     else:
         weights, training, dataset = compute_weights(prepared)
         check_stop()
@@ -164,7 +166,8 @@ def execute(prepared: Prepared, logger: Any = None, log_extras: Any = None) -> O
         result = run_backtest(bars["close"].to_numpy(), weights, prepared.train_end, prepared.val_end,
                               prepared.backtest, bars.index)
         outcome = Outcome(logger.run_id if logger else None, result,
-                          float(result.flat_metrics().get(metric, math.nan)), training)
+                          float(result.flat_metrics().get(metric, math.nan)), training,
+                          experiment_id=logger.experiment_id if logger else None)
     if logger is not None:
         from runner.tracking.run_record import log_outcome
 
@@ -201,8 +204,8 @@ def summary(outcome: Outcome, prepared: Prepared, tracking_uri: str | None = Non
     lines.append(f"\n{selection['metric']} = {outcome.selection_value:.4f}")
     if outcome.run_id:
         lines.append(f"run id: {outcome.run_id}")
-    if tracking_uri:
-        from runner.tracking.params import redact_uri
+    if tracking_uri and outcome.experiment_id:
+        from runner.tracking.store import ui_links
 
-        lines.append(f"open it: mlflow ui --backend-store-uri {redact_uri(tracking_uri)}")
+        lines += ui_links(tracking_uri, outcome.experiment_id, outcome.run_id)
     return "\n".join(lines)

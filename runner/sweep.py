@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 import sys
 import traceback
@@ -59,6 +60,14 @@ def job_threads(launcher: Any) -> int | None:
     cores = os.cpu_count() or 1
     at_once = min(cores, int(n_jobs) if int(n_jobs) > 0 else cores + 1 + int(n_jobs))
     return max(1, cores // at_once) if at_once > 1 else None
+
+
+def default_sweep_name(sweep_dir: Path) -> str:
+    """``sweep_YYYYmmdd_HHMMSS`` from the sweep folder's own time (``outputs/multirun/<date>/<time>_<id>``, as
+    conf/config.yaml names it), so that the name and the folder agree; the current time for other folders."""
+    match = re.match(r"^(\d{4})-(\d{2})-(\d{2})/(\d{2})-(\d{2})-(\d{2})(?:_|$)",
+                     f"{sweep_dir.parent.name}/{sweep_dir.name}")
+    return "sweep_{}{}{}_{}{}{}".format(*match.groups()) if match else datetime.now().strftime("sweep_%Y%m%d_%H%M%S")
 
 
 def worst(mode: str) -> float:
@@ -218,7 +227,9 @@ class SweepCallback(Callback):
     def _start(self, config: DictConfig) -> None:
         from filelock import FileLock, Timeout
 
+        from runner.engine import ENGINE_VERSION
         from runner.tracking.logger import MLflowLogger
+        from runner.tracking.queries import ENGINE_VERSION_TAG
         from runner.tracking.store import check_tracking_server
 
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -233,12 +244,12 @@ class SweepCallback(Callback):
         try:
             check_tracking_server(uri)
             logger = MLflowLogger(str(config.experiment_name), uri)  # creates the schema once, here
-            name = config.get("sweep_name") or datetime.now().strftime("sweep_%Y%m%d_%H%M%S")
+            name = config.get("sweep_name") or default_sweep_name(sweep_dir)
             overrides = " ".join(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
             run = logger.client.create_run(logger.experiment_id, run_name=name, tags={
                 "runner.role": "sweep_parent", "sweep_name": name, "overrides": overrides, "argv": " ".join(sys.argv),
                 "sweep_dir": str(sweep_dir.absolute()), "runner.host": socket.gethostname(),
-                "runner.pid": str(os.getpid())})
+                "runner.pid": str(os.getpid()), ENGINE_VERSION_TAG: str(ENGINE_VERSION)})
         except BaseException:
             lock.release()
             raise

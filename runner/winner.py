@@ -127,8 +127,19 @@ def report_sweep(sweep_dir: Path, state: dict[str, str]) -> list[str]:
     summary, members = summarise(logger, state)
     (sweep_dir / "best_run.json").write_text(json.dumps(to_jsonable(summary), indent=2))
     print(format_winner(summary))
+    from runner.tracking.store import ui_links
+
+    print(f"saved: {(sweep_dir / 'best_run.json').absolute()}")
+    print("\n".join(ui_links(state["tracking_uri"], logger.experiment_id, summary["parent_run_id"], "the sweep")))
     _record_on_parent(logger, summary, members)
     return summary["failed_jobs"]
+
+
+def _cell(name: str, value: float) -> str:
+    """Counts as integers (a median count may be a half), everything else to four decimals."""
+    if name == "num_trades" and math.isfinite(value) and float(value).is_integer():
+        return f"{int(value):>15d}"
+    return f"{value:>15.4f}"
 
 
 def format_winner(summary: dict[str, Any]) -> str:
@@ -143,11 +154,11 @@ def format_winner(summary: dict[str, Any]) -> str:
     lines.append(f"  {'':<14}" + "".join(f"{n:>15}" for n in SHOWN_METRICS))
     for segment in ("val", "test"):
         values = winner[f"{segment}_metrics"]
-        lines.append(f"  {segment:<14}" + "".join(f"{values.get(n, math.nan):>15.4f}" for n in SHOWN_METRICS))
+        lines.append(f"  {segment:<14}" + "".join(_cell(n, values.get(n, math.nan)) for n in SHOWN_METRICS))
     trials = winner_trials = summary.get("trials", {})
     median = winner_trials.get("median_test_metrics", {})
     if median:
-        lines.append(f"  {'test (median)':<14}" + "".join(f"{median.get(n, math.nan):>15.4f}" for n in SHOWN_METRICS
+        lines.append(f"  {'test (median)':<14}" + "".join(_cell(n, median.get(n, math.nan)) for n in SHOWN_METRICS
                                                            if n in median) + f"   winner's test rank: "
                      f"{trials.get('winner_test_rank')} of {trials['n_trials']}")
     lines.append(f"reproduce: {winner['command']}")

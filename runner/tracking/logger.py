@@ -33,7 +33,7 @@ from runner.tracking.params import (
     validate_key,
 )
 from runner.tracking.queries import ENGINE_VERSION_TAG, best_run
-from runner.tracking.store import artifact_root_for, resolve_tracking_uri, sqlite_path, store_lock
+from runner.tracking.store import EXPERIMENT_TAGS, artifact_root_for, resolve_tracking_uri, sqlite_path, store_lock
 from runner.tracking.tables import write_backtest_files
 
 
@@ -86,7 +86,8 @@ class MLflowLogger:
                 self.client.restore_experiment(experiment.experiment_id)
             return experiment.experiment_id
         try:
-            return self.client.create_experiment(name, artifact_location=artifact_root_for(self.tracking_uri))
+            return self.client.create_experiment(name, artifact_location=artifact_root_for(self.tracking_uri),
+                                                 tags=EXPERIMENT_TAGS)
         except MlflowException:  # created concurrently by another process: fetch it
             experiment = self.client.get_experiment_by_name(name)
             if experiment is None:

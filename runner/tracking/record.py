@@ -25,8 +25,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from runner.engine import ENGINE_VERSION
 from runner.tracking.logger import MLflowLogger
 from runner.tracking.params import redact_uri, redact_value
+from runner.tracking.queries import ENGINE_VERSION_TAG
 
 RECORD_DIR = "record"
 _server_lost: dict[str, str] = {}  # tracking URI -> the error: no later run or job of this process waits on it
@@ -165,7 +167,8 @@ class RecordingLogger(MLflowLogger):
         self.record.start(experiment_name=self.experiment_name, tracking_uri=self.tracking_uri, run_name=name,
                           run_id=run.info.run_id if run else None, parent_run_id=parent_run_id,
                           parent_record=self.parent_record)
-        recorded = dict(run.data.tags) if run else {str(k): str(redact_value(k, v)) for k, v in (tags or {}).items()}
+        recorded = dict(run.data.tags) if run else {ENGINE_VERSION_TAG: str(ENGINE_VERSION), **{
+            str(k): str(redact_value(k, v)) for k, v in (tags or {}).items()}}
         self.record.add("tags.json", recorded)
         return run
 

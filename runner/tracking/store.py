@@ -17,6 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 HEALTH_TIMEOUT_SECONDS = 5.0
+# What MLflow's UI reads: a model-development experiment (not GenAI traces), with a short description.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development",
+                   "mlflow.note.content": "Trading experiments from the config-driven runner: one run per backtest, "
+                                          "sweeps as parent runs with their jobs as children."}
 # MLflow's documented HTTP settings, unless the user set them: a server back within ~30 s is ridden out
 # (retries after 0, 2, 4, 8, 16 and 32 s, plus up to 1 s of jitter each), one gone for good is given up on
 # about a minute after the first failed request (MLflow's own defaults keep retrying for ~4 minutes).
@@ -100,3 +104,17 @@ def check_tracking_server(uri: str, timeout: float = HEALTH_TIMEOUT_SECONDS) -> 
         problem = f"is unreachable ({getattr(error, 'reason', error)})"
     raise LookupError(f"tracking server {redact_uri(uri)} {problem}. Start it (mlflow server --host 127.0.0.1) "
                       "or use tracking=local / unset MLFLOW_TRACKING_URI.")
+
+
+def ui_links(tracking_uri: str, experiment_id: str, run_id: str | None = None, label: str = "this run") -> list[str]:
+    """What a user opens: the ``mlflow ui`` command for a local store, then the experiment's runs in MLflow's
+    training view (MLflow 3 otherwise opens on its GenAI traces page) and the run itself."""
+    from runner.tracking.params import redact_uri
+
+    remote = tracking_uri.startswith(("http://", "https://"))
+    base = redact_uri(tracking_uri).rstrip("/") if remote else "http://127.0.0.1:5000"
+    lines = [] if remote else [f"open it: mlflow ui --backend-store-uri {redact_uri(tracking_uri)}   then:"]
+    lines.append(f"  runs: {base}/#/experiments/{experiment_id}?workflowType=machine_learning")
+    if run_id:
+        lines.append(f"  {label}: {base}/#/experiments/{experiment_id}/runs/{run_id}")
+    return lines
