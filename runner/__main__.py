@@ -93,7 +93,16 @@ def entry() -> None:
         from runner.sweep import end_active_sweep
 
         end_active_sweep(stop)
+        if isinstance(stop, SystemExit) and stop.code == 1 and _config_error(stop.__context__):
+            sys.exit(2)  # Hydra reported a composition error (it exits 1): a user error, like the runner's own
         raise
+
+
+def _config_error(error: BaseException | None) -> bool:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    return isinstance(error, (HydraException, OmegaConfBaseException))
 
 
 if __name__ == "__main__":

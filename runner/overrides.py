@@ -56,6 +56,18 @@ def _unknown_option_key(args: list[str], group: str, key: str, leaf: str, value:
     return None
 
 
+def _unknown_option(key: str, value: str) -> str | None:
+    """``group=option`` (or a comma-separated sweep of options) naming an option the group does not have."""
+    folder = CONF / key
+    if not folder.is_dir() or "$" in value or value.startswith(("choice(", "range(", "glob(")):
+        return None
+    options = sorted(p.stem for p in folder.glob("*.yaml"))
+    missing = [v for v in value.split(",") if v and v not in options]
+    if missing:
+        return f"{key}={missing[0]} is not an option of {key}; allowed: {', '.join(options)}."
+    return None
+
+
 def check_overrides(args: list[str]) -> str | None:
     """A one-line message for the first override that cannot work, else None."""
     for arg in args:
@@ -63,6 +75,11 @@ def check_overrides(args: list[str]) -> str | None:
         if not sep or arg.startswith("-"):
             continue
         key = raw_key.lstrip("+~")
+        if "." not in key and "/" not in key and not raw_key.startswith("~"):
+            problem = _unknown_option(key, value)
+            if problem:
+                return problem
+            continue
         group, _, leaf = key.partition(".")
         if not leaf or "." in leaf or group == "hydra":
             continue

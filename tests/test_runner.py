@@ -81,6 +81,15 @@ def test_misspelled_strategy_parameter_gets_did_you_mean() -> None:
         prepare(resolved)
 
 
+def test_an_unknown_option_or_a_composition_error_is_a_user_error(tmp_path: Path, cli_env: dict) -> None:
+    done = run_cli(["runner", "+strategy=momentum", "model=nope"], cli_env, tmp_path)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "error: model=nope is not an option of model; allowed: linear, lstm, mlp, none."]
+    done = run_cli(["runner", "+strategy=momentum", "model=none", "backtest.commission=abc"], cli_env, tmp_path)
+    assert done.returncode == 2 and "could not be converted to Float" in done.stderr  # Hydra's own message
+    assert "Traceback" not in done.stderr
+
+
 def test_no_strategy_lists_the_available_ones(tmp_path: Path, cli_env: dict) -> None:
     done = run_cli(["runner"], cli_env, tmp_path)
     assert done.returncode != 0
