@@ -69,14 +69,16 @@ def _unknown_option(key: str, value: str) -> str | None:
 
 
 def check_overrides(args: list[str]) -> str | None:
-    """A one-line message for the first override that cannot work, else None."""
+    """A one-line message for the first override that cannot work, else None. With config folders of the
+    user's own (``hydra.searchpath``), group options are left to Hydra (whose errors also exit 2)."""
+    own_configs = any(arg.lstrip("+~").startswith("hydra.searchpath") for arg in args)
     for arg in args:
         raw_key, sep, value = arg.partition("=")
         if not sep or arg.startswith("-"):
             continue
         key = raw_key.lstrip("+~")
         if "." not in key and "/" not in key and not raw_key.startswith("~"):
-            problem = _unknown_option(key, value)
+            problem = None if own_configs else _unknown_option(key, value)
             if problem:
                 return problem
             continue

@@ -1,7 +1,8 @@
 """``python -m runner.report``: which run won, as a table or JSON; and stale-run clean-up.
 
     python -m runner.report [--experiment N] [--metric M] [--mode max|min] [--top K] [--sweep ID]
-                            [--json] [--all-versions] [--register NAME] [--tracking-uri U]
+                            [--format table|json|csv] [--data D] [--strategy S] [--model M]
+                            [--columns C1,C2] [--all-versions] [--register NAME] [--tracking-uri U]
     python -m runner.report --stale [--older-than HOURS] [--mark]   # runs left RUNNING by a hard kill
 
 Only runs of the current engine version rank unless ``--all-versions`` (the count left out is shown);
@@ -19,7 +20,7 @@ from typing import Any
 
 from runner.engine import ENGINE_VERSION
 
-SHOWN_METRICS = ("sharpe_ratio", "total_return", "max_drawdown")
+FORMATS = ("table", "json", "csv")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,7 +30,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mode", default="max", choices=["max", "min"])
     parser.add_argument("--top", type=int, default=10, help="how many runs to show")
     parser.add_argument("--sweep", help="only the children of this sweep (parent run id or sweep name)")
-    parser.add_argument("--json", action="store_true", help="print only JSON on stdout")
+    parser.add_argument("--format", choices=FORMATS, default="table", help="table (default), json or csv")
+    parser.add_argument("--json", action="store_true", help="the same as --format json")
+    parser.add_argument("--data", help="only runs on this data option (e.g. sp500)")
+    parser.add_argument("--strategy", help="only runs of this strategy (e.g. momentum)")
+    parser.add_argument("--model", help="only runs of this model option (e.g. mlp, none)")
+    parser.add_argument("--columns", help="comma-separated metrics, params or tags to show instead of the "
+                                          "default columns, e.g. test_cagr,strategy.lookback")
     parser.add_argument("--all-versions", action="store_true",
                         help="also rank runs of older engine versions (their metrics may mean something else)")
     parser.add_argument("--register", metavar="NAME",
@@ -40,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="with --stale: also count RUNNING runs from other hosts older than this (hours)")
     parser.add_argument("--mark", action="store_true", help="with --stale: mark them KILLED (default: dry run)")
     args = parser.parse_args(argv)
+    if args.json:
+        args.format = "json"
     if args.top < 1:
         parser.error(f"--top must be >= 1, got {args.top}")
     return args
@@ -67,35 +76,6 @@ def sweep_filter(logger: Any, sweep: str) -> str:
     return members_filter([r.info.run_id for r in members])
 
 
-def rows_for(runs: list[Any], metric: str) -> list[dict[str, Any]]:
-    from runner.tracking.queries import differing_params
-
-    keys = differing_params(runs)[:6] if len(runs) > 1 else []
-    suffix = metric.split("_", 1)[1] if metric.startswith(("train_", "val_", "test_")) else None
-    rows = []
-    for rank, run in enumerate(runs, 1):
-        metrics = run.data.metrics
-        row = {"rank": rank, "run_id": run.info.run_id, "run_name": run.info.run_name, metric: metrics.get(metric),
-               "params": {k: run.data.params.get(k) for k in keys}}
-        for segment in ("val", "test"):
-            for name in ({suffix} if suffix else set()) | set(SHOWN_METRICS):
-                row[f"{segment}_{name}"] = metrics.get(f"{segment}_{name}")
-        rows.append(row)
-    return rows
-
-
-def format_table(rows: list[dict[str, Any]], metric: str) -> str:
-    import pandas as pd
-
-    metric_columns = [metric] + sorted({k for r in rows for k in r if k.startswith(("val_", "test_")) and k != metric})
-    metric_columns.append("deflated_sharpe_ratio")
-    frame = pd.DataFrame([{"#": r["rank"], "run id": r["run_id"][:12], "run name": r["run_name"],
-                           **{c: r.get(c) for c in metric_columns}, **r["params"]} for r in rows])
-    frame[metric_columns] = frame[metric_columns].astype(float)
-    frame = frame.rename(columns={"deflated_sharpe_ratio": "dsr"})
-    return frame.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="nan")
-
-
 def stale_report(logger: Any, older_than_hours: float | None, mark: bool, as_json: bool) -> int:
     """List (and with ``mark``, end KILLED) the runs left RUNNING by a process that is gone."""
     from runner.tracking.queries import find_stale, mark_killed
@@ -116,12 +96,15 @@ def stale_report(logger: Any, older_than_hours: float | None, mark: bool, as_jso
 
 
 def report(args: argparse.Namespace) -> int:
-    from runner.tracking.queries import count_older, search_ranked, version_filter
+    from runner.report_table import format_table, rows_for, to_csv
+    from runner.tracking.queries import and_filter, count_older, search_ranked, version_filter
 
     logger = open_experiment(args.experiment, args.tracking_uri)
     if args.stale:
-        return stale_report(logger, args.older_than, args.mark, as_json=args.json)
-    scope = sweep_filter(logger, args.sweep) if args.sweep else None
+        return stale_report(logger, args.older_than, args.mark, as_json=args.format == "json")
+    scope = and_filter(sweep_filter(logger, args.sweep) if args.sweep else None,
+                       *(f"tags.{key} = '{value}'" for key, value in (("data", args.data), ("strategy", args.strategy),
+                                                                    ("model", args.model)) if value))
     filter_string = scope if args.all_versions else version_filter(scope)
     older = 0 if args.all_versions else count_older(logger.client, [logger.experiment_id], args.metric, scope)
     runs = search_ranked(logger.client, [logger.experiment_id], args.metric, args.mode, filter_string, args.top)
@@ -135,7 +118,8 @@ def report(args: argparse.Namespace) -> int:
                      "ranks them; the README's changelog says what changed)")
         raise LookupError(f"no finished run of engine version {ENGINE_VERSION} in experiment {args.experiment!r}"
                           f"{' sweep ' + repr(args.sweep) if args.sweep else ''} has a finite {args.metric!r}{hint}.")
-    rows = rows_for(runs, args.metric)
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+    rows = rows_for(runs, args.metric, columns)
     belief = top_run_belief(logger, runs[0], args.metric, filter_string)
     rows[0]["deflated_sharpe_ratio"] = belief.get("deflated_sharpe_ratio")
     registered = None
@@ -145,7 +129,9 @@ def report(args: argparse.Namespace) -> int:
         version = register_model(logger.client, logger.tracking_uri, runs[0], args.register, args.metric,
                                  belief.get("deflated_sharpe_ratio"))
         registered = {"name": version.name, "version": int(version.version), "run_id": runs[0].info.run_id}
-    if args.json:
+    if args.format == "csv":
+        print(to_csv(rows, args.metric, columns), end="")
+    elif args.format == "json":
         from runner.tracking.params import to_jsonable
 
         print(json.dumps(to_jsonable({"experiment": args.experiment, "metric": args.metric, "mode": args.mode,
@@ -154,16 +140,16 @@ def report(args: argparse.Namespace) -> int:
                                       "registered": registered, "runs": rows}), indent=2))
     else:
         print(f"experiment {args.experiment!r}: top {len(rows)} by {args.mode} {args.metric} (winner first)")
-        print(format_table(rows, args.metric))
+        print(format_table(rows, args.metric, columns))
         if older:
             print(f"left out {older} finished run(s) of older engine versions (their metrics mean something else; "
                   "--all-versions ranks them too)")
         if registered:
             print(f"registered run {registered['run_id']} as version {registered['version']} of model "
                   f"{registered['name']!r}")
-        scope = f"sweep {args.sweep!r}" if args.sweep else "the experiment's finished runs"
+        where = f"sweep {args.sweep!r}" if args.sweep else "the experiment's finished runs"
         dsr = belief.get("deflated_sharpe_ratio")
-        print(f"deflated Sharpe of the top run given the {belief['n_trials']} trials of {scope}: "
+        print(f"deflated Sharpe of the top run given the {belief['n_trials']} trials of {where}: "
               + (f"{dsr:.4f}" if dsr is not None else belief.get("reason", "n/a")))
     return 0
 

@@ -15,7 +15,8 @@ LAYERS = [
     ("runner.data", "runner.docs", "runner.engine", "runner.ml", "runner.plots", "strategies"),
     ("runner.tracking",),
     ("runner.experiment", "runner.evaluation", "runner.logger"),
-    ("runner.task", "runner.sweep", "runner.winner", "runner.trials", "runner.report", "runner.sync", "runner.clean",
+    ("runner.task", "runner.sweep", "runner.winner", "runner.trials", "runner.report", "runner.report_table",
+     "runner.sync", "runner.clean",
      "runner.overrides", "runner.__main__"),
 ]
 PURE = ("runner.config", "runner.stats", "runner.data", "runner.docs", "runner.engine", "runner.ml", "runner.plots",

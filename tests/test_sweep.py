@@ -52,7 +52,7 @@ def test_three_job_sweep_winner_matches_an_independent_query(tmp_path: Path, cli
     values = [r["val_sharpe_ratio"] for r in rows]
     assert values == sorted(values, reverse=True)
     table = run_cli(["runner.report", "--top", "2"], cli_env, tmp_path)
-    assert table.returncode == 0 and independent.info.run_id[:12] in table.stdout.splitlines()[2]
+    assert table.returncode == 0 and independent.info.run_name in table.stdout.splitlines()[2]
     # Resume: the same sweep again skips all three configs and still names the same winner...
     again = run_cli([*sweep, "sweep_name=three"], cli_env, tmp_path)
     assert again.returncode == 0 and again.stdout.count("skipped") == 3
