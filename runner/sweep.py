@@ -20,6 +20,7 @@ import os
 import re
 import socket
 import sys
+import time
 import traceback
 from datetime import datetime
 from pathlib import Path
@@ -87,6 +88,9 @@ def run_job(cfg: DictConfig) -> float:
         print(f"[{run_name}] not run: the tracking server was lost", file=sys.stderr)
         return worst(state["mode"])
     value = _tracked_job(cfg, state, run_name)
+    from runner.progress import job_done
+
+    print(f"[{run_name}] {job_done(hydra_cfg.sweep.dir, state.get('planned_jobs'), state['started'])}")
     if server_lost(state["tracking_uri"]) and os.getpid() == state["pid"]:  # stop launching: Hydra ends the sweep
         raise ServerLost(hydra_cfg.sweep.dir, state["tracking_uri"])
     return value if math.isfinite(value) else worst(state["mode"])
@@ -228,6 +232,7 @@ class SweepCallback(Callback):
         from filelock import FileLock, Timeout
 
         from runner.engine import ENGINE_VERSION
+        from runner.progress import planned_jobs
         from runner.tracking.logger import MLflowLogger
         from runner.tracking.queries import ENGINE_VERSION_TAG
         from runner.tracking.store import check_tracking_server
@@ -245,7 +250,8 @@ class SweepCallback(Callback):
             check_tracking_server(uri)
             logger = MLflowLogger(str(config.experiment_name), uri)  # creates the schema once, here
             name = config.get("sweep_name") or default_sweep_name(sweep_dir)
-            overrides = " ".join(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+            override_list = [str(o) for o in OmegaConf.to_container(config.hydra.overrides.task, resolve=False)]
+            overrides = " ".join(override_list)
             run = logger.client.create_run(logger.experiment_id, run_name=name, tags={
                 "runner.role": "sweep_parent", "sweep_name": name, "overrides": overrides, "argv": " ".join(sys.argv),
                 "sweep_dir": str(sweep_dir.absolute()), "runner.host": socket.gethostname(),
@@ -256,7 +262,8 @@ class SweepCallback(Callback):
         state = {"parent_run_id": run.info.run_id, "sweep_name": name, "tracking_uri": uri,
                  "experiment_name": str(config.experiment_name), "experiment_id": logger.experiment_id,
                  "metric": str(config.selection.metric), "mode": str(config.selection.mode),
-                 "sweep_dir": str(sweep_dir.absolute()), "pid": os.getpid(), "reuse_runs": bool(config.reuse_runs)}
+                 "sweep_dir": str(sweep_dir.absolute()), "pid": os.getpid(), "reuse_runs": bool(config.reuse_runs),
+                 "planned_jobs": planned_jobs(override_list, config.hydra.sweeper), "started": time.time()}
         (sweep_dir / STATE_FILE).write_text(json.dumps(state))
         from runner.tracking.record import keeps_record
 

@@ -16,7 +16,7 @@ LAYERS = [
     ("runner.tracking",),
     ("runner.experiment", "runner.evaluation", "runner.logger"),
     ("runner.task", "runner.sweep", "runner.winner", "runner.trials", "runner.report", "runner.report_table",
-     "runner.sync", "runner.clean",
+     "runner.sync", "runner.clean", "runner.progress",
      "runner.overrides", "runner.__main__"),
 ]
 PURE = ("runner.config", "runner.stats", "runner.data", "runner.docs", "runner.engine", "runner.ml", "runner.plots",

@@ -125,6 +125,10 @@ def test_cli_classic_rule_end_to_end(tmp_path: Path, cli_env: dict, tracking_uri
     assert done.returncode == 0, done.stderr
     assert "val_sharpe_ratio" in done.stdout and "mlflow ui --backend-store-uri" in done.stdout
     client, run = _read_run(tracking_uri)
+    links = f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}"
+    assert f"{links}?workflowType=machine_learning" in done.stdout and f"{links}/runs/{run.info.run_id}" in done.stdout
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    client, run = _read_run(tracking_uri)
     assert run.info.status == "FINISHED"
     assert run.data.params["strategy.lookback"] == "10" and run.data.params["data.splits"] == "[0.6, 0.2, 0.2]"
     assert run.data.params["backtest.periods_per_year"] == "auto"

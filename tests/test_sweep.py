@@ -38,6 +38,12 @@ def test_three_job_sweep_winner_matches_an_independent_query(tmp_path: Path, cli
     assert best["winner"]["run_id"] == independent.info.run_id
     assert best["winner"]["params"] == {"strategy.lookback": independent.data.params["strategy.lookback"]}
     assert best["winner"]["run_id"] in done.stdout and "reproduce: python -m runner" in done.stdout
+    assert "1/3 jobs done" in done.stdout and "3/3 jobs done" in done.stdout and "left" in done.stdout
+    sweep_dir = _sweep_dir(tmp_path)
+    assert f"saved: {(sweep_dir / 'best_run.json').absolute()}" in done.stdout
+    assert f"/#/experiments/{children[0].info.experiment_id}?workflowType=machine_learning" in done.stdout
+    assert f"the sweep: http://127.0.0.1:5000/#/experiments/{children[0].info.experiment_id}/runs/" \
+           f"{best['parent_run_id']}" in done.stdout
     parent = client.get_run(best["parent_run_id"])
     assert parent.info.status == "FINISHED" and parent.data.tags["best_run_id"] == independent.info.run_id
     assert set(parent.data.metrics) == {"n_trials", "winner_deflated_sharpe_ratio", "pbo"}  # no segment metric:

@@ -103,16 +103,19 @@ def train_model(build: Callable[[], Any], data: Dataset, config: TrainerConf, se
     generator = torch.Generator().manual_seed(seed)
     history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
     best_loss, best_epoch, best_state, waited = float("inf"), 0, copy.deepcopy(model.state_dict()), 0
-    show = sys.stderr.isatty()
+    from tqdm import tqdm
+
+    # A bar on a terminal only (it would be noise in logs); one summary line either way.
+    bar = tqdm(total=config.epochs, desc="training", unit="epoch", file=sys.stderr, leave=False,
+               disable=not sys.stderr.isatty(), dynamic_ncols=True)
     start = time.perf_counter()
     for epoch in range(config.epochs):
         history["train_loss"].append(_train_epoch(model, optimiser, x_train, y_train, config.batch_size, generator,
                                                   check_stop))
         val_loss = _loss(model, x_val, y_val)
         history["val_loss"].append(val_loss)
-        if show:
-            print(f"\repoch {epoch + 1}/{config.epochs} train_loss={history['train_loss'][-1]:.4f} "
-                  f"val_loss={val_loss:.4f}", end="", file=sys.stderr, flush=True)
+        bar.set_postfix(train_loss=f"{history['train_loss'][-1]:.4f}", val_loss=f"{val_loss:.4f}", refresh=False)
+        bar.update()
         if val_loss < best_loss:
             best_loss, best_epoch, waited = val_loss, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
@@ -120,11 +123,14 @@ def train_model(build: Callable[[], Any], data: Dataset, config: TrainerConf, se
             waited += 1
             if waited >= config.patience:
                 break
-    if show:
-        print(file=sys.stderr)
+    bar.close()
+    seconds = time.perf_counter() - start
+    stopped = " (early stop)" if len(history["val_loss"]) < config.epochs else ""
+    print(f"trained {len(history['val_loss'])} epoch(s){stopped} in {seconds:.1f} s on {device}; best epoch "
+          f"{best_epoch}, val_loss {best_loss:.4f}", file=sys.stderr)
     model.load_state_dict(best_state)
     model.eval()
-    return TrainingResult(model.cpu(), history, best_epoch, time.perf_counter() - start, device)
+    return TrainingResult(model.cpu(), history, best_epoch, seconds, device)
 
 
 def forecast(model: Any, data: Dataset) -> np.ndarray:
