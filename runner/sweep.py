@@ -237,6 +237,13 @@ class SweepCallback(Callback):
         from runner.tracking.queries import ENGINE_VERSION_TAG
         from runner.tracking.store import check_tracking_server
 
+        if "optuna" in str(config.hydra.sweeper.get("_target_", "")):  # its INFO lines: colour codes in logs
+            import logging
+
+            logging.getLogger("alembic").setLevel(logging.WARNING)  # optuna's import sets up alembic, at INFO
+            import optuna
+
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(sweep_dir / LOCK_FILE))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -52,9 +55,21 @@ def log_torch_model(model: Any, artifact_path: str, input_example: Any = None) -
     was_training = model.training
     model = model.cpu().eval()
     try:
-        mlflow.pytorch.log_model(model, name=artifact_path, **_model_kwargs(model, input_example))
+        with export_warnings_handled():
+            mlflow.pytorch.log_model(model, name=artifact_path, **_model_kwargs(model, input_example))
     finally:
         model.train(was_training)
+
+
+@contextlib.contextmanager
+def export_warnings_handled() -> Iterator[None]:
+    """torch.export warns that nn.LSTM's ``_flat_weights`` "were assigned during export": torch's own LSTM
+    keeps them as plain attributes, nothing a model here can register, and the exported program is correct
+    (tests reload it and compare predictions). Only that message, only while exporting."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"The tensor attributes self\.\w+\._flat_weights",
+                                category=UserWarning)
+        yield
 
 
 def save_torch_model(model: Any, path: str, input_example: Any = None) -> None:
@@ -64,7 +79,8 @@ def save_torch_model(model: Any, path: str, input_example: Any = None) -> None:
     was_training = model.training
     model = model.cpu().eval()
     try:
-        mlflow.pytorch.save_model(model, path, **_model_kwargs(model, input_example))
+        with export_warnings_handled():
+            mlflow.pytorch.save_model(model, path, **_model_kwargs(model, input_example))
     finally:
         model.train(was_training)
 

@@ -84,6 +84,8 @@ def store_lock(tracking_uri: str) -> Iterator[None]:
         return
     from filelock import FileLock
 
+    # MLflow announces at INFO that it creates or migrates the schema: the runner's own output says what matters.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     with FileLock(str(db_path) + ".lock"):
         yield
 
