@@ -94,6 +94,10 @@ def prepare(config: Mapping[str, Any]) -> Prepared:
     strategy = build_strategy(config["strategy"])
     backtest = from_schema(BacktestConf, config["backtest"], "backtest")
     factory, trainer, sequence_length = None, None, 0
+    if config["model"].get("_target_") and not strategy.uses_model:
+        raise ValueError(f"{type(strategy).__name__} has no use for a model (its rule ignores forecasts), but a "
+                         f"model ({config['model']['_target_'].rsplit('.', 1)[-1]}) was given; use model=none (its "
+                         "default).")
     if config["model"].get("_target_"):
         from runner.ml.training import pick_device
 

@@ -19,6 +19,7 @@ class Strategy:
     """Subclasses implement ``signal`` and may override ``warmup`` and ``features``."""
 
     rules: StrategyRules = StrategyRules()
+    uses_model: bool = True  # False: the rule has no use for a forecast, and a model is refused
 
     @property
     def warmup(self) -> int:
@@ -30,11 +31,14 @@ class Strategy:
         raise NotImplementedError(f"{type(self).__name__} must implement signal(bars)")
 
     def features(self, bars: pd.DataFrame) -> pd.DataFrame:
-        """Trailing-only model inputs: each row uses bars up to and including its own."""
+        """Trailing-only model inputs: each row uses bars up to and including its own. Scaled by the strategy's
+        own window (its warm-up ``w``): log returns over 1, w/4, w/2 and w bars and the volatility over w
+        bars, so that sweeping the window changes what a model sees."""
         log_close = np.log(bars["close"])
-        horizons = sorted({1, 5, 20, max(2, self.warmup)})
+        window = max(2, self.warmup)
+        horizons = sorted({1, max(2, window // 4), max(2, window // 2), window})
         columns = {f"ret_{h}": log_close.diff(h) for h in horizons}
-        columns["vol_20"] = log_close.diff().rolling(20).std()
+        columns[f"vol_{max(5, window)}"] = log_close.diff().rolling(max(5, window)).std()
         return pd.DataFrame(columns, index=bars.index)
 
     def with_rules(self, rules: StrategyRules) -> Strategy:

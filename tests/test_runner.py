@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
+from omegaconf import OmegaConf
 
 from runner.config import model_factory, register
 from runner.experiment import build_strategy, prepare
@@ -57,6 +58,25 @@ def test_every_option_of_every_group_composes_and_builds(group: str, option: str
         assert (prepare(resolved).folds is not None) == (option == "walk_forward")
         assert resolved["selection"]["metric"] == ("oos_sharpe_ratio" if option == "walk_forward" else
                                                    "val_sharpe_ratio")
+
+
+def test_a_rule_without_use_for_a_model_runs_without_one_and_refuses_one() -> None:
+    resolved = OmegaConf.to_container(_compose(["+strategy=buy_and_hold", "data=synthetic"]), resolve=True)
+    assert resolved["model"]["_target_"] is None and prepare(resolved).model_factory is None
+    resolved = OmegaConf.to_container(_compose(["+strategy=buy_and_hold", "model=mlp", "data=synthetic"]),
+                                      resolve=True)
+    with pytest.raises(ValueError, match="BuyAndHold has no use for a model.*use model=none"):
+        prepare(resolved)
+
+
+def test_model_features_follow_the_strategy_window() -> None:
+    from strategies.momentum import Momentum
+
+    bars = pd.DataFrame({"close": np.linspace(100, 120, 300)}, index=pd.bdate_range("2020-01-01", periods=300))
+    short, long = Momentum(lookback=5).features(bars), Momentum(lookback=20).features(bars)
+    assert list(short.columns) == ["ret_1", "ret_2", "ret_5", "vol_5"]
+    assert list(long.columns) == ["ret_1", "ret_5", "ret_10", "ret_20", "vol_20"]
+    assert short.iloc[:5].isna().any(axis=1).all() and short.iloc[6:].notna().all().all()  # trailing only
 
 
 def test_models_set_their_own_training_defaults_and_the_command_line_wins() -> None:
@@ -169,8 +189,8 @@ def test_cli_with_mlp_logs_curves_figures_and_a_reloadable_model(tmp_path: Path,
 
     stats = json.loads(Path(client.download_artifacts(run.info.run_id, "model_inputs/standardisation.json",
                                                       str(tmp_path))).read_text())
-    assert stats["features"] == ["ret_1", "ret_5", "ret_20", "vol_20"] and len(stats["mean"]) == 4
-    assert model(torch.zeros(7, 4)).shape == (7,)
+    assert stats["features"] == ["ret_1", "ret_5", "ret_10", "ret_20", "vol_20"] and len(stats["mean"]) == 5
+    assert model(torch.zeros(7, 5)).shape == (7,)
 
 
 @pytest.mark.slow
