@@ -118,5 +118,5 @@ def ui_links(tracking_uri: str, experiment_id: str, run_id: str | None = None, l
     lines = [] if remote else [f"open it: mlflow ui --backend-store-uri {redact_uri(tracking_uri)}   then:"]
     lines.append(f"  runs: {base}/#/experiments/{experiment_id}?workflowType=machine_learning")
     if run_id:
-        lines.append(f"  {label}: {base}/#/experiments/{experiment_id}/runs/{run_id}")
+        lines.append(f"  {label}: {base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning")
     return lines
