@@ -116,8 +116,12 @@ def report(args: argparse.Namespace) -> int:
         if older:
             hint += (f"; {older} run(s) of older engine versions have it (python -m runner.report --all-versions "
                      "ranks them; the README's changelog says what changed)")
-        raise LookupError(f"no finished run of engine version {ENGINE_VERSION} in experiment {args.experiment!r}"
-                          f"{' sweep ' + repr(args.sweep) if args.sweep else ''} has a finite {args.metric!r}{hint}.")
+        version = "" if args.all_versions else f" of engine version {ENGINE_VERSION}"
+        chosen = ", ".join(f"{k}={v}" for k, v in (("data", args.data), ("strategy", args.strategy),
+                                                    ("model", args.model)) if v)
+        raise LookupError(f"no finished run{version} in experiment {args.experiment!r}"
+                          f"{' sweep ' + repr(args.sweep) if args.sweep else ''}{' with ' + chosen if chosen else ''}"
+                          f" has a finite {args.metric!r}{hint}.")
     columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
     rows = rows_for(runs, args.metric, columns)
     belief = top_run_belief(logger, runs[0], args.metric, filter_string)
