@@ -6,7 +6,8 @@ artifacts and logged models (purged the way ``mlflow gc`` does), and orphaned ar
     python -m runner.clean --tracking-uri http://host:5000 --backend-store-uri postgresql://... --status FAILED --yes
 
 Criteria combine (a run must match all given). Never a RUNNING run, never the run of a registered model
-version. Without a criterion only orphaned folders (no run in the store) are listed. Exit 2 on bad input.
+version, never a sweep parent (or a resumed job's earlier run) that a run which stays still points at.
+Without a criterion only orphaned folders (no run in the store) are listed. Exit 2 on bad input.
 """
 
 from __future__ import annotations
@@ -76,8 +77,7 @@ def clean(args: argparse.Namespace) -> dict[str, Any]:
     plan = plan_cleanup(client, experiments, statuses, older_than, args.before_version)
     report = {"tracking_uri": redact_uri(uri), "deleted": args.yes,
               "runs": [_row(r, plan.sizes[r.info.run_id]) for r in plan.runs],
-              "kept_registered": [{"run_id": r.info.run_id, "run_name": r.info.run_name, "versions": v}
-                                  for r, v in plan.kept_registered],
+              "kept": [{"run_id": r.info.run_id, "run_name": r.info.run_name, "why": why} for r, why in plan.kept],
               "orphaned_folders": [{"path": str(p), "bytes": plan.sizes[str(p)]} for p in plan.orphans],
               "bytes": plan.total_bytes}
     if args.yes and (plan.runs or plan.orphans):
@@ -93,8 +93,8 @@ def print_report(report: dict[str, Any]) -> None:
     for row in report["runs"]:
         print(f"{verb}: run {row['run_id']}  {row['run_name']:<28} {row['status']:<9} v{row['engine_version']}  "
               f"{row['started']}  {megabytes(row['bytes'])}")
-    for row in report["kept_registered"]:
-        print(f"kept: run {row['run_id']}  {row['run_name']}  backs registered {', '.join(row['versions'])}")
+    for row in report["kept"]:
+        print(f"kept: run {row['run_id']}  {row['run_name']}  {row['why']}")
     for row in report["orphaned_folders"]:
         print(f"{verb}: orphaned folder {row['path']}  {megabytes(row['bytes'])} (no run in the store owns it)")
     total = f"{len(report['runs'])} run(s) and {len(report['orphaned_folders'])} orphaned folder(s), " \

@@ -24,12 +24,12 @@ _AGE = re.compile(r"^(?:(?P<d>\d+(?:\.\d+)?)d)?(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<
 
 @dataclass
 class Plan:
-    """Runs to delete (with their logged models), runs kept because a registered version needs them,
-    orphaned folders, and the bytes each frees (None where the artifacts are not on this disk)."""
+    """Runs to delete (with their logged models), matching runs kept (a registered version or a kept run needs
+    them), orphaned folders, and the bytes each frees (None where the artifacts are not on this disk)."""
 
     runs: list[Any] = field(default_factory=list)
     models: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # run id -> [(model id, location)]
-    kept_registered: list[tuple[Any, list[str]]] = field(default_factory=list)
+    kept: list[tuple[Any, str]] = field(default_factory=list)  # (run, why it stays)
     orphans: list[Path] = field(default_factory=list)
     sizes: dict[str, int | None] = field(default_factory=dict)  # run id or orphan path -> bytes
 
@@ -105,7 +105,9 @@ def plan_cleanup(client: Any, experiments: list[Any], statuses: list[str] | None
 
     One search reads every run of the store (deleted ones too): it decides both the candidates and which
     folders no run owns."""
-    every = client.search_experiments(view_type=3, max_results=50000)  # ViewType.ALL: deleted experiments own too
+    from mlflow.entities import ViewType
+
+    every = client.search_experiments(view_type=ViewType.ALL, max_results=50000)  # deleted experiments own too
     store_runs = all_runs(client, [e.experiment_id for e in every], deleted_too=True)
     ids = {e.experiment_id for e in experiments}
     cutoff = None if older_than_s is None else (time.time() - older_than_s) * 1000
@@ -115,15 +117,15 @@ def plan_cleanup(client: Any, experiments: list[Any], statuses: list[str] | None
                   and (cutoff is None or (r.info.start_time or 0) < cutoff)
                   and (before_version is None or engine_version(r) < before_version)]
     plan = Plan()
-    registered = registered_run_ids(client) if candidates else {}
+    why_kept = needed_runs(client, candidates, store_runs) if candidates else {}
     models_by_run: dict[str, list[tuple[str, str]]] = {}
     for model in logged_models(client, sorted(ids)) if candidates else []:
         if model.source_run_id:
             models_by_run.setdefault(model.source_run_id, []).append((model.model_id, model.artifact_location))
     for run in candidates:
         run_id = run.info.run_id
-        if run_id in registered:
-            plan.kept_registered.append((run, registered[run_id]))
+        if run_id in why_kept:
+            plan.kept.append((run, why_kept[run_id]))
             continue
         plan.runs.append(run)
         plan.models[run_id] = models_by_run.get(run_id, [])
@@ -135,6 +137,28 @@ def plan_cleanup(client: Any, experiments: list[Any], statuses: list[str] | None
     for path in plan.orphans:
         plan.sizes[str(path)] = folder_bytes(path)
     return plan
+
+
+def needed_runs(client: Any, candidates: list[Any], store_runs: list[Any]) -> dict[str, str]:
+    """Candidates that must stay, and why: the run behind a registered model version, the sweep parent of a run
+    that stays, the run a resumed job that stays points at (``resumed_from``)."""
+    needed = {run_id: f"backs registered {', '.join(versions)}" for run_id, versions in
+              registered_run_ids(client).items()}
+    going = {r.info.run_id for r in candidates} - set(needed)
+    changed = True
+    while changed:  # a kept child keeps its parent, which may keep the run it resumed from, ...
+        changed = False
+        for run in store_runs:
+            if run.info.run_id in going:
+                continue
+            for tag, why in (("mlflow.parentRunId", "the sweep parent of kept run"),
+                             ("resumed_from", "stands in for the resumed job")):
+                ref = run.data.tags.get(tag)
+                if ref in going:
+                    going.discard(ref)
+                    needed[ref] = f"{why} {run.info.run_name}"
+                    changed = True
+    return needed
 
 
 def find_orphans(client: Any, experiments: list[Any], run_ids: set[str], every_experiment: list[str]) -> list[Path]:
