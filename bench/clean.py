@@ -2,8 +2,9 @@
 
     python bench/clean.py [--runs 1000] [--dir /tmp/clean_bench]
 
-The store is built once (a third each FINISHED, FAILED, KILLED, ~60 KB of artifacts per run, plus orphaned
-folders) and copied fresh for each measured command, which runs as a user runs it: a subprocess.
+Each store is built once (one run in N FAILED or KILLED, the rest FINISHED; half the runs of engine version 1;
+~60 KB of artifacts per run, plus 10 orphaned folders) and copied fresh for each measured command, which runs
+as a user runs it: a subprocess.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 
-def populate(folder: Path, n: int) -> None:
+def populate(folder: Path, n: int, cleanable_every: int) -> None:
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param, RunTag
 
@@ -40,7 +41,8 @@ def populate(folder: Path, n: int) -> None:
         artifacts = Path(run.info.artifact_uri.removeprefix("file://"))
         (artifacts / "backtest").mkdir(parents=True)
         (artifacts / "backtest" / "portfolio_values.json").write_bytes(os.urandom(60_000))
-        client.set_terminated(run.info.run_id, STATUSES[i % 3])
+        client.set_terminated(run.info.run_id, STATUSES[1 + i // cleanable_every % 2] if i % cleanable_every == 0
+                              else "FINISHED")
     for i in range(10):
         orphan = folder / "mlartifacts" / f"{i:032x}" / "artifacts"
         orphan.mkdir(parents=True)
@@ -76,17 +78,21 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--dir", type=Path, default=Path("/tmp/clean_bench"))
+    parser.add_argument("--cleanable-every", type=int, nargs="+", default=[10, 2],
+                        help="one run in N ends FAILED or KILLED (the rest FINISHED): one store per N")
     args = parser.parse_args()
-    template = args.dir / f"store_{args.runs}"
-    start = time.perf_counter()
-    populate(template, args.runs)
-    built = time.perf_counter() - start
-    print(f"store: {args.runs} runs, {disk(template) / 1e6:.1f} MB (built or reused in {built:.0f} s)")
-    for label, extra in (("dry run --status FAILED,KILLED", ["--status", "FAILED,KILLED"]),
-                         ("--status FAILED,KILLED --yes", ["--status", "FAILED,KILLED", "--yes"]),
-                         ("--before-version 2 --yes", ["--before-version", "2", "--yes"])):
-        seconds, freed, last = measure(template, extra)
-        print(f"{label:<34} {seconds:6.2f} s  freed {freed / 1e6:6.1f} MB  | {last}")
+    for every in args.cleanable_every:
+        template = args.dir / f"store_{args.runs}_every_{every}"
+        start = time.perf_counter()
+        populate(template, args.runs, every)
+        built = time.perf_counter() - start
+        print(f"store: {args.runs} runs, one in {every} FAILED or KILLED, {disk(template) / 1e6:.1f} MB "
+              f"(built or reused in {built:.0f} s)")
+        for label, extra in (("dry run --status FAILED,KILLED", ["--status", "FAILED,KILLED"]),
+                             ("--status FAILED,KILLED --yes", ["--status", "FAILED,KILLED", "--yes"]),
+                             ("--before-version 2 --yes", ["--before-version", "2", "--yes"])):
+            seconds, freed, last = measure(template, extra)
+            print(f"  {label:<34} {seconds:6.2f} s  freed {freed / 1e6:6.1f} MB  | {last}")
 
 
 if __name__ == "__main__":
