@@ -145,7 +145,8 @@ class WalkForwardConf:
     window: str = documented("expanding", "each fold trains on every bar before it, or on the last train_bars",
                              "", "expanding | rolling")
     train_bars: int | None = documented(None, "the rolling window, or the first fold's training bars when "
-                                        "expanding (validation included)", "bars", "null (half the bars) or >= 20")
+                                        "expanding (validation included)", "bars",
+                                        "null (half the bars), or val_bars plus the warm-up and 10 rows to fit")
     val_bars: int | None = documented(None, "the end of each training window kept for early stopping", "bars",
                                       "null (a fifth of train_bars) or >= 2")
     test_bars: int | None = documented(None, "each fold's out-of-sample stretch", "bars",
