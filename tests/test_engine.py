@@ -145,7 +145,8 @@ def strategy_from_yaml(path) -> object:
 
     from runner.experiment import build_strategy
 
-    return build_strategy({**yaml.safe_load(path.read_text()), "long_only": False})
+    keys = {k: v for k, v in yaml.safe_load(path.read_text()).items() if k != "defaults"}  # Hydra's, not the class's
+    return build_strategy({**keys, "long_only": False})
 
 
 @pytest.mark.parametrize("path", STRATEGY_YAMLS, ids=lambda p: p.stem)
