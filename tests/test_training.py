@@ -46,16 +46,21 @@ def test_val_and_test_prices_cannot_change_the_trained_weights() -> None:
     n = len(close)
     perturbed = close.copy()
     perturbed[int(0.6 * n):] *= np.exp(np.cumsum(0.02 * np.random.default_rng(9).standard_normal(n - int(0.6 * n))))
-    config = TrainerConf(epochs=3, batch_size=64, patience=5, device="cpu")  # no early stop: val unused
     base, pert = dataset(close), dataset(perturbed)
     np.testing.assert_array_equal(base.mean, pert.mean)  # train statistics only
     np.testing.assert_array_equal(base.rows["train"], pert.rows["train"])
     assert base.rows["train"].max() < int(0.6 * n) - 1  # the last train row's target lies in val: dropped
+    # Val prices may choose which epoch is restored (that is early stopping), never what an epoch learns:
+    # every epoch's training loss is the same, and a one-epoch model (nothing to choose) is the same model.
+    config = TrainerConf(epochs=3, batch_size=64, patience=5, device="cpu")
     a = train_model(lambda: MLPForecaster(base.features.shape[1]), base, config, seed=1)
     b = train_model(lambda: MLPForecaster(pert.features.shape[1]), pert, config, seed=1)
+    assert a.history["train_loss"] == b.history["train_loss"] and a.history["val_loss"] != b.history["val_loss"]
+    one = TrainerConf(epochs=1, batch_size=64, patience=5, device="cpu")
+    a = train_model(lambda: MLPForecaster(base.features.shape[1]), base, one, seed=1)
+    b = train_model(lambda: MLPForecaster(pert.features.shape[1]), pert, one, seed=1)
     for pa, pb in zip(a.model.parameters(), b.model.parameters(), strict=True):
         torch.testing.assert_close(pa, pb, rtol=0, atol=0)
-    assert a.history["train_loss"] == b.history["train_loss"]
 
 
 def test_early_stopping_restores_the_best_epoch() -> None:
