@@ -15,6 +15,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    import mlflow
+
+    # MLflow keeps the URI an earlier test set (mlflow.set_tracking_uri) as its process-wide default; clients
+    # made without one (MLflow's own artifact repositories do that) would read that test's store.
+    mlflow.set_tracking_uri(uri)
     return uri
 
 

@@ -109,7 +109,8 @@ def test_a_refitted_model_never_sees_later_bars_and_keeps_its_gap(tmp_path: Path
         _, run = _last_run(tracking_uri)
         weights.append(_table(client, run.info.run_id, "walk_forward", tmp_path / name).set_index("timestamp"))
         folds = _table(client, run.info.run_id, "folds", tmp_path / name)
-        assert client.list_artifacts(run.info.run_id, "model")  # the last fold's model is logged
+        models = client.search_logged_models([run.info.experiment_id], f"source_run_id = '{run.info.run_id}'")
+        assert [m.name for m in models] == ["model"]  # the last fold's model is logged, once
     index = pd.bdate_range("2010-01-04", periods=900)
     t = index[700]
     before = weights[0].index <= t
