@@ -85,6 +85,8 @@ def test_thinning_keeps_every_segment_boundary() -> None:
     rows = thinned_rows(frame, limit=1000)
     assert {0, 50_000, 50_001, 50_007, 50_008 - 1, 70_007} <= set(rows.tolist()) and len(rows) <= 1010
     assert np.all(np.diff(rows) > 0)
+    folds = pd.DataFrame({"fold": np.repeat([0, 1, 2], 30_000)})
+    assert {0, 29_999, 30_000, 59_999, 60_000, 89_999} <= set(thinned_rows(folds, limit=500).tolist())
     small = pd.DataFrame({"segment": ["train"] * 10})
     assert thinned_rows(small, limit=1000).tolist() == list(range(10))
 

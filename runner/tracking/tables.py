@@ -3,7 +3,7 @@ at most ``JSON_ROWS`` rows for MLflow's table view, and everything else as ``res
 
 ``tables="auto"`` (the default) writes ``<name>.parquet`` (every row; zstd, byte-stream-split floats,
 delta-encoded timestamps) and ``<name>.json`` (every row up to ``JSON_ROWS``, else an even thinning that
-keeps the first and last row and both ends of every segment). ``"parquet"`` writes only the Parquet
+keeps the first and last row and both ends of every segment or walk-forward fold). ``"parquet"`` writes only the Parquet
 record, ``"json"`` only full JSON tables (the first wave's format, any size). ``results.json`` says, per
 table, its rows and which file is the full record.
 """
@@ -31,15 +31,16 @@ PARQUET_ROW_GROUP = 131_072
 
 def thinned_rows(frame: pd.DataFrame, limit: int = JSON_ROWS) -> np.ndarray:
     """Row positions of an even thinning to about ``limit`` rows that keeps the first and last row and, where
-    the frame has a ``segment`` column, the first and last row of every segment."""
+    the frame has a ``segment`` (or walk-forward ``fold``) column, the first and last row of every one."""
     n = len(frame)
     if n <= limit:
         return np.arange(n)
     keep = [0, n - 1]
-    if "segment" in frame:
-        codes = pd.Series(frame["segment"]).astype("category").cat.codes.to_numpy()
-        starts = np.flatnonzero(codes[1:] != codes[:-1]) + 1
-        keep += [*starts, *(starts - 1)]
+    for column in ("segment", "fold"):
+        if column in frame:
+            codes = pd.Series(frame[column]).astype("category").cat.codes.to_numpy()
+            starts = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+            keep += [*starts, *(starts - 1)]
     even = np.linspace(0, n - 1, max(limit - len(keep), 2)).round().astype(np.int64)
     return np.union1d(np.asarray(keep, dtype=np.int64), even)
 
