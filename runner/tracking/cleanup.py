@@ -8,13 +8,13 @@ import io
 import re
 import shutil
 import time
-import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from runner.tracking.queries import engine_version
 from runner.tracking.registry import registered_run_ids
+from runner.tracking.store import local_path
 
 CLEANABLE = ("FINISHED", "FAILED", "KILLED")
 _RUN_DIR = re.compile(r"^[0-9a-f]{32}$")
@@ -55,16 +55,6 @@ def parse_statuses(text: str) -> list[str]:
             "RUNNING" in bad else ""
         raise ValueError(f"--status {text!r}: allowed: {', '.join(CLEANABLE)}, comma-separated{never}.")
     return statuses
-
-
-def local_path(uri: str | None) -> Path | None:
-    """The folder of a ``file:`` (or plain path) artifact URI; None for remote stores."""
-    if not uri:
-        return None
-    parsed = urllib.parse.urlparse(uri)
-    if parsed.scheme in ("", "file"):
-        return Path(urllib.parse.unquote(parsed.path))
-    return None
 
 
 def folder_bytes(path: Path | None) -> int | None:

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,6 +107,14 @@ def check_tracking_server(uri: str, timeout: float = HEALTH_TIMEOUT_SECONDS) -> 
         problem = f"is unreachable ({getattr(error, 'reason', error)})"
     raise LookupError(f"tracking server {redact_uri(uri)} {problem}. Start it (mlflow server --host 127.0.0.1) "
                       "or use tracking=local / unset MLFLOW_TRACKING_URI.")
+
+
+def local_path(uri: str | None) -> Path | None:
+    """The folder or file of a ``file:`` (or plain path) artifact URI; None for remote stores."""
+    if not uri:
+        return None
+    parsed = urllib.parse.urlparse(uri)
+    return Path(urllib.parse.unquote(parsed.path)) if parsed.scheme in ("", "file") else None
 
 
 def ui_links(tracking_uri: str, experiment_id: str, run_id: str | None = None, label: str = "this run") -> list[str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from runner.tracking.params import table_json, to_jsonable
+from runner.tracking.store import local_path
 
 TABLES = ("trades", "fills", "portfolio_values", "walk_forward", "folds")
 TABLE_FORMATS = ("auto", "parquet", "json")
@@ -86,11 +86,6 @@ def write_backtest_files(folder: Path, results: Mapping[str, Any], tables: str =
     return shown
 
 
-def _local(uri: str) -> Path | None:
-    parsed = urllib.parse.urlparse(uri)
-    return Path(urllib.parse.unquote(parsed.path)) if parsed.scheme in ("", "file") else None
-
-
 def read_backtest_table(artifact_uri: str, name: str, artifact_path: str = "backtest") -> pd.DataFrame:
     """A run's full table ``name`` from its artifact location: the Parquet record, or for runs logged
     before it existed (or with ``tables="json"``) the JSON table. Local stores are read in place."""
@@ -99,7 +94,7 @@ def read_backtest_table(artifact_uri: str, name: str, artifact_path: str = "back
 
     for suffix in ("parquet", "json"):
         uri = f"{artifact_uri}/{artifact_path}/{name}.{suffix}"
-        local = _local(uri)
+        local = local_path(uri)
         with tempfile.TemporaryDirectory() as tmp:
             if local is None:
                 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per table is noise
