@@ -181,9 +181,11 @@ def config_params(config: Mapping[str, Any]) -> dict[str, Param]:
     return found
 
 
-def descriptions(config: Mapping[str, Any], keys: list[str]) -> dict[str, dict[str, str]]:
-    """``params/descriptions.json``: meaning, unit, allowed values and type of each logged key."""
-    known = config_params(config)
+def descriptions(config: Mapping[str, Any], keys: list[str],
+                 known: Mapping[str, Param] | None = None) -> dict[str, dict[str, str]]:
+    """``params/descriptions.json``: meaning, unit, allowed values and type of each logged key (``known``:
+    ``config_params(config)`` when the caller has it already)."""
+    known = known if known is not None else config_params(config)
     out = {}
     for key in keys:
         param = known.get(key)
@@ -193,9 +195,10 @@ def descriptions(config: Mapping[str, Any], keys: list[str]) -> dict[str, dict[s
     return out
 
 
-def consistent_types(config: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def consistent_types(config: Mapping[str, Any], params: Mapping[str, Any],
+                     known: Mapping[str, Param] | None = None) -> dict[str, Any]:
     """Params with an int given for a float key logged as a float (a sweep over ``1,2.5`` logs 1.0 and 2.5)."""
-    known = config_params(config)
+    known = known if known is not None else config_params(config)
     return {k: float(v) if isinstance(v, int) and not isinstance(v, bool) and k in known and known[k].type is float
             else v for k, v in params.items()}
 

@@ -49,11 +49,12 @@ def run_params(redacted_config: dict[str, Any]) -> dict[str, Any]:
 def log_run_start(logger: Any, extras: RunExtras) -> None:
     """Params first (ints of float keys as floats), so a run that fails or is killed later still shows its
     config, with what each key means in ``params/descriptions.json``."""
-    from runner.docs import LOGGED_ONLY, consistent_types, descriptions
+    from runner.docs import LOGGED_ONLY, config_params, consistent_types, descriptions
 
     config = extras.redacted_config
-    logged = logger.log_params(consistent_types(config, run_params(config)))
-    logger.log_dict(descriptions(config, [*logged, *LOGGED_ONLY]), DESCRIPTIONS_ARTIFACT)
+    known = config_params(config)  # the schemas' and the strategy's and model's signatures, read once
+    logged = logger.log_params(consistent_types(config, run_params(config), known))
+    logger.log_dict(descriptions(config, [*logged, *LOGGED_ONLY], known), DESCRIPTIONS_ARTIFACT)
 
 
 def _log_training(logger: Any, training: Any) -> None:
