@@ -18,6 +18,7 @@ from typing import Any
 
 MODES = ("max", "min")
 DEVICES = ("auto", "cpu", "cuda")
+REBALANCE = "1 (every bar), an integer k >= 2 (every k bars), weekly, monthly"
 HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
 
 
@@ -33,8 +34,8 @@ class Doc:
 def documented(default: Any, meaning: str, unit: str = "", allowed: str = "") -> Any:
     """A schema field carrying its ``Doc`` (read by ``runner.docs``; OmegaConf ignores field metadata)."""
     doc = {"doc": Doc(meaning, unit, allowed)}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=doc)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=doc)
     return field(default=default, metadata=doc)
 
 
@@ -43,19 +44,29 @@ class DataConf:
     """The bars: a bundled series, your own file, or a seeded random walk (``runner.data``)."""
 
     source: str = documented("???", "where the bars come from (set by the data group)", "",
-                             "sp500 | nasdaq | csv | synthetic")
+                             "sp500 | nasdaq | csv | synthetic | universe | synthetic_universe | bundled_universe")
     start: str | None = documented(None, "first bar kept (inclusive)", "date", "YYYY-MM-DD or null")
     end: str | None = documented(None, "last bar kept (inclusive)", "date", "YYYY-MM-DD or null")
     splits: list[float] = documented([0.6, 0.2, 0.2], "chronological train/val/test shares of the bars",
                                      "fractions", "3 numbers >= 0 summing to 1")
-    path: str | None = documented(None, "data=csv: the file to read", "path", "a .csv or .parquet file")
+    path: str | None = documented(None, "data=csv: the file to read; data=universe: a folder of per-symbol files or "
+                                  "one long file", "path", "a .csv or .parquet file, or a folder of them")
     date_column: str | None = documented(None, "data=csv: the column of timestamps", "",
                                          "a column name; null: date/datetime/timestamp/time, else the first")
-    n_bars: int = documented(2000, "data=synthetic: number of bars", "bars", ">= 2")
-    drift: float = documented(0.0003, "data=synthetic: mean log return per bar", "per bar", "finite")
+    n_bars: int = documented(2000, "data=synthetic*: number of bars", "bars", ">= 2")
+    drift: float = documented(0.0003, "data=synthetic*: mean log return per bar (synthetic_universe: 0.0002)",
+                              "per bar", "finite")
     volatility: float = documented(0.01, "data=synthetic: std of the log return per bar", "per bar", ">= 0")
     regimes: int = documented(1, "data=synthetic: blocks of alternating drift sign", "", ">= 1")
-    seed: int | None = documented(None, "data=synthetic: random seed", "", "int; null: the top-level seed")
+    seed: int | None = documented(None, "data=synthetic*: random seed", "", "int; null: the top-level seed")
+    n_assets: int = documented(20, "data=synthetic_universe: number of assets", "assets", ">= 2")
+    drift_dispersion: float = documented(0.0, "data=synthetic_universe: std of the per-asset drifts (0: no "
+                                         "cross-sectional edge)", "per bar", ">= 0")
+    market_volatility: float = documented(0.01, "data=synthetic_universe: std of the market factor", "per bar", ">= 0")
+    idio_volatility: float = documented(0.015, "data=synthetic_universe: std of each asset's noise", "per bar", ">= 0")
+    max_fill: int = documented(5, "universes: bars an asset's last price is carried over where it has no bar "
+                               "(return 0); past them, and before its first bar, it is not tradable (a position "
+                               "is sold at its last price)", "bars", ">= 0")
 
 
 @dataclass
@@ -70,12 +81,20 @@ class BacktestConf:
                                        "auto (inferred from the timestamps) or a number > 0")
     risk_free_rate: float = documented(0.0, "subtracted from returns in Sharpe and Sortino", "annual fraction",
                                        "finite")
-    max_leverage: float = documented(1.0, "gross exposure the target weights are scaled to", "x equity", "> 0")
+    max_leverage: float = documented(1.0, "the most gross exposure sum_i |w[t,i]|: a bar's weights are scaled down "
+                                     "together when over it", "x equity", "> 0")
+    rebalance: Any = documented(1, "when the book trades to its targets (between rebalances weights drift with "
+                                "prices)", "bars", REBALANCE)
+    asset_costs: dict[str, float] = documented({}, "a universe's per-asset cost (replaces commission + slippage "
+                                               "for that symbol)", "fraction of traded notional",
+                                               "SYMBOL: rate >= 0, set as +backtest.asset_costs.WTI=0.001")
 
     def __post_init__(self) -> None:
         if self.periods_per_year != "auto" and (isinstance(self.periods_per_year, (bool, str))
                                                 or not self.periods_per_year > 0):
             raise ValueError(f"backtest.periods_per_year must be auto or a number > 0, got {self.periods_per_year!r}.")
+        if not (self.rebalance in ("weekly", "monthly") or (type(self.rebalance) is int and self.rebalance >= 1)):
+            raise ValueError(f"backtest.rebalance={self.rebalance!r} is not valid; allowed: {REBALANCE}.")
         rules = {"initial_capital": ("> 0", self.initial_capital > 0), "commission": (">= 0", self.commission >= 0),
                  "slippage": (">= 0", self.slippage >= 0),
                  "max_leverage": ("> 0", self.max_leverage > 0), "risk_free_rate": ("finite", True)}

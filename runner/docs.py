@@ -42,7 +42,10 @@ SUPPLIED = ("self", "n_features")  # passed by the runner, not config keys
 HYDRA_DOCS = {"_target_": Doc("the class built from this group's keys", "", "an importable class path"),
               "_partial_": Doc("built once the number of features is known", "", "true")}
 LOGGED_ONLY = {"backtest.periods_per_year_used": Doc("the bars a year the metrics used (periods_per_year, or "
-                                                     "what auto inferred)", "bars/year", "> 0")}
+                                                     "what auto inferred)", "bars/year", "> 0"),
+               "universe.name": Doc("a universe run: which universe (the folder or file name, or the built-in one)"),
+               "universe.n_assets": Doc("a universe run: how many assets it holds", "assets", ">= 2"),
+               "universe.symbols": Doc("a universe run: its symbols, in column order", "", "a JSON list")}
 
 
 @dataclass(frozen=True)

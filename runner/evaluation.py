@@ -6,7 +6,8 @@ Fold k (half-open bar ranges): training ``[train_start, val_start)``, validation
 windows start at bar 0, rolling ones ``train_bars`` before ``train_end``. A model's row t has the target
 ``close[t+1]/close[t] - 1``, so the last validation target is bar ``train_end``, which lies in the gap: no
 training target overlaps a test stretch when ``gap >= 1``. Without a model, the strategy's rule is unchanged
-and walk-forward re-slices one backtest.
+and walk-forward re-slices one backtest. A universe goes the same way: one pooled model per fold, one
+portfolio backtest of the stitched weights.
 """
 
 from __future__ import annotations
@@ -101,24 +102,33 @@ def fold_layout(n_bars: int, conf: WalkForwardConf, with_model: bool, min_train:
 
 def _fold_forecasts(prepared: Any, folds: list[Fold], check_stop: Any) -> tuple[np.ndarray, list[Any], Any]:
     """One model per fold (same seed, that fold's bars and standardisation only); its forecasts of the fold's
-    test bars, placed in one forecast per bar (NaN before the first test bar: flat)."""
-    from runner.ml.dataset import build_dataset
+    test bars, placed in one forecast per bar (per bar and asset for a universe; NaN before the first test
+    bar: flat)."""
+    from runner.ml.dataset import build_dataset, build_panel_dataset, panel_forecast
     from runner.ml.training import forecast, train_model
 
-    bars = prepared.bars
-    features = prepared.strategy.features(bars)
-    close = bars["close"].to_numpy()
-    combined = np.full(len(bars), np.nan)
+    universe = prepared.universe
+    if universe is None:
+        features, close = prepared.strategy.features(prepared.bars), prepared.bars["close"].to_numpy()
+    else:
+        features, close = universe.features(prepared.strategy.features), universe.close
+    combined = np.full(close.shape, np.nan)
     trainings, dataset = [], None
     for fold in folds:
         a = fold.train_start
-        dataset = build_dataset(features.iloc[a:], close[a:], fold.val_start - a, fold.train_end - a,
-                                prepared.sequence_length)
+        if universe is None:
+            dataset = build_dataset(features.iloc[a:], close[a:], fold.val_start - a, fold.train_end - a,
+                                    prepared.sequence_length)
+        else:
+            dataset = build_panel_dataset([f.iloc[a:] for f in features], close[a:], fold.val_start - a,
+                                          fold.train_end - a, prepared.sequence_length)
         n_features = dataset.features.shape[1]
         training = train_model(lambda n=n_features: prepared.model_factory(n_features=n), dataset, prepared.trainer,
                                prepared.seed, threads=prepared.torch_threads, check_stop=check_stop)
-        combined[fold.test_start:fold.test_end] = forecast(training.model, dataset)[fold.test_start - a:
-                                                                                  fold.test_end - a]
+        predicted = forecast(training.model, dataset)
+        if universe is not None:
+            predicted = panel_forecast(predicted, len(close) - a, universe.n_assets)
+        combined[fold.test_start:fold.test_end] = predicted[fold.test_start - a:fold.test_end - a]
         trainings.append(training)
         check_stop()
     return combined, trainings, dataset
@@ -126,20 +136,23 @@ def _fold_forecasts(prepared: Any, folds: list[Fold], check_stop: Any) -> tuple[
 
 def walk_forward(prepared: Any, check_stop: Any = lambda: None) -> WalkForward:
     """Weights per fold (refitted models, or the rule), then the stitched and the per-fold backtests."""
-    folds = prepared.folds
+    folds, universe, strategy = prepared.folds, prepared.universe, prepared.strategy
     trainings, dataset = [], None
     if prepared.model_factory is None:
-        weights = prepared.strategy.target_weights(prepared.bars)
+        weights = strategy.target_weights(prepared.bars) if universe is None else strategy.portfolio_weights(universe)
     else:
         forecasts, trainings, dataset = _fold_forecasts(prepared, folds, check_stop)
-        weights = prepared.strategy.weights_from_forecast(forecasts)
+        weights = (strategy.weights_from_forecast(forecasts) if universe is None
+                   else strategy.portfolio_weights_from_forecast(forecasts, universe))
     first, stop = folds[0].test_start - 1, folds[-1].test_end  # one bar before: it holds the weight traded into
-    close = prepared.bars["close"].to_numpy()[first:stop]
-    index = prepared.bars.index[first:stop]
+    close = prepared.bars["close"].to_numpy() if universe is None else universe.close
+    close, index = close[first:stop], prepared.bars.index[first:stop]
+    symbols = None if universe is None else universe.symbols
     oos = run_backtest(close, weights[first:stop], 0, 0, prepared.backtest, index,
-                       segments={"oos": (1, stop - first)})
+                       segments={"oos": (1, stop - first)}, symbols=symbols)
     per_fold = run_backtest(close, weights[first:stop], 0, 0, prepared.backtest, index,
-                            segments={f"fold{f.number}": (f.test_start - first, f.test_end - first) for f in folds})
+                            segments={f"fold{f.number}": (f.test_start - first, f.test_end - first) for f in folds},
+                            symbols=symbols)
     names = list(oos.metrics["oos"])
     fold_metrics = {name: [per_fold.metrics[f"fold{f.number}"][name] for f in folds] for name in names}
     return WalkForward(folds, oos, fold_metrics, trainings, dataset)

@@ -51,6 +51,7 @@ class Prepared:
     seed: int
     torch_threads: int | None = None  # set for sweep jobs sharing the CPU with other jobs
     folds: list[Any] | None = None  # evaluation=walk_forward: runner.evaluation.Fold per fold
+    universe: Any = None  # a universe's data (runner.universe.Universe); ``bars`` is then its timeline only
 
 
 @dataclass
@@ -111,7 +112,16 @@ def prepare(config: Mapping[str, Any]) -> Prepared:
                          f"{', '.join(EVALUATIONS)} (choose with evaluation=NAME).")
     evaluation = from_schema(EVALUATIONS[evaluation["name"]], evaluation, "evaluation")
     seed = int(config["seed"])
-    bars = load_bars(config["data"], seed=seed)
+    loaded = load_data(config["data"], strategy, seed)
+    universe = None if isinstance(loaded, pd.DataFrame) else loaded
+    bars = loaded if universe is None else pd.DataFrame(index=universe.index)
+    if universe is not None:
+        from runner.engine.portfolio import cost_vector
+
+        cost_vector(universe.symbols, backtest.cost_rate, backtest.asset_costs)  # names only known symbols
+    elif backtest.asset_costs:
+        raise ValueError(f"backtest.asset_costs={dict(backtest.asset_costs)} sets per-asset costs, but data="
+                         f"{config['data'].get('source')} is a single series; use backtest.commission.")
     train_end, val_end = split_bounds(len(bars), config["data"]["splits"])
     if evaluation.name == "walk_forward":
         from runner.evaluation import fold_layout
@@ -120,7 +130,7 @@ def prepare(config: Mapping[str, Any]) -> Prepared:
         min_train = strategy.warmup + sequence_length + (MIN_TRAIN_ROWS + 2 if factory is not None else 2)
         folds = fold_layout(len(bars), evaluation, factory is not None, min_train)
         return Prepared(dict(config), strategy, with_periods_per_year(backtest, bars.index), factory, trainer,
-                        sequence_length, bars, train_end, val_end, seed, folds=folds)
+                        sequence_length, bars, train_end, val_end, seed, folds=folds, universe=universe)
     if factory is not None and val_end - train_end < 2:
         raise DataError(f"data.splits={list(config['data']['splits'])} leaves no validation segment, but a model "
                         "needs one for early stopping; give it a share, e.g. data.splits=[0.6,0.2,0.2], or use "
@@ -132,7 +142,38 @@ def prepare(config: Mapping[str, Any]) -> Prepared:
                         f"needs {needed} before its first weight; use more data (data.start/data.end) or a "
                         "shorter window.")
     return Prepared(dict(config), strategy, backtest, factory, trainer, sequence_length, bars, train_end, val_end,
-                    seed)
+                    seed, universe=universe)
+
+
+def load_data(data: Mapping[str, Any], strategy: Any, seed: int) -> Any:
+    """The bars of one series (a DataFrame), or a universe; a rule that ranks assets needs a universe."""
+    from runner.universe import UNIVERSE_SOURCES, load_universe
+
+    if data.get("source") not in UNIVERSE_SOURCES:
+        if strategy.cross_sectional:
+            raise ValueError(f"{type(strategy).__name__} ranks assets against each other, but data={data.get('source')}"
+                             f" is a single series; use a universe: data=bundled_universe, synthetic_universe or "
+                             "universe (data.path=FOLDER_OR_LONG_FILE).")
+        return load_bars(data, seed=seed)
+    return load_universe(data, seed=seed)
+
+
+def universe_weights(prepared: Prepared) -> tuple[np.ndarray, Any, Any]:
+    """A universe's target weights (bars x assets): the strategy's rule, or one model pooled over every asset
+    whose forecasts go through the strategy's rule (ranked, for a cross-sectional one)."""
+    universe, strategy = prepared.universe, prepared.strategy
+    if prepared.model_factory is None:
+        return strategy.portfolio_weights(universe), None, None
+    from runner.ml.dataset import build_panel_dataset, panel_forecast
+    from runner.ml.training import forecast, train_model
+
+    dataset = build_panel_dataset(universe.features(strategy.features), universe.close, prepared.train_end,
+                                  prepared.val_end, prepared.sequence_length)
+    n_features = dataset.features.shape[1]
+    training = train_model(lambda: prepared.model_factory(n_features=n_features), dataset, prepared.trainer,
+                           prepared.seed, threads=prepared.torch_threads, check_stop=check_stop)
+    forecasts = panel_forecast(forecast(training.model, dataset), len(universe.index), universe.n_assets)
+    return strategy.portfolio_weights_from_forecast(forecasts, universe), training, dataset
 
 
 def compute_weights(prepared: Prepared) -> tuple[np.ndarray, Any, Any]:
@@ -164,11 +205,12 @@ def execute(prepared: Prepared, logger: Any = None, log_extras: Any = None) -> O
                           walk.trainings[-1] if walk.trainings else None, walk)
         outcome.experiment_id = logger.experiment_id if logger else None
     else:
-        weights, training, dataset = compute_weights(prepared)
+        universe = prepared.universe
+        weights, training, dataset = compute_weights(prepared) if universe is None else universe_weights(prepared)
         check_stop()
-        bars = prepared.bars
-        result = run_backtest(bars["close"].to_numpy(), weights, prepared.train_end, prepared.val_end,
-                              prepared.backtest, bars.index)
+        close = universe.close if universe is not None else prepared.bars["close"].to_numpy()
+        result = run_backtest(close, weights, prepared.train_end, prepared.val_end, prepared.backtest,
+                              prepared.bars.index, symbols=universe.symbols if universe is not None else None)
         outcome = Outcome(logger.run_id if logger else None, result,
                           float(result.flat_metrics().get(metric, math.nan)), training,
                           experiment_id=logger.experiment_id if logger else None)

@@ -87,15 +87,16 @@ def equity_figure(result: Any, title: str = "") -> Any:
         ax_eq.plot(*reduce_for_drawing(x[start:stop], result.equity[start:stop], columns), color=STRATEGY, lw=1.1)
         ax_eq.plot(*reduce_for_drawing(x[start:stop], result.benchmark_equity[start:stop], columns), color=BENCHMARK,
                    lw=0.9, alpha=0.8)
+    universe = getattr(result, "symbols", None) is not None
     ax_eq.legend([Line2D([], [], color=STRATEGY, lw=1.1), Line2D([], [], color=BENCHMARK, lw=0.9)],
-                 ["strategy", "buy & hold"], loc="lower left")
+                 ["strategy", "equal weight (every bar)" if universe else "buy & hold"], loc="lower left")
     x_dd, drawdown = reduce_for_drawing(x, result.drawdown)
     ax_dd.fill_between(x_dd, -drawdown, 0, color=DRAWDOWN, alpha=0.5, lw=0)
     ax_w.step(*reduce_for_drawing(x, result.weights), where="post", lw=0.7, color=WEIGHT)
     ax_eq.set_title(title)
     ax_eq.set_ylabel("equity (restarts per segment)")
     ax_dd.set_ylabel("drawdown")
-    ax_w.set_ylabel("weight")
+    ax_w.set_ylabel("gross exposure" if universe else "weight")
     for ax in (ax_dd, ax_w):
         ax.yaxis.set_major_locator(MaxNLocator(3))
     for ax in (ax_eq, ax_dd):
@@ -106,6 +107,40 @@ def equity_figure(result: Any, title: str = "") -> Any:
         for ax in (ax_eq, ax_dd, ax_w):
             ax.set_xlim(x[0], x[-1])
     fig.subplots_adjust(left=0.08, right=0.98, top=0.95, bottom=0.06)
+    return fig
+
+
+def weights_figure(result: Any, title: str = "", named: int = 8) -> Any:
+    """A universe's weights over time as stacked areas (longs above zero, shorts below): the ``named`` assets
+    with the largest mean |weight| by name, the rest summed as "others"; at most ``DRAW_COLUMNS`` bars drawn
+    (evenly spaced: areas have no spikes to keep)."""
+    weights, symbols = result.asset_weights, list(result.symbols)
+    order = np.argsort(-np.abs(weights).mean(axis=0), kind="stable")
+    top = order[:named]
+    step = max(1, len(weights) // DRAW_COLUMNS)
+    x, ticks, labels = time_axis(result.index)
+    x, shown = x[::step], weights[::step]
+    layers = [shown[:, i] for i in top]
+    names = [symbols[i] for i in top]
+    if len(order) > named:
+        layers.append(shown[:, order[named:]].sum(axis=1))
+        names.append(f"{len(order) - named} others")
+    fig = new_figure(11, 4.5)
+    ax = fig.subplots()
+    colours = [f"C{i % 10}" for i in range(len(layers))]
+    longs = [np.clip(layer, 0, None) for layer in layers]
+    ax.stackplot(x, longs, labels=names, colors=colours, alpha=0.85, lw=0)
+    if any((layer < 0).any() for layer in layers):
+        ax.stackplot(x, [np.clip(layer, None, 0) for layer in layers], colors=colours, alpha=0.85, lw=0)
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set_ylabel("weight (share of equity)")
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    if ticks:
+        ax.set_xticks(ticks, labels)
+    if len(x):
+        ax.set_xlim(x[0], x[-1])
+    fig.subplots_adjust(left=0.07, right=0.86, top=0.92, bottom=0.1)
     return fig
 
 

@@ -12,7 +12,7 @@ from tests.conftest import ROOT, run_cli
 # Lower layers never import higher ones; pure compute sits at the bottom, entry modules on top.
 LAYERS = [
     ("runner.config", "runner.stats"),
-    ("runner.data", "runner.docs", "runner.engine", "runner.ml", "runner.plots", "strategies"),
+    ("runner.data", "runner.docs", "runner.engine", "runner.ml", "runner.plots", "runner.universe", "strategies"),
     ("runner.tracking",),
     ("runner.experiment", "runner.evaluation", "runner.logger"),
     ("runner.task", "runner.sweep", "runner.winner", "runner.trials", "runner.report", "runner.report_table",
@@ -20,7 +20,7 @@ LAYERS = [
      "runner.overrides", "runner.__main__"),
 ]
 PURE = ("runner.config", "runner.stats", "runner.data", "runner.docs", "runner.engine", "runner.ml", "runner.plots",
-        "strategies")
+        "runner.universe", "strategies")
 
 
 def module_name(path: Path) -> str:

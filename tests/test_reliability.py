@@ -33,9 +33,11 @@ def _good_rows(n: int = 400) -> str:
 
 
 BAD_INPUTS = [
-    (["+strategy=nosuch"], r"strategy=nosuch is not an option of strategy; allowed: buy_and_hold, mean_reversion"),
+    (["+strategy=nosuch"], r"strategy=nosuch is not an option of strategy; allowed: buy_and_hold, equal_weight, "
+                           r"inverse_volatility, mean_reversion"),
     (["+strategy=momentum", "model=nosuch"], r"model=nosuch is not an option of model; allowed: linear, lstm"),
-    (["+strategy=momentum", "data=nosuch"], r"data=nosuch is not an option of data; allowed: csv, nasdaq"),
+    (["+strategy=momentum", "data=nosuch"], r"data=nosuch is not an option of data; allowed: bundled_universe, csv, "
+                                            r"nasdaq"),
     (["+strategy=momentum", "evaluation=nosuch"], r"allowed: holdout, walk_forward"),
     (["+strategy=momentum", "strategy.lookbak=5"], "lookbak"),
     (["+strategy=momentum", "+strategy.lookbak=5"], "Did you mean strategy.lookback"),

@@ -41,7 +41,7 @@ def test_every_option_of_every_group_composes_and_builds(group: str, option: str
     overrides = [f"{group}={option}" if group != "strategy" else f"+strategy={option}"]
     if group != "strategy":
         overrides.append("+strategy=momentum")
-    if option == "csv":
+    if option in ("csv", "universe"):
         overrides.append("data.path=/nonexistent.csv")
     cfg = _compose(overrides)
     from omegaconf import OmegaConf
@@ -51,7 +51,7 @@ def test_every_option_of_every_group_composes_and_builds(group: str, option: str
     if group == "model" and resolved["model"]["_target_"]:
         model = model_factory(resolved["model"])(n_features=5)
         assert model(model.example_input(3)).shape == (3,) and resolved["trainer"]["epochs"] >= 1
-    if group == "data" and option != "csv":
+    if group == "data" and option not in ("csv", "universe"):
         assert prepare(resolved).train_end > 0
     if group == "evaluation":
         assert resolved["evaluation"]["name"] == option

@@ -1,12 +1,18 @@
 """The vectorised backtest: target weights over all bars in, per-bar returns, equity, trades, metrics out.
 
+One engine for one series and for a universe: ``close`` and ``weights`` are one value per bar, or bars x
+assets (``runner.engine.portfolio`` does the accounting; a single series is its one-column case).
+
 Conventions (DESIGN, "Execution and metric conventions"):
 - ``w[t]`` is decided with data up to bar t's close, traded at that close and held to close t+1.
 - ``r[t] = close[t]/close[t-1] - 1``; ``s[t] = w[t-1]*r[t] - (commission+slippage)*|w[t]-w[t-1]|`` with
   ``w[-1] = 0``; ``s[0]`` is undefined (NaN in the tables, left out of the return statistics), but a position
   taken at bar 0 pays its entry cost: equity starts at ``initial_capital * (1 - cost * |w[0]|)``.
 - One continuous backtest; the train/val/test segments are slices of it. A segment's equity compounds
-  exactly its own bars' returns from ``initial_capital``; its benchmark is buy-and-hold over the same bars.
+  exactly its own bars' returns from ``initial_capital``; its benchmark is buy-and-hold over the same bars
+  (a universe's: its equal-weight index, each bar the mean return of the assets priced then).
+- A universe's per-bar table has the same columns: ``close`` is the equal-weight index (1 at bar 0) and
+  ``weight`` the gross exposure ``sum_i |w[t,i]|``; the per-asset weights are ``weights_table()``.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ import pandas as pd
 from runner.config import BacktestConf
 from runner.data import SEGMENTS, infer_periods_per_year
 from runner.engine.metrics import segment_metrics, trade_metrics
-from runner.engine.trades import fills_table, round_trips
+from runner.engine.portfolio import accounting, cost_vector, equal_weight_index, holdings, rebalance_mask
+from runner.engine.trades import fills_table, portfolio_fills, portfolio_round_trips, round_trips
 
 
 @dataclass
@@ -40,6 +47,10 @@ class BacktestResult:
     fills: pd.DataFrame
     trades: pd.DataFrame
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    symbols: list[str] | None = None  # a universe's assets (None: a single series)
+    asset_weights: np.ndarray | None = None  # (bars, assets): the weights held after each bar's trade
+    contributions: dict[str, dict[str, float]] = field(default_factory=dict)  # segment -> symbol -> sum of
+    # the asset's per-bar contributions w[t-1,i]*r[t,i] - c_i*|w[t,i]-h[t,i]| (additive, not compounded)
 
     def segment_labels(self) -> pd.Categorical:
         codes = np.full(len(self.close), -1, dtype=np.int8)
@@ -55,6 +66,17 @@ class BacktestResult:
             "benchmark_equity": self.benchmark_equity, "drawdown": self.drawdown,
         }, copy=False)
 
+    def weights_table(self) -> pd.DataFrame:
+        """A universe's weights, long format ``timestamp, symbol, weight``: a row per held position and one
+        (weight 0) where a position is closed."""
+        held = self.asset_weights
+        keep = held != 0
+        keep[1:] |= held[:-1] != 0
+        bars, assets = np.nonzero(keep)
+        return pd.DataFrame({"timestamp": self.index[bars],
+                             "symbol": pd.Categorical.from_codes(assets, categories=self.symbols),
+                             "weight": held[bars, assets]}, copy=False)
+
     def flat_metrics(self) -> dict[str, float]:
         """``{segment}_{name}`` keys, as logged to MLflow."""
         return {f"{segment}_{name}": value for segment, values in self.metrics.items()
@@ -62,39 +84,30 @@ class BacktestResult:
 
     def to_results(self) -> dict[str, Any]:
         """The mapping ``MLflowLogger.log_backtest_results`` logs."""
-        return {"metrics": self.flat_metrics(), "segment_metrics": self.metrics,
-                "segments": {k: {"start": self.index[a], "end": self.index[b - 1], "bars": b - a}
-                             for k, (a, b) in self.bounds.items() if b > a},
-                "trades": self.trades, "fills": self.fills, "portfolio_values": self.portfolio_values()}
+        results = {"metrics": self.flat_metrics(), "segment_metrics": self.metrics,
+                   "segments": {k: {"start": self.index[a], "end": self.index[b - 1], "bars": b - a}
+                                for k, (a, b) in self.bounds.items() if b > a},
+                   "trades": self.trades, "fills": self.fills, "portfolio_values": self.portfolio_values()}
+        if self.symbols is not None:
+            results.update(weights=self.weights_table(), contributions=self.contributions,
+                           universe={"symbols": self.symbols, "n_assets": len(self.symbols)})
+        return results
 
 
 def segment_bounds(n_bars: int, train_end: int, val_end: int) -> dict[str, tuple[int, int]]:
     return dict(zip(SEGMENTS, ((0, train_end), (train_end, val_end), (val_end, n_bars)), strict=True))
 
 
-def checked_weights(close: np.ndarray, weights: np.ndarray, max_leverage: float) -> np.ndarray:
-    """One finite weight per bar, clipped to ``[-max_leverage, max_leverage]``."""
+def checked_weights(close: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """One finite weight per bar (and asset), or a ValueError saying what is wrong."""
     if weights.shape != close.shape:
-        raise ValueError(f"weights has shape {weights.shape} but close has {close.shape}; give one per bar.")
+        raise ValueError(f"weights has shape {weights.shape} but close has {close.shape}; give one per bar"
+                         f"{' and asset' if close.ndim == 2 else ''}.")
     if not np.isfinite(weights).all():
         raise ValueError(f"weights has {int((~np.isfinite(weights)).sum())} non-finite values; use 0 for flat.")
     if len(close) < 2:
         raise ValueError(f"a backtest needs at least 2 bars, got {len(close)}.")
-    return np.clip(weights, -max_leverage, max_leverage)
-
-
-def bar_accounting(close: np.ndarray, weights: np.ndarray, cost_rate: float) -> tuple[np.ndarray, ...]:
-    """``(r, |dw|, s)`` per bar: bar returns, turnover (``w[-1] = 0``) and net strategy returns."""
-    n = len(close)
-    bar_returns, turnover, strategy_returns = np.empty(n), np.empty(n), np.empty(n)
-    bar_returns[0] = strategy_returns[0] = np.nan
-    np.divide(close[1:], close[:-1], out=bar_returns[1:])
-    bar_returns[1:] -= 1.0
-    turnover[0] = abs(weights[0])
-    np.abs(np.subtract(weights[1:], weights[:-1], out=turnover[1:]), out=turnover[1:])
-    np.multiply(weights[:-1], bar_returns[1:], out=strategy_returns[1:])
-    strategy_returns[1:] -= cost_rate * turnover[1:]
-    return bar_returns, turnover, strategy_returns
+    return weights
 
 
 def segment_curves(close: np.ndarray, strategy_returns: np.ndarray, bounds: dict[str, tuple[int, int]],
@@ -122,34 +135,66 @@ def segment_curves(close: np.ndarray, strategy_returns: np.ndarray, bounds: dict
 
 def run_backtest(close: np.ndarray, weights: np.ndarray, train_end: int, val_end: int,
                  config: BacktestConf | None = None, index: pd.Index | None = None,
-                 segments: dict[str, tuple[int, int]] | None = None) -> BacktestResult:
+                 segments: dict[str, tuple[int, int]] | None = None, symbols: list[str] | None = None,
+                 ) -> BacktestResult:
     """Backtest target weights over all bars; metrics per segment (train = [0, train_end), ...).
 
-    ``segments`` names other disjoint ``[start, stop)`` segments instead (walk-forward folds); bars outside
-    every segment have NaN equity, benchmark and drawdown. ``periods_per_year=auto`` is inferred from a
-    dated ``index`` (``runner.data.infer_periods_per_year``)."""
+    ``close``/``weights``: one per bar, or (bars, assets) for a universe named by ``symbols`` (NaN closes:
+    no price there). ``segments`` names other disjoint ``[start, stop)`` segments instead (walk-forward
+    folds); bars outside every segment have NaN equity, benchmark and drawdown. ``periods_per_year=auto``
+    is inferred from a dated ``index`` (``runner.data.infer_periods_per_year``)."""
     config = config or BacktestConf()
     if config.periods_per_year == "auto":
         config = dataclasses.replace(config, periods_per_year=infer_periods_per_year(index))
     close = np.asarray(close, dtype=np.float64)
-    weights = checked_weights(close, np.asarray(weights, dtype=np.float64), config.max_leverage)
+    weights = checked_weights(close, np.asarray(weights, dtype=np.float64))
     n = len(close)
+    single = close.ndim == 1
     index = index if index is not None else pd.RangeIndex(n)
-    bar_returns, turnover, strategy_returns = bar_accounting(close, weights, config.cost_rate)
+    panel = close.reshape(n, -1)
+    if single:
+        costs = np.array([config.cost_rate])
+    else:
+        symbols = list(symbols) if symbols is not None else [f"asset{i}" for i in range(panel.shape[1])]
+        costs = cost_vector(symbols, config.cost_rate, config.asset_costs)
+    mask = rebalance_mask(config.rebalance, index, n)
+    held_weights, r, priced = holdings(weights.reshape(n, -1), panel, config.max_leverage, mask)
+    held, asset_turnover, paid, strategy_returns = accounting(held_weights, r, costs, mask)
     bounds = segments if segments is not None else segment_bounds(n, train_end, val_end)
-    equity, benchmark_equity, drawdown = segment_curves(close, strategy_returns, bounds, config.initial_capital,
-                                                        config.cost_rate * abs(weights[0]))
-    trades = round_trips(weights, close, strategy_returns, turnover, config.cost_rate, index, equity)
+    if single:
+        level, held_weights, turnover, bar_returns = close, held_weights[:, 0], asset_turnover[:, 0], r[:, 0]
+        bar_returns[0] = np.nan
+        exposure = held_weights
+    else:
+        level = equal_weight_index(r, priced)
+        bar_returns = np.r_[np.nan, level[1:] / level[:-1] - 1.0]
+        turnover = asset_turnover.sum(axis=1)
+        exposure = np.abs(held_weights).sum(axis=1)
+    equity, benchmark_equity, drawdown = segment_curves(level, strategy_returns, bounds, config.initial_capital,
+                                                        float(paid[0]))
+    if single:
+        trades = round_trips(held_weights, close, strategy_returns, turnover, config.cost_rate, index, equity)
+        fills = fills_table(held_weights, close, turnover, config.cost_rate, index)
+    else:
+        price = panel if priced is None else pd.DataFrame(panel).ffill().to_numpy()
+        trades = portfolio_round_trips(held_weights, price, costs, index, equity, symbols)
+        fills = portfolio_fills(held_weights, held, asset_turnover, price, costs, index, symbols)
     metrics: dict[str, dict[str, float]] = {}
+    contributions: dict[str, dict[str, float]] = {}
     for name, (start, stop) in bounds.items():
         if stop <= start:
             continue
         first = max(start, 1)
         metrics[name] = segment_metrics(
             strategy_returns[first:stop], bar_returns[first:stop], equity[start:stop], drawdown[start:stop],
-            weights[start:stop], turnover[start:stop], config.periods_per_year, config.risk_free_rate,
-            config.initial_capital, benchmark_total_return=close[stop - 1] / close[first - 1] - 1.0)
+            exposure[start:stop], turnover[start:stop], config.periods_per_year, config.risk_free_rate,
+            config.initial_capital, benchmark_total_return=level[stop - 1] / level[first - 1] - 1.0)
         metrics[name].update(trade_metrics(trades, start, stop))
-    fills = fills_table(weights, close, turnover, config.cost_rate, index)
-    return BacktestResult(index, close, weights, bar_returns, strategy_returns, equity, benchmark_equity,
-                          drawdown, bounds, fills, trades, metrics)
+        if not single:
+            metrics[name]["avg_holdings"] = float(np.count_nonzero(held_weights[start:stop]) / (stop - start))
+            earned = np.einsum("ij,ij->j", held_weights[first - 1:stop - 1], r[first:stop])
+            earned -= costs * asset_turnover[start:stop].sum(axis=0)
+            contributions[name] = dict(zip(symbols, earned.tolist(), strict=True))
+    return BacktestResult(index, level, exposure if not single else held_weights, bar_returns, strategy_returns,
+                          equity, benchmark_equity, drawdown, bounds, fills, trades, metrics,
+                          None if single else symbols, None if single else held_weights, contributions)

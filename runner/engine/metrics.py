@@ -108,9 +108,9 @@ def belief_metrics(excess_returns: np.ndarray) -> dict[str, float]:
 def trade_metrics(trades: pd.DataFrame, start: int, stop: int) -> dict[str, float]:
     """Round-trip statistics over the trades closed in bars [start, stop) (an open trade never counts)."""
     if len(trades):
-        closed = trades[~trades["is_open"].to_numpy(dtype=bool)]
-        exits = closed["exit_bar"].to_numpy()
-        returns = closed["return"].to_numpy(dtype=float)[(exits >= start) & (exits < stop)]
+        exits = trades["exit_bar"].to_numpy()
+        closed = ~trades["is_open"].to_numpy(dtype=bool) & (exits >= start) & (exits < stop)
+        returns = trades["return"].to_numpy(dtype=float)[closed]
     else:
         returns = np.empty(0)
     wins, losses = returns[returns > 0], returns[returns < 0]

@@ -69,3 +69,39 @@ def build_dataset(features: pd.DataFrame, close: np.ndarray, train_end: int, val
     rows["all"] = np.flatnonzero(defined)
     standardised = np.nan_to_num((values - mean) / std, nan=0.0).astype(np.float32)
     return Dataset(standardised, target / scale, rows, mean, std, scale, list(features.columns), seq_len)
+
+
+def build_panel_dataset(features: list[pd.DataFrame], close: np.ndarray, train_end: int, val_end: int,
+                        seq_len: int = 0) -> Dataset:
+    """One dataset pooling a universe's assets: each asset's feature rows (on the universe's timeline) stacked
+    asset after asset, ``seq_len`` empty rows between them so that no window spans two assets; targets are
+    each asset's next-bar return (NaN where it has no price) and a row trains only inside its own split, as in
+    ``build_dataset``. Standardised with the train rows of every asset; ``forecast`` rows reshape back with
+    ``panel_forecast``."""
+    n, pad = len(close), max(seq_len, 1)
+    width = n + pad
+    values = np.full((len(features) * width, features[0].shape[1]), np.nan)
+    target = np.full(len(values), np.nan)
+    for i, frame in enumerate(features):
+        values[i * width:i * width + n] = frame.to_numpy(dtype=float)
+        target[i * width:i * width + n - 1] = close[1:, i] / close[:-1, i] - 1.0
+    defined = usable_rows(values, seq_len) & np.isfinite(target)
+    bar = np.tile(np.arange(width), len(features))
+    in_split = {"train": bar < train_end - 1, "val": (bar >= train_end) & (bar < val_end - 1),
+                "test": (bar >= val_end) & (bar < n)}
+    rows = {name: np.flatnonzero(defined & mask) for name, mask in in_split.items()}
+    if len(rows["train"]) < MIN_TRAIN_ROWS:
+        raise ValueError(f"only {len(rows['train'])} train rows have complete features; use more data or a shorter "
+                         f"strategy window (the model needs at least {MIN_TRAIN_ROWS}).")
+    complete = values[(bar < train_end - 1) & np.isfinite(values).all(axis=1)]
+    mean, std = complete.mean(axis=0), complete.std(axis=0)
+    std[std == 0] = 1.0
+    scale = float(np.std(target[rows["train"]])) or 1.0
+    rows["all"] = np.flatnonzero(usable_rows(values, seq_len) & (bar < n))
+    standardised = np.nan_to_num((values - mean) / std, nan=0.0).astype(np.float32)
+    return Dataset(standardised, target / scale, rows, mean, std, scale, list(features[0].columns), seq_len)
+
+
+def panel_forecast(forecasts: np.ndarray, n_bars: int, n_assets: int) -> np.ndarray:
+    """Stacked per-row forecasts back to (bars, assets)."""
+    return forecasts.reshape(n_assets, -1)[:, :n_bars].T

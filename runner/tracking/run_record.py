@@ -68,7 +68,9 @@ def _stage_files(root: Path, prepared: Any, outcome: Any, dataset: Any, extras: 
     from runner.plots import equity_figure, training_figure
 
     (root / "figures").mkdir()
-    title = f"{type(prepared.strategy).__name__} on {prepared.config['data']['source']}"
+    universe = prepared.universe
+    title = (f"{type(prepared.strategy).__name__} on {prepared.config['data']['source']}"
+             + (f" ({universe.n_assets} assets)" if universe is not None else ""))
     walk = outcome.walk
     if walk is not None:
         from runner.plots import walk_forward_figure
@@ -78,6 +80,10 @@ def _stage_files(root: Path, prepared: Any, outcome: Any, dataset: Any, extras: 
                                                                               **PNG)
     else:
         equity_figure(outcome.result, title=title).savefig(root / "figures" / "equity.png", **PNG)
+    if outcome.result.symbols is not None:
+        from runner.plots import weights_figure
+
+        weights_figure(outcome.result, title=f"{title}: weights").savefig(root / "figures" / "weights.png", **PNG)
     if outcome.training is not None:
         histories = [t.history for t in walk.trainings] if walk is not None else [outcome.training.history]
         figure = training_figure(histories, outcome.training.best_epoch)
@@ -99,6 +105,11 @@ def log_outcome(logger: Any, prepared: Any, outcome: Any, dataset: Any, extras: 
     if outcome.training is not None:
         _log_training(logger, outcome.training)
     logger.log_params({"backtest.periods_per_year_used": prepared.backtest.periods_per_year})
+    if prepared.universe is not None:  # which universe, and how many assets it held
+        universe = prepared.universe
+        logger.log_params({"universe.name": universe.name, "universe.n_assets": universe.n_assets,
+                           "universe.symbols": universe.symbols})
+        logger.set_tags({"universe": universe.name, "n_assets": str(universe.n_assets)})
     results = outcome.result.to_results()
     if outcome.walk is not None:  # the stitched record and the folds stand for the per-bar table
         results.pop("portfolio_values")

@@ -23,7 +23,7 @@ import pandas as pd
 from runner.tracking.params import table_json, to_jsonable
 from runner.tracking.store import local_path
 
-TABLES = ("trades", "fills", "portfolio_values", "walk_forward", "folds")
+TABLES = ("trades", "fills", "portfolio_values", "weights", "walk_forward", "folds")
 TABLE_FORMATS = ("auto", "parquet", "json")
 JSON_ROWS = 8000  # a JSON view keeps every row up to this many: 30 years of daily bars
 PARQUET_ROW_GROUP = 131_072

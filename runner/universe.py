@@ -1,0 +1,223 @@
+"""Universes: many assets' bars aligned on the union of their timestamps, and where each asset has a price.
+
+Sources (``data.source``): ``universe`` (``data.path``: a folder of per-symbol CSV/Parquet files, the symbol
+being the file's stem, or one long file with ``date, symbol, open, high, low, close, volume``),
+``synthetic_universe`` (a seeded one-factor model) and ``bundled_universe`` (the daily price series the
+installed packages ship; see ``BUNDLED``). Pure: no MLflow, no Hydra.
+
+Alignment: after each of an asset's bars, its close is carried to at most ``data.max_fill`` following bars of
+the union timeline where it has none (a return of 0: a holiday on its exchange). Beyond those, and before its
+first bar, it has no price: it is not tradable there and the engine holds no weight in it, so a position in an
+asset that stops trading (a delisting, a suspension) is sold at its last price ``max_fill`` bars after its last
+bar. Whether a gap is short or an asset is gone is not known when it starts: filling forward only, never
+checking whether the asset trades again, keeps the alignment free of look-ahead.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from runner.data import DataError, bundled_bars, normalise_ohlcv, read_table, trim
+
+UNIVERSE_SOURCES = ("universe", "synthetic_universe", "bundled_universe")
+MIN_ASSETS = 2
+FILE_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+SYMBOL_COLUMNS = ("symbol", "ticker", "asset")
+BUNDLED = {  # symbol: what it is (README: what the bundled universe is and is not)
+    "SP500": "S&P 500 index, daily OHLCV 1999-2018 (arch.data.sp500)",
+    "NASDAQ": "NASDAQ Composite index, daily OHLCV 1999-2018 (arch.data.nasdaq)",
+    "WTI": "WTI crude oil spot price, daily close 1986-2019, FRED DCOILWTICO (arch.data.wti)",
+    "GOOG": "Alphabet (Google) shares, daily OHLCV 2004-08-19 to 2008-10-14 (matplotlib sample data goog.npz)",
+}
+
+
+@dataclass
+class Universe:
+    """Assets' closes on one timeline (NaN where an asset has no price) and each asset's own bars."""
+
+    name: str
+    index: pd.DatetimeIndex
+    symbols: list[str]
+    close: np.ndarray  # (bars, assets): the close, carried max_fill bars; NaN where the asset has no price
+    frames: dict[str, pd.DataFrame]  # each asset's own validated OHLCV bars (no filled rows)
+
+    @property
+    def n_assets(self) -> int:
+        return len(self.symbols)
+
+    def tradable(self) -> np.ndarray:
+        """(bars, assets) True where the asset has a price (its own bar, or a filled one within max_fill)."""
+        return np.isfinite(self.close)
+
+    def asset_bars(self, symbol: str) -> pd.DataFrame:
+        return self.frames[symbol]
+
+    def on_timeline(self, values: np.ndarray, symbol: str, fill: bool = True) -> np.ndarray:
+        """One value per bar of ``symbol``'s own bars placed on the universe's timeline: carried across its
+        filled bars (no new information there) when ``fill``, NaN where the asset has no price."""
+        out = pd.Series(values, index=self.frames[symbol].index).reindex(self.index)
+        column = self.close[:, self.symbols.index(symbol)]
+        if fill:
+            out = out.ffill()
+        return np.where(np.isfinite(column), out.to_numpy(dtype=float), np.nan)
+
+
+    def features(self, features_of: Callable[[pd.DataFrame], pd.DataFrame]) -> list[pd.DataFrame]:
+        """Each asset's model inputs, computed from its own bars, on the timeline (carried over filled bars)."""
+        out = []
+        for symbol in self.symbols:
+            own = features_of(self.frames[symbol])
+            out.append(pd.DataFrame({c: self.on_timeline(own[c].to_numpy(), symbol) for c in own.columns},
+                                    index=self.index))
+        return out
+
+
+def align(frames: Mapping[str, pd.DataFrame], max_fill: int, name: str) -> Universe:
+    """The union timeline, the close panel carried at most ``max_fill`` bars past each bar, and the first-bar
+    check."""
+    if isinstance(max_fill, bool) or not isinstance(max_fill, int) or max_fill < 0:
+        raise DataError(f"data.max_fill={max_fill!r} must be an integer >= 0 (bars a gap may be filled over).")
+    frames = {s: f for s, f in frames.items() if len(f)}
+    if len(frames) < MIN_ASSETS:
+        raise DataError(f"{name}: a universe needs at least {MIN_ASSETS} assets with bars in the chosen dates; "
+                        f"found {len(frames)} ({', '.join(frames) or 'none'}).")
+    symbols = sorted(frames)
+    index = functools.reduce(lambda a, b: a.union(b), (frames[s].index for s in symbols))
+    panel = pd.DataFrame({s: frames[s]["close"] for s in symbols}).reindex(index)
+    if max_fill:
+        panel = panel.ffill(limit=max_fill)
+    close = np.ascontiguousarray(panel.to_numpy(dtype=np.float64))
+    present = np.isfinite(close[0])
+    if present.sum() < MIN_ASSETS:
+        counts = np.isfinite(close).sum(axis=1)
+        ready = np.flatnonzero(counts >= MIN_ASSETS)
+        hint = (f"set data.start={index[ready[0]].date()} (the first date {MIN_ASSETS} of them have prices)"
+                if len(ready) else "add assets whose histories overlap")
+        raise DataError(f"{name}: only {int(present.sum())} asset(s) ({', '.join(np.array(symbols)[present])}) "
+                        f"have a price at the first bar, {index[0].date()}; a universe needs at least {MIN_ASSETS} "
+                        f"from its first bar: {hint}.")
+    return Universe(name, pd.DatetimeIndex(index, name="timestamp"), symbols, close, dict(frames))
+
+
+def read_folder(folder: Path, date_column: str | None) -> dict[str, pd.DataFrame]:
+    """One asset per CSV/Parquet file; the symbol is the file name without its suffix."""
+    files = sorted(f for f in folder.iterdir() if f.is_file() and f.name.lower().endswith(FILE_SUFFIXES))
+    if not files:
+        raise DataError(f"data.path={str(folder)!r} is a folder without CSV or Parquet files (one per symbol, e.g. "
+                        "AAPL.csv).")
+    frames = {}
+    for file in files:
+        symbol = next(file.name[: -len(s)] for s in FILE_SUFFIXES if file.name.lower().endswith(s))
+        where = f"data.path={str(file)!r}"
+        frames[symbol] = normalise_ohlcv(read_table(file, date_column, label="data.path"), where)
+    return frames
+
+
+def read_long(file: Path, date_column: str | None) -> dict[str, pd.DataFrame]:
+    """One long file: a symbol column (symbol, ticker or asset; any case) beside the date and OHLCV columns."""
+    frame = read_table(file, date_column)
+    lower = {str(c).strip().lower(): c for c in frame.columns}
+    found = [lower[c] for c in SYMBOL_COLUMNS if c in lower]
+    if not found:
+        raise DataError(f"data.path={str(file)!r} is one file but has no symbol column (allowed names: "
+                        f"{', '.join(SYMBOL_COLUMNS)}; columns are {list(map(str, frame.columns))}). A universe "
+                        "is a long file (date, symbol, OHLCV) or a folder of one file per symbol.")
+    symbols = frame[found[0]].astype(str)
+    return {str(symbol): normalise_ohlcv(part.drop(columns=[found[0]]), f"data.path={str(file)!r} symbol {symbol!r}")
+            for symbol, part in frame.groupby(symbols, sort=True)}
+
+
+def synthetic_universe(n_assets: int = 20, n_bars: int = 2000, drift: float = 0.0002, drift_dispersion: float = 0.0,
+                       market_volatility: float = 0.01, idio_volatility: float = 0.015, seed: int = 0,
+                       start: str = "2000-01-03") -> dict[str, pd.DataFrame]:
+    """Log returns ``drift + mu_i + beta_i * m[t] + e[t, i]``: one market factor ``m ~ N(0, market_volatility)``,
+    betas ``~ N(1, 0.3)``, idiosyncratic noise ``e ~ N(0, idio_volatility)``, and per-asset drifts
+    ``mu_i ~ N(0, drift_dispersion)`` (0: no cross-sectional edge to find; > 0: a persistent one)."""
+    if isinstance(n_assets, bool) or n_assets < MIN_ASSETS:
+        raise DataError(f"data.n_assets must be an integer >= {MIN_ASSETS}, got {n_assets!r}.")
+    if n_bars < 2:
+        raise DataError(f"data.n_bars must be >= 2, got {n_bars}.")
+    for key, value in (("drift_dispersion", drift_dispersion), ("market_volatility", market_volatility),
+                       ("idio_volatility", idio_volatility)):
+        if not np.isfinite(value) or value < 0:
+            raise DataError(f"data.{key} must be finite and >= 0, got {value!r}.")
+    rng = np.random.default_rng(seed)
+    beta = rng.normal(1.0, 0.3, n_assets)
+    mu = rng.normal(0.0, drift_dispersion, n_assets) if drift_dispersion else np.zeros(n_assets)
+    market = rng.normal(0.0, market_volatility, (n_bars, 1))
+    log_returns = drift + mu + beta * market + rng.normal(0.0, idio_volatility, (n_bars, n_assets))
+    log_returns[0] = 0.0
+    close = 100.0 * np.exp(np.cumsum(log_returns, axis=0))
+    index = pd.bdate_range(start, periods=n_bars, name="timestamp")
+    width = len(str(n_assets - 1))
+    return {f"A{i:0{width}d}": pd.DataFrame({"open": close[:, i], "high": close[:, i], "low": close[:, i],
+                                              "close": close[:, i], "volume": np.nan}, index=index)
+            for i in range(n_assets)}
+
+
+def _package_file(package: str, *parts: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(f"data=bundled_universe needs the {package!r} package: pip install {package}")
+    return Path(next(iter(spec.submodule_search_locations))).joinpath(*parts)
+
+
+@functools.lru_cache(maxsize=1)
+def bundled_frames() -> dict[str, pd.DataFrame]:
+    """The four daily series of ``BUNDLED``, read once per process."""
+    wti = pd.read_csv(_package_file("arch", "data", "wti", "wti.csv.gz"), na_values=".").dropna()
+    wti = pd.DataFrame({"close": wti["DCOILWTICO"].to_numpy(float)},
+                       index=pd.DatetimeIndex(pd.to_datetime(wti["Date"], format="%m/%d/%Y"), name="timestamp"))
+    goog = np.load(_package_file("matplotlib", "mpl-data", "sample_data", "goog.npz"))["price_data"]
+    goog = pd.DataFrame({k: goog[k].astype(float) for k in ("open", "high", "low", "close", "volume")},
+                        index=pd.DatetimeIndex(goog["date"], name="timestamp"))
+    return {"SP500": bundled_bars("sp500"), "NASDAQ": bundled_bars("nasdaq"),
+            "WTI": normalise_ohlcv(wti, "data=bundled_universe WTI"),
+            "GOOG": normalise_ohlcv(goog, "data=bundled_universe GOOG")}
+
+
+def _trimmed(frames: Mapping[str, pd.DataFrame], start: Any, end: Any) -> dict[str, pd.DataFrame]:
+    out = {}
+    for symbol, frame in frames.items():
+        try:
+            out[symbol] = trim(frame, start, end)
+        except DataError as error:
+            if "no bars between" not in str(error):
+                raise
+    return out
+
+
+def load_universe(data: Mapping[str, Any], seed: int = 0) -> Universe:
+    """The configured universe (``data.source`` in UNIVERSE_SOURCES), each asset trimmed to start/end."""
+    source = data.get("source")
+    if source == "universe":
+        path = data.get("path")
+        if not path:
+            raise DataError("data=universe needs data.path: a folder of per-symbol files or one long file.")
+        file = Path(str(path)).expanduser()
+        if file.is_dir():
+            frames = read_folder(file, data.get("date_column"))
+        elif file.is_file():
+            frames = read_long(file, data.get("date_column"))
+        else:
+            raise DataError(f"data.path={str(path)!r}: no such file or folder.")
+        name = file.name
+    elif source == "synthetic_universe":
+        frames = synthetic_universe(
+            int(data.get("n_assets", 20)), int(data.get("n_bars", 2000)), float(data.get("drift", 0.0002)),
+            float(data.get("drift_dispersion", 0.0)), float(data.get("market_volatility", 0.01)),
+            float(data.get("idio_volatility", 0.015)), int(data.get("seed") if data.get("seed") is not None else seed))
+        name = "synthetic_universe"
+    elif source == "bundled_universe":
+        frames, name = bundled_frames(), "bundled_universe"
+    else:
+        raise DataError(f"data.source={source!r} is not a universe; allowed: {', '.join(UNIVERSE_SOURCES)}.")
+    return align(_trimmed(frames, data.get("start"), data.get("end")), data.get("max_fill", 5), name)

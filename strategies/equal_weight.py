@@ -1,0 +1,22 @@
+"""Equal weight: ``1/N_t`` in each of the N_t assets priced at bar t, rebalanced as ``backtest.rebalance`` says
+(the benchmark a universe strategy has to beat). Its rule has no use for a forecast: it runs with model=none."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from strategies.base import CrossSectionalStrategy
+
+
+class EqualWeight(CrossSectionalStrategy):
+    uses_model = False
+
+    def scores(self, universe: Any) -> np.ndarray:
+        return np.where(np.isfinite(universe.close), 1.0, np.nan)
+
+    def weights_from_scores(self, scores: np.ndarray, universe: Any) -> np.ndarray:
+        held = np.isfinite(scores)
+        counts = held.sum(axis=1, keepdims=True)
+        return np.divide(held.astype(float), counts, out=np.zeros(scores.shape), where=counts > 0)
