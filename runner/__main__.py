@@ -66,7 +66,7 @@ from omegaconf import DictConfig  # noqa: E402
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     if HydraConfig.get().mode == RunMode.MULTIRUN:
-        from runner.sweep import run_job
+        from runner.sweep_job import run_job
 
         return run_job(cfg)
     from runner.task import run

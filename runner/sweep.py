@@ -7,30 +7,28 @@ exception inside a callback is only a warning to Hydra, so the callbacks exit no
 they cannot work; a sweep stopped by an exception (a job config that cannot be composed, Ctrl-C) has its
 parent ended by ``end_active_sweep``, which ``python -m runner`` calls around Hydra's entry point.
 
-Jobs find their parent through a state file in the sweep's own folder. The folder is unique per launch
-by default; a sweep holds a lock on it while it runs, so a second sweep given the same folder refuses to
-start instead of mixing its runs with the first one's.
+Jobs find their parent through a state file in the sweep's own folder, or, on Ray (``runner.cluster``), in
+their environment, wherever they run. The folder is unique per launch by default; a sweep holds a lock on it
+while it runs, so a second sweep given the same folder refuses to start instead of mixing its runs with the
+first one's.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import socket
 import sys
 import time
-import traceback
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from runner.task import USER_ERRORS, ServerLost, provenance, require_strategy, run_folder, run_tags, tracking_uri_for
+from runner.task import ServerLost, tracking_uri_for
 
 STATE_FILE = ".mlflow_sweep.json"
 LOCK_FILE = ".mlflow_sweep.lock"
@@ -38,6 +36,10 @@ _active: dict[str, Any] = {}  # the sweep this process launched: its state and i
 
 
 def sweep_state(sweep_dir: str | Path) -> dict[str, str]:
+    from runner.cluster import STATE_ENV
+
+    if os.environ.get(STATE_ENV):  # a Ray job: given by the sweep, on any machine
+        return json.loads(os.environ[STATE_ENV])
     path = Path(sweep_dir) / STATE_FILE
     if not path.is_file():
         raise LookupError(f"no sweep parent run recorded in {path}: is runner.sweep.SweepCallback configured "
@@ -52,17 +54,6 @@ def parent_record(state: dict[str, Any]) -> Any:
     return RunRecord(Path(state["sweep_dir"], RECORD_DIR))
 
 
-def job_threads(launcher: Any) -> int | None:
-    """Torch and BLAS threads for a job that runs beside others (``hydra/launcher=joblib``): the cores
-    shared among the jobs that run at once (joblib's ``n_jobs``; -1 is one per core)."""
-    n_jobs = OmegaConf.select(launcher, "n_jobs", default=None)
-    if n_jobs is None:
-        return None
-    cores = os.cpu_count() or 1
-    at_once = min(cores, int(n_jobs) if int(n_jobs) > 0 else cores + 1 + int(n_jobs))
-    return max(1, cores // at_once) if at_once > 1 else None
-
-
 def default_sweep_name(sweep_dir: Path) -> str:
     """``sweep_YYYYmmdd_HHMMSS`` from the sweep folder's own time (``outputs/multirun/<date>/<time>_<id>``, as
     conf/config.yaml names it), so that the name and the folder agree; the current time for other folders."""
@@ -71,103 +62,16 @@ def default_sweep_name(sweep_dir: Path) -> str:
     return "sweep_{}{}{}_{}{}{}".format(*match.groups()) if match else datetime.now().strftime("sweep_%Y%m%d_%H%M%S")
 
 
-def worst(mode: str) -> float:
-    """What a failed job returns: Optuna refuses NaN objectives, so the worst value for the mode."""
-    return -math.inf if mode == "max" else math.inf
-
-
-def run_job(cfg: DictConfig) -> float:
-    """One sweep job as a child run; returns the selection metric, or the worst value for the mode when
-    the job failed or its metric is NaN (Hydra's sweepers, Optuna's included, optimise this value)."""
-    from runner.tracking.record import server_lost
-
-    hydra_cfg = HydraConfig.get()
-    state = sweep_state(hydra_cfg.sweep.dir)
-    run_name = f"{state['sweep_name']}-{hydra_cfg.job.num}"
-    if server_lost(state["tracking_uri"]):  # a joblib worker that lost it in an earlier job
-        print(f"[{run_name}] not run: the tracking server was lost", file=sys.stderr)
-        return worst(state["mode"])
-    value = _tracked_job(cfg, state, run_name)
-    from runner.progress import job_done
-
-    print(f"[{run_name}] {job_done(hydra_cfg.sweep.dir, state.get('planned_jobs'), state['started'])}")
-    if server_lost(state["tracking_uri"]) and os.getpid() == state["pid"]:  # stop launching: Hydra ends the sweep
-        raise ServerLost(hydra_cfg.sweep.dir, state["tracking_uri"])
-    return value if math.isfinite(value) else worst(state["mode"])
-
-
-def _resumed(logger: Any, tags: dict[str, str], run_name: str, state: dict[str, str], metric: str) -> float | None:
-    """If this sweep already finished this config, a light child that points at that run, and its value."""
-    from runner.tracking.queries import version_filter
-
-    scope = "" if state.get("reuse_runs") else f" and tags.sweep_name = '{state['sweep_name']}'"
-    runs = logger.client.search_runs([logger.experiment_id], max_results=1, filter_string=version_filter(
-        f"tags.config_hash = '{tags['config_hash']}' and attributes.status = 'FINISHED'{scope}"))
-    if not runs:  # none, or only runs of an older engine version, whose metrics mean something else
-        return None
-    previous = runs[0]
-    pointer = {k: v for k, v in tags.items() if k != "config_hash"}  # never found as a "previous" run
-    logger.start_run(run_name, tags={**pointer, "resumed_from": previous.info.run_id},
-                     parent_run_id=state["parent_run_id"])
-    logger.end_run("FINISHED")
-    print(f"[{run_name}] skipped: this config already has FINISHED run {previous.info.run_id}")
-    return float(previous.data.metrics.get(metric, math.nan))
-
-
-def _tracked_job(cfg: DictConfig, state: dict[str, str], run_name: str) -> float:
-    from mlflow.exceptions import MlflowException
-
-    from runner.experiment import execute, prepare
-    from runner.tracking.lifecycle import tracked_run
-    from runner.tracking.record import RECORD_DIR, is_unreachable, mark_server_lost, run_logger
-    from runner.tracking.run_record import RunExtras, log_run_start
-
-    hydra_cfg = HydraConfig.get()
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    metric = resolved["selection"]["metric"]
-    tags = {**run_tags(resolved), "sweep_id": state["parent_run_id"], "sweep_name": state["sweep_name"],
-            "job_number": str(hydra_cfg.job.num)}
-    try:
-        logger = run_logger(state["experiment_name"], state["tracking_uri"], run_folder().absolute() / RECORD_DIR,
-                            Path(state["sweep_dir"], RECORD_DIR))
-        resumed = (_resumed(logger, tags, run_name, state, metric)
-                   if resolved.get("resume", True) or state.get("reuse_runs") else None)
-    except MlflowException as error:  # the server went away before this job could start
-        if not is_unreachable(error):
-            raise
-        mark_server_lost(state["tracking_uri"], error)
-        return math.nan
-    if resumed is not None:
-        return resumed
-    logger.start_run(run_name, tags=tags, parent_run_id=state["parent_run_id"])
-    try:
-        with tracked_run(logger):
-            redacted, hydra_files = provenance(cfg)
-            log_run_start(logger, RunExtras(redacted, hydra_files))  # a job that fails validation still shows it
-            require_strategy()
-            prepared = prepare(resolved)
-            prepared.torch_threads = job_threads(hydra_cfg.launcher)
-            if prepared.torch_threads:  # numpy's BLAS too: its idle threads spin and slow the other jobs
-                from threadpoolctl import threadpool_limits
-
-                threadpool_limits(limits=prepared.torch_threads, user_api="blas")
-            outcome = execute(prepared, logger, RunExtras(redacted, hydra_files))
-    except USER_ERRORS as error:
-        print(f"[{run_name}] error: {error}", file=sys.stderr)
-        return math.nan
-    except Exception:  # noqa: BLE001 - the run is FAILED with the traceback logged; the sweep goes on
-        print(f"[{run_name}] failed:\n{traceback.format_exc()}", file=sys.stderr)
-        return math.nan
-    print(f"[{run_name}] {metric} = {outcome.selection_value:.4f}")
-    return outcome.selection_value
-
-
 def end_active_sweep(error: BaseException) -> None:
     """A sweep stopped by an exception ends its parent run FAILED (KILLED for Ctrl-C) instead of leaving it
     RUNNING: Hydra skips ``on_multirun_end`` then. Hydra turns an error into ``sys.exit(1)`` raised while
     handling it, so the error itself is the exit's ``__context__``."""
     state = _active.pop("state", None)
     lock = _active.pop("lock", None)
+    if _active.pop("ray", False):  # first: Ray stops the jobs still running, so none can outlive the sweep
+        from runner.cluster import disconnect
+
+        disconnect()
     if state is None:
         return
     cause = error.__context__ if isinstance(error, SystemExit) and error.__context__ is not None else error
@@ -182,6 +86,12 @@ def end_active_sweep(error: BaseException) -> None:
             parent_record(state).finish(status)
             return
         logger = MLflowLogger(state["experiment_name"], state["tracking_uri"])
+        from runner.tracking.lifecycle import end_running_children
+
+        stopped = end_running_children(logger.client, logger.experiment_id, state["parent_run_id"], status,
+                                       f"the sweep stopped: {type(cause).__name__}: {cause}")
+        if stopped:
+            print(f"ended {status}: {', '.join(stopped)} (stopped with the sweep)", file=sys.stderr)
         if logger.client.get_run(state["parent_run_id"]).info.status == "RUNNING":
             parent_record(state).finish(status)
             logger.client.set_tag(state["parent_run_id"], "error", f"{type(cause).__name__}: {cause}"[:5000])
@@ -208,6 +118,10 @@ class SweepCallback(Callback):
         from runner.winner import report_sweep
 
         state, lock = _active.pop("state"), _active.pop("lock")
+        if _active.pop("ray", False):
+            from runner.cluster import disconnect
+
+            disconnect()
         try:
             if server_lost(state["tracking_uri"]):
                 raise ServerLost(state["sweep_dir"], state["tracking_uri"])
@@ -225,12 +139,13 @@ class SweepCallback(Callback):
         finally:
             lock.release()
         if failed:
-            print(f"error: {len(failed)} job(s) failed: {', '.join(failed)}", file=sys.stderr)
+            print(f"error: {len(failed)} job(s) failed or lost a process: {', '.join(failed)}", file=sys.stderr)
             sys.exit(1)
 
     def _start(self, config: DictConfig) -> None:
         from filelock import FileLock, Timeout
 
+        from runner.cluster import check_shared_store, connect, is_ray, job_env
         from runner.engine import ENGINE_VERSION
         from runner.progress import planned_jobs
         from runner.tracking.logger import MLflowLogger
@@ -256,6 +171,10 @@ class SweepCallback(Callback):
         try:
             check_tracking_server(uri)
             logger = MLflowLogger(str(config.experiment_name), uri)  # creates the schema once, here
+            on_ray = is_ray(config.hydra.launcher)
+            if on_ray:
+                check_shared_store(config.hydra.launcher, uri,
+                                   logger.client.get_experiment(logger.experiment_id).artifact_location)
             name = config.get("sweep_name") or default_sweep_name(sweep_dir)
             override_list = [str(o) for o in OmegaConf.to_container(config.hydra.overrides.task, resolve=False)]
             overrides = " ".join(override_list)
@@ -280,6 +199,9 @@ class SweepCallback(Callback):
             parent_record(state).add("tags.json", {**run.data.tags, "sweep_id": run.info.run_id})
         _active.update(state=state, lock=lock)
         logger.client.set_tag(run.info.run_id, "sweep_id", run.info.run_id)
+        if on_ray:  # the jobs' connection, before the launcher makes its own
+            connect(config.hydra.launcher, job_env(state))
+            _active["ray"] = True
         print(f"sweep {name}: parent run {run.info.run_id}")
         if config.reuse_runs:
             print(f"reuse_runs=true: a configuration with a FINISHED run anywhere in experiment "

@@ -15,7 +15,8 @@ LAYERS = [
     ("runner.data", "runner.docs", "runner.engine", "runner.ml", "runner.plots", "runner.universe", "strategies"),
     ("runner.tracking",),
     ("runner.experiment", "runner.evaluation", "runner.logger"),
-    ("runner.task", "runner.sweep", "runner.winner", "runner.trials", "runner.report", "runner.report_table",
+    ("runner.task", "runner.sweep", "runner.sweep_job", "runner.cluster", "runner.winner", "runner.trials",
+     "runner.report", "runner.report_table",
      "runner.sync", "runner.clean", "runner.progress",
      "runner.overrides", "runner.__main__"),
 ]

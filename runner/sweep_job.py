@@ -1,0 +1,141 @@
+"""One sweep job: its child run (or a pointer to the run that already did its config), its value for Hydra's
+sweeper, and how many threads it may use beside the other jobs.
+
+Jobs never raise for a bad config or a failed run (``runner.sweep`` says why): they end their child run FAILED,
+record the error and return the worst value for the mode.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from runner.sweep import sweep_state
+from runner.task import USER_ERRORS, ServerLost, provenance, require_strategy, run_folder, run_tags
+
+
+def job_threads(launcher: Any) -> int | None:
+    """Torch and BLAS threads for a job that runs beside others: the CPUs Ray gave it (``hydra/launcher=ray``),
+    or the cores shared among the jobs that run at once (``hydra/launcher=joblib``'s ``n_jobs``; -1 is one per
+    core)."""
+    from runner.cluster import is_ray, job_cpus
+
+    if is_ray(launcher):
+        return job_cpus()
+    n_jobs = OmegaConf.select(launcher, "n_jobs", default=None)
+    if n_jobs is None:
+        return None
+    cores = os.cpu_count() or 1
+    at_once = min(cores, int(n_jobs) if int(n_jobs) > 0 else cores + 1 + int(n_jobs))
+    return max(1, cores // at_once) if at_once > 1 else None
+
+
+def worst(mode: str) -> float:
+    """What a failed job returns: Optuna refuses NaN objectives, so the worst value for the mode."""
+    return -math.inf if mode == "max" else math.inf
+
+
+def run_job(cfg: DictConfig) -> float:
+    """One sweep job as a child run; returns the selection metric, or the worst value for the mode when
+    the job failed or its metric is NaN (Hydra's sweepers, Optuna's included, optimise this value)."""
+    from runner.tracking.record import server_lost
+
+    hydra_cfg = HydraConfig.get()
+    state = sweep_state(hydra_cfg.sweep.dir)
+    from runner.cluster import enter_launch_dir, is_ray
+
+    if is_ray(hydra_cfg.launcher):
+        enter_launch_dir()
+    run_name = f"{state['sweep_name']}-{hydra_cfg.job.num}"
+    if server_lost(state["tracking_uri"]):  # a joblib worker that lost it in an earlier job
+        print(f"[{run_name}] not run: the tracking server was lost", file=sys.stderr)
+        return worst(state["mode"])
+    value = _tracked_job(cfg, state, run_name)
+    from runner.progress import job_done
+
+    print(f"[{run_name}] {job_done(hydra_cfg.sweep.dir, state.get('planned_jobs'), state['started'])}")
+    if server_lost(state["tracking_uri"]) and os.getpid() == state["pid"]:  # stop launching: Hydra ends the sweep
+        raise ServerLost(hydra_cfg.sweep.dir, state["tracking_uri"])
+    return value if math.isfinite(value) else worst(state["mode"])
+
+
+def _resumed(logger: Any, tags: dict[str, str], run_name: str, state: dict[str, str], metric: str) -> float | None:
+    """If this sweep already finished this config, a light child that points at that run, and its value."""
+    from runner.tracking.queries import version_filter
+
+    scope = "" if state.get("reuse_runs") else f" and tags.sweep_name = '{state['sweep_name']}'"
+    runs = logger.client.search_runs([logger.experiment_id], max_results=1, filter_string=version_filter(
+        f"tags.config_hash = '{tags['config_hash']}' and attributes.status = 'FINISHED'{scope}"))
+    if not runs:  # none, or only runs of an older engine version, whose metrics mean something else
+        return None
+    previous = runs[0]
+    pointer = {k: v for k, v in tags.items() if k != "config_hash"}  # never found as a "previous" run
+    logger.start_run(run_name, tags={**pointer, "resumed_from": previous.info.run_id},
+                     parent_run_id=state["parent_run_id"])
+    logger.end_run("FINISHED")
+    print(f"[{run_name}] skipped: this config already has FINISHED run {previous.info.run_id}")
+    return float(previous.data.metrics.get(metric, math.nan))
+
+
+def _tracked_job(cfg: DictConfig, state: dict[str, str], run_name: str) -> float:
+    from mlflow.exceptions import MlflowException
+
+    from runner.experiment import execute, prepare
+    from runner.tracking.lifecycle import close_lost_attempts, tracked_run
+    from runner.tracking.record import RECORD_DIR, is_unreachable, mark_server_lost, run_logger
+    from runner.tracking.run_record import RunExtras, log_run_start
+
+    hydra_cfg = HydraConfig.get()
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    metric = resolved["selection"]["metric"]
+    tags = {**run_tags(resolved), "sweep_id": state["parent_run_id"], "sweep_name": state["sweep_name"],
+            "job_number": str(hydra_cfg.job.num)}
+    try:
+        logger = run_logger(state["experiment_name"], state["tracking_uri"], run_folder().absolute() / RECORD_DIR,
+                            Path(state["sweep_dir"], RECORD_DIR))
+        resumed = (_resumed(logger, tags, run_name, state, metric)
+                   if resolved.get("resume", True) or state.get("reuse_runs") else None)
+    except MlflowException as error:  # the server went away before this job could start
+        if not is_unreachable(error):
+            raise
+        mark_server_lost(state["tracking_uri"], error)
+        return math.nan
+    if resumed is not None:
+        return resumed
+    run = logger.start_run(run_name, tags=tags, parent_run_id=state["parent_run_id"])
+    try:
+        lost = close_lost_attempts(logger.client, logger.experiment_id, state["parent_run_id"], tags["job_number"],
+                                   run)
+    except MlflowException:  # the job itself goes on; its record keeps what the server cannot take now
+        lost = []
+    if lost:
+        print(f"[{run_name}] running again: the process of its earlier attempt died (run {', '.join(lost)}, now "
+              "FAILED)", file=sys.stderr)
+    try:
+        with tracked_run(logger):
+            redacted, hydra_files = provenance(cfg)
+            log_run_start(logger, RunExtras(redacted, hydra_files))  # a job that fails validation still shows it
+            require_strategy()
+            prepared = prepare(resolved)
+            prepared.torch_threads = job_threads(hydra_cfg.launcher)
+            if prepared.torch_threads:  # numpy's BLAS too: its idle threads spin and slow the other jobs
+                logger.set_tags({"runner.threads": str(prepared.torch_threads)})
+                from threadpoolctl import threadpool_limits
+
+                threadpool_limits(limits=prepared.torch_threads, user_api="blas")
+            outcome = execute(prepared, logger, RunExtras(redacted, hydra_files))
+    except USER_ERRORS as error:
+        print(f"[{run_name}] error: {error}", file=sys.stderr)
+        return math.nan
+    except Exception:  # noqa: BLE001 - the run is FAILED with the traceback logged; the sweep goes on
+        print(f"[{run_name}] failed:\n{traceback.format_exc()}", file=sys.stderr)
+        return math.nan
+    print(f"[{run_name}] {metric} = {outcome.selection_value:.4f}")
+    return outcome.selection_value
