@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from runner.tracking.lifecycle import LOST_TAG
 from runner.tracking.params import to_jsonable
 from runner.tracking.queries import differing_params, members_filter, sweep_children, sweep_members
 
@@ -69,7 +70,9 @@ def _job_order(name: str) -> int:
 def summarise(logger: Any, state: dict[str, str]) -> tuple[dict[str, Any], list[Any]]:
     """(the sweep's summary with its winner, the runs that stand for its jobs)."""
     parent, metric, mode = state["parent_run_id"], state["metric"], state["mode"]
-    children = sweep_children(logger.client, logger.experiment_id, parent)
+    attempts = sweep_children(logger.client, logger.experiment_id, parent)
+    lost = [r for r in attempts if LOST_TAG in r.data.tags]  # a job's attempt whose process died: it ran again
+    children = [r for r in attempts if LOST_TAG not in r.data.tags]
     failed = sorted((r.info.run_name for r in children if r.info.status != "FINISHED"), key=_job_order)
     resumed = {r.data.tags["resumed_from"] for r in children if "resumed_from" in r.data.tags}
     members = sweep_members(logger.client, logger.experiment_id, children)
@@ -77,7 +80,9 @@ def summarise(logger: Any, state: dict[str, str]) -> tuple[dict[str, Any], list[
             if members else None)
     keys = differing_params(members)
     summary: dict[str, Any] = {"sweep_name": state["sweep_name"], "parent_run_id": parent, "metric": metric,
-                               "mode": mode, "jobs": len(children), "failed_jobs": failed, "winner": None}
+                               "mode": mode, "jobs": len(children), "failed_jobs": failed, "winner": None,
+                               "lost_attempts": {r.info.run_name: {"run_id": r.info.run_id,
+                                                                   "why": r.data.tags[LOST_TAG]} for r in lost}}
     if best is not None:
         winner = next(r for r in members if r.info.run_id == best["run_id"])
         summary["winner"] = {
@@ -132,7 +137,8 @@ def report_sweep(sweep_dir: Path, state: dict[str, str]) -> list[str]:
     print(f"saved: {(sweep_dir / 'best_run.json').absolute()}")
     print("\n".join(ui_links(state["tracking_uri"], logger.experiment_id, summary["parent_run_id"], "the sweep")))
     _record_on_parent(logger, summary, members)
-    return summary["failed_jobs"]
+    return summary["failed_jobs"] + [f"{name} (an attempt's process died mid-job: run {lost['run_id']} FAILED; the "
+                                     "job ran again)" for name, lost in summary["lost_attempts"].items()]
 
 
 def _cell(name: str, value: float) -> str:
@@ -143,7 +149,9 @@ def _cell(name: str, value: float) -> str:
 
 
 def format_winner(summary: dict[str, Any]) -> str:
-    lines = [f"\nsweep {summary['sweep_name']}: {summary['jobs']} jobs, {len(summary['failed_jobs'])} failed"]
+    lost = len(summary.get("lost_attempts", {}))
+    lines = [f"\nsweep {summary['sweep_name']}: {summary['jobs']} jobs, {len(summary['failed_jobs'])} failed"
+             + (f", {lost} lost a process mid-job and ran again" if lost else "")]
     winner = summary["winner"]
     if winner is None:
         lines.append(f"no run has a finite {summary['metric']}: no winner")

@@ -166,3 +166,22 @@ def test_the_winner_says_whether_it_can_be_believed(drift, believed, tmp_path: P
     report = run_cli(["runner.report", "--sweep", "belief", "--json"], cli_env, tmp_path)
     shown = json.loads(report.stdout)
     assert shown["n_trials"] == 6 and shown["runs"][0]["deflated_sharpe_ratio"] == pytest.approx(dsr, abs=1e-9)
+
+
+def test_a_store_other_machines_cannot_reach_is_named_with_the_setting_to_use() -> None:
+    from omegaconf import OmegaConf
+
+    from runner.cluster import check_shared_store
+
+    def launcher(address):
+        return OmegaConf.create({"_target_": "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher",
+                                 "ray": {"init": {"address": address}, "remote": {}}})
+
+    with pytest.raises(ValueError, match=r"address=10.0.0.5:6379 runs jobs on the cluster's machines, but the "
+                                         r"tracking store sqlite:////x/mlflow.db is a local sqlite file"):
+        check_shared_store(launcher("10.0.0.5:6379"), "sqlite:////x/mlflow.db", "/x/mlartifacts/1")
+    with pytest.raises(ValueError, match=r"the server at http://s:5000 stores artifacts in a folder of its own "
+                                         r"machine \(file:///srv/a/1\).*tracking=server"):
+        check_shared_store(launcher("auto"), "http://s:5000", "file:///srv/a/1")
+    check_shared_store(launcher("auto"), "http://s:5000", "mlflow-artifacts:/1")  # served by the server: fine
+    check_shared_store(launcher(None), "sqlite:////x/mlflow.db", "/x/mlartifacts/1")  # a cluster of this machine

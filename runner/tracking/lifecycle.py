@@ -77,3 +77,31 @@ def _record_error(logger: Any, message: str, details: str) -> None:
         logger.set_tags({"error": message[:1000]})
         if details:
             logger.log_text(details, "error.txt")
+
+
+LOST_TAG = "runner.lost"
+
+
+def close_lost_attempts(client: Any, experiment_id: str, parent_run_id: str, job_number: str, rerun: Any) -> list[str]:
+    """A job started again in the same sweep (Ray reruns a task whose worker died): its earlier attempts' runs,
+    still RUNNING with no process behind them, end FAILED and tagged ``runner.lost`` naming the new attempt.
+    Returns their run ids."""
+    runs = client.search_runs([experiment_id], filter_string=(
+        f"tags.sweep_id = '{parent_run_id}' and tags.job_number = '{job_number}' and attributes.status = 'RUNNING'"))
+    lost = [r for r in runs if r.info.run_id != rerun.info.run_id]
+    for run in lost:
+        where = f"pid {run.data.tags.get('runner.pid', '?')} on {run.data.tags.get('runner.host', '?')}"
+        client.set_tag(run.info.run_id, LOST_TAG, f"its process ({where}) died mid-job; the job ran again as run "
+                                                  f"{rerun.info.run_id}")
+        client.set_terminated(run.info.run_id, "FAILED")
+    return [r.info.run_id for r in lost]
+
+
+def end_running_children(client: Any, experiment_id: str, parent_run_id: str, status: str, reason: str) -> list[str]:
+    """A stopped sweep's children still RUNNING (their processes were stopped with it) end ``status``."""
+    runs = client.search_runs([experiment_id], filter_string=(
+        f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"))
+    for run in runs:
+        client.set_tag(run.info.run_id, "error", reason[:1000])
+        client.set_terminated(run.info.run_id, status)
+    return [r.info.run_name for r in runs]

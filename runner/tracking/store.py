@@ -26,7 +26,9 @@ EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development",
 # (retries after 0, 2, 4, 8, 16 and 32 s, plus up to 1 s of jitter each), one gone for good is given up on
 # about a minute after the first failed request (MLflow's own defaults keep retrying for ~4 minutes).
 HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                       "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+                       "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+                       # the runner prints its own links (ui_links); MLflow's "View run ..." lines repeat them
+                       "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
 
 class _OneRetryNotice(logging.Filter):
