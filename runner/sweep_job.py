@@ -18,7 +18,16 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from runner.sweep import sweep_state
-from runner.task import USER_ERRORS, ServerLost, provenance, require_strategy, run_folder, run_tags
+from runner.task import (
+    USER_ERRORS,
+    ServerLost,
+    provenance,
+    require_strategy,
+    run_folder,
+    run_tags,
+    run_title,
+    task_overrides,
+)
 
 
 def job_threads(launcher: Any) -> int | None:
@@ -53,7 +62,7 @@ def run_job(cfg: DictConfig) -> float:
 
     if is_ray(hydra_cfg.launcher):
         enter_launch_dir()
-    run_name = f"{state['sweep_name']}-{hydra_cfg.job.num}"
+    run_name = f"{state['sweep_name']}-{hydra_cfg.job.num}"  # the job's label in the console and reports
     if server_lost(state["tracking_uri"]):  # a joblib worker that lost it in an earlier job
         print(f"[{run_name}] not run: the tracking server was lost", file=sys.stderr)
         return worst(state["mode"])
@@ -66,7 +75,8 @@ def run_job(cfg: DictConfig) -> float:
     return value if math.isfinite(value) else worst(state["mode"])
 
 
-def _resumed(logger: Any, tags: dict[str, str], run_name: str, state: dict[str, str], metric: str) -> float | None:
+def _resumed(logger: Any, tags: dict[str, str], run_name: str, title: str, state: dict[str, str],
+             metric: str) -> float | None:
     """If this sweep already finished this config, a light child that points at that run, and its value."""
     from runner.tracking.queries import version_filter
 
@@ -77,7 +87,7 @@ def _resumed(logger: Any, tags: dict[str, str], run_name: str, state: dict[str, 
         return None
     previous = runs[0]
     pointer = {k: v for k, v in tags.items() if k != "config_hash"}  # never found as a "previous" run
-    logger.start_run(run_name, tags={**pointer, "resumed_from": previous.info.run_id},
+    logger.start_run(title, tags={**pointer, "resumed_from": previous.info.run_id},
                      parent_run_id=state["parent_run_id"])
     logger.end_run("FINISHED")
     print(f"[{run_name}] skipped: this config already has FINISHED run {previous.info.run_id}")
@@ -87,6 +97,7 @@ def _resumed(logger: Any, tags: dict[str, str], run_name: str, state: dict[str, 
 def _tracked_job(cfg: DictConfig, state: dict[str, str], run_name: str) -> float:
     from mlflow.exceptions import MlflowException
 
+    from runner.cluster import is_ray
     from runner.experiment import execute, prepare
     from runner.tracking.lifecycle import close_lost_attempts, tracked_run
     from runner.tracking.record import RECORD_DIR, is_unreachable, mark_server_lost, run_logger
@@ -95,12 +106,14 @@ def _tracked_job(cfg: DictConfig, state: dict[str, str], run_name: str) -> float
     hydra_cfg = HydraConfig.get()
     resolved = OmegaConf.to_container(cfg, resolve=True)
     metric = resolved["selection"]["metric"]
+    fixed = set(state.get("fixed_overrides", ()))
+    title = run_title([o for o in task_overrides() if o not in fixed])  # the run's name: what it is
     tags = {**run_tags(resolved), "sweep_id": state["parent_run_id"], "sweep_name": state["sweep_name"],
             "job_number": str(hydra_cfg.job.num)}
     try:
         logger = run_logger(state["experiment_name"], state["tracking_uri"], run_folder().absolute() / RECORD_DIR,
                             Path(state["sweep_dir"], RECORD_DIR))
-        resumed = (_resumed(logger, tags, run_name, state, metric)
+        resumed = (_resumed(logger, tags, run_name, title, state, metric)
                    if resolved.get("resume", True) or state.get("reuse_runs") else None)
     except MlflowException as error:  # the server went away before this job could start
         if not is_unreachable(error):
@@ -109,12 +122,14 @@ def _tracked_job(cfg: DictConfig, state: dict[str, str], run_name: str) -> float
         return math.nan
     if resumed is not None:
         return resumed
-    run = logger.start_run(run_name, tags=tags, parent_run_id=state["parent_run_id"])
-    try:
-        lost = close_lost_attempts(logger.client, logger.experiment_id, state["parent_run_id"], tags["job_number"],
-                                   run)
-    except MlflowException:  # the job itself goes on; its record keeps what the server cannot take now
-        lost = []
+    run = logger.start_run(title, tags=tags, parent_run_id=state["parent_run_id"])
+    lost: list[str] = []
+    if is_ray(hydra_cfg.launcher):  # only Ray runs a job again within one sweep (its worker died)
+        try:
+            lost = close_lost_attempts(logger.client, logger.experiment_id, state["parent_run_id"],
+                                       tags["job_number"], run)
+        except MlflowException:  # the job itself goes on; its record keeps what the server cannot take now
+            pass
     if lost:
         print(f"[{run_name}] running again: the process of its earlier attempt died (run {', '.join(lost)}, now "
               "FAILED)", file=sys.stderr)
