@@ -200,9 +200,9 @@ class Config:
 
     seed: int = documented(42, "seed for data=synthetic and model training", "", "int")
     experiment_name: str = documented("trading_experiment", "the MLflow experiment runs go to", "", "any name")
-    run_name: str | None = documented(None, "the run's name", "", "null: run_YYYYmmdd_HHMMSS")
-    sweep_name: str | None = documented(None, "-m sweeps: the sweep's name (its jobs: NAME-0, NAME-1, ...)", "",
-                                        "null: sweep_YYYYmmdd_HHMMSS")
+    run_name: str | None = documented(None, "the run's name", "", "null: strategy-model-data, e.g. momentum-mlp-sp500")
+    sweep_name: str | None = documented(None, "-m sweeps: the parent run's name (jobs: NAME-0, ...; their runs say "
+                                        "what they are and their swept values)", "", "null: sweep_YYYYmmdd_HHMMSS")
     resume: bool = documented(True, "-m sweeps: rerunning the same sweep_name skips its own FINISHED configs "
                               "of the current engine version", "", "true | false")
     reuse_runs: bool = documented(False, "-m sweeps: also skip configs with a FINISHED run anywhere in the "

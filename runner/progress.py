@@ -27,6 +27,17 @@ def planned_jobs(task_overrides: list[str], sweeper: Any) -> int | None:
         return None
 
 
+def fixed_overrides(task_overrides: list[str]) -> list[str]:
+    """The sweep command's overrides that every job shares (the rest are what a job's name shows)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(task_overrides))
+    except Exception:  # noqa: BLE001 - then every override is shown
+        return []
+    return [o.input_line for o in parsed if not o.is_sweep_override()]
+
+
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

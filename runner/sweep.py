@@ -147,7 +147,7 @@ class SweepCallback(Callback):
 
         from runner.cluster import check_shared_store, connect, is_ray, job_env
         from runner.engine import ENGINE_VERSION
-        from runner.progress import planned_jobs
+        from runner.progress import fixed_overrides, planned_jobs
         from runner.tracking.logger import MLflowLogger
         from runner.tracking.queries import ENGINE_VERSION_TAG
         from runner.tracking.store import check_tracking_server
@@ -189,7 +189,8 @@ class SweepCallback(Callback):
                  "experiment_name": str(config.experiment_name), "experiment_id": logger.experiment_id,
                  "metric": str(config.selection.metric), "mode": str(config.selection.mode),
                  "sweep_dir": str(sweep_dir.absolute()), "pid": os.getpid(), "reuse_runs": bool(config.reuse_runs),
-                 "planned_jobs": planned_jobs(override_list, config.hydra.sweeper), "started": time.time()}
+                 "planned_jobs": planned_jobs(override_list, config.hydra.sweeper), "started": time.time(),
+                 "fixed_overrides": fixed_overrides(override_list)}
         (sweep_dir / STATE_FILE).write_text(json.dumps(state))
         from runner.tracking.record import keeps_record
 

@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,22 @@ def task_overrides() -> list[str]:
     return [str(o) for o in OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)]
 
 
+NAME_LIMIT = 60  # characters: about what MLflow's runs table shows of a name
+
+
+def run_title(swept: Sequence[str] = ()) -> str:
+    """What a run is, as its name: ``strategy-model-data`` (the group choices), then a sweep job's swept values
+    with their last key only (``momentum-mlp-sp500 lookback=20``), cut to ``NAME_LIMIT`` characters."""
+    choices = HydraConfig.get().runtime.choices
+    values = []
+    for override in swept:
+        key, _, value = override.lstrip("+~").partition("=")
+        if "." in key:  # a group's choice (strategy=...) is in the head already
+            values.append(f"{key.rsplit('.', 1)[-1]}={value}")
+    name = " ".join(["-".join(str(choices.get(group)) for group in ("strategy", "model", "data")), *values])
+    return name if len(name) <= NAME_LIMIT else name[: NAME_LIMIT - 1] + "…"
+
+
 def run_tags(resolved: dict[str, Any]) -> dict[str, str]:
     choices = HydraConfig.get().runtime.choices
     tags = {"strategy": str(choices.get("strategy")), "model": str(choices.get("model")),
@@ -124,7 +141,7 @@ def run_single(cfg: DictConfig) -> float:
     logger = run_logger(resolved["experiment_name"], uri, run_folder() / RECORD_DIR)
     redacted, hydra_files = provenance(cfg)
     extras = RunExtras(redacted, hydra_files)
-    logger.start_run(resolved.get("run_name"), tags=run_tags(resolved))  # pid/host from the start: --stale
+    logger.start_run(resolved.get("run_name") or run_title(), tags=run_tags(resolved))  # pid/host: --stale
     with tracked_run(logger):
         log_run_start(logger, extras)
         outcome = execute(prepared, logger, extras)

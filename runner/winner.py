@@ -62,9 +62,14 @@ def sweep_figure(runs: list[Any], metric: str, keys: list[str]) -> Any:
     return fig
 
 
-def _job_order(name: str) -> int:
-    suffix = name.rsplit("-", 1)[-1]
-    return int(suffix) if suffix.isdigit() else 0
+def job_label(run: Any, sweep_name: str) -> str:
+    """``<sweep name>-<job number>``: how the console and ``failed_jobs`` name a job (its run says what it is)."""
+    return f"{sweep_name}-{run.data.tags.get('job_number', '?')}"
+
+
+def _job_order(run: Any) -> int:
+    number = run.data.tags.get("job_number", "")
+    return int(number) if number.isdigit() else 0
 
 
 def summarise(logger: Any, state: dict[str, str]) -> tuple[dict[str, Any], list[Any]]:
@@ -73,7 +78,8 @@ def summarise(logger: Any, state: dict[str, str]) -> tuple[dict[str, Any], list[
     attempts = sweep_children(logger.client, logger.experiment_id, parent)
     lost = [r for r in attempts if LOST_TAG in r.data.tags]  # a job's attempt whose process died: it ran again
     children = [r for r in attempts if LOST_TAG not in r.data.tags]
-    failed = sorted((r.info.run_name for r in children if r.info.status != "FINISHED"), key=_job_order)
+    failed = [job_label(r, state["sweep_name"]) for r in sorted(children, key=_job_order)
+              if r.info.status != "FINISHED"]
     resumed = {r.data.tags["resumed_from"] for r in children if "resumed_from" in r.data.tags}
     members = sweep_members(logger.client, logger.experiment_id, children)
     best = (logger.get_best_run(metric, mode, filter_string=members_filter([r.info.run_id for r in members]))
@@ -81,7 +87,7 @@ def summarise(logger: Any, state: dict[str, str]) -> tuple[dict[str, Any], list[
     keys = differing_params(members)
     summary: dict[str, Any] = {"sweep_name": state["sweep_name"], "parent_run_id": parent, "metric": metric,
                                "mode": mode, "jobs": len(children), "failed_jobs": failed, "winner": None,
-                               "lost_attempts": {r.info.run_name: {"run_id": r.info.run_id,
+                               "lost_attempts": {job_label(r, state["sweep_name"]): {"run_id": r.info.run_id,
                                                                    "why": r.data.tags[LOST_TAG]} for r in lost}}
     if best is not None:
         winner = next(r for r in members if r.info.run_id == best["run_id"])

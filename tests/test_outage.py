@@ -171,6 +171,8 @@ def test_a_sweep_stops_launching_once_the_server_is_gone(server: Server, tmp_pat
     report = run_cli(["runner.report", "--sweep", "lost", "--json"], env, tmp_path)
     assert report.returncode == 0, report.stderr
     ranked = json.loads(report.stdout)["runs"]
-    assert sorted(r["run_name"] for r in ranked) == [f"lost-{job}" for job in recorded]
+    lookbacks = {"0": 5, "1": 10, "2": 20, "3": 40}  # the jobs' swept values, which their names show
+    assert sorted(r["run_name"] for r in ranked) == sorted(f"momentum-mlp-sp500 lookback={lookbacks[job]}"
+                                                           for job in recorded)
     runs = experiment_runs(server)
     assert not [r for r in runs if r.info.status == "RUNNING"]

@@ -85,13 +85,13 @@ def test_a_worker_that_dies_mid_job_is_rerun_and_named(tmp_path: Path, cli_env: 
     os.kill(int(victim.data.tags["runner.pid"]), signal.SIGKILL)
     _, stderr = process.communicate(timeout=600)
     assert process.returncode == 1, stderr[-3000:]
-    name = victim.info.run_name
+    name = f"{victim.data.tags['sweep_name']}-{victim.data.tags['job_number']}"  # the job's label
     assert f"{name} (an attempt's process died mid-job: run {victim.info.run_id} FAILED; the job ran again)" in stderr
     runs = runs_of(experiment)
     assert "RUNNING" not in {r.info.status for r in runs}
     lost = next(r for r in runs if r.info.run_id == victim.info.run_id)
     assert lost.info.status == "FAILED" and "died mid-job" in lost.data.tags["runner.lost"]
-    attempts = [r for r in runs if r.info.run_name == name]
+    attempts = [r for r in runs if r.data.tags.get("job_number") == victim.data.tags["job_number"]]
     assert sorted(r.info.status for r in attempts) == ["FAILED", "FINISHED"]
     best = json.loads(next(tmp_path.glob("outputs/multirun/*/*/best_run.json")).read_text())
     assert best["jobs"] == 3 and best["failed_jobs"] == [] and list(best["lost_attempts"]) == [name]

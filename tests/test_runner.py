@@ -154,6 +154,7 @@ def test_cli_classic_rule_end_to_end(tmp_path: Path, cli_env: dict, tracking_uri
     assert run.data.params["backtest.periods_per_year"] == "auto"
     assert run.data.params["backtest.periods_per_year_used"] == "252"  # inferred from daily S&P 500 bars
     assert run.data.tags["strategy"] == "momentum" and run.data.tags["model"] == "none"
+    assert run.info.run_name == "momentum-none-sp500"  # what it is, for the runs table (run_name=... names it)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"backtest", "figures", "config.yaml", ".hydra"} <= artifacts
     table = _table(client, run.info.run_id, "backtest/portfolio_values.json", tmp_path)

@@ -24,6 +24,7 @@ def test_four_job_joblib_sweep_against_the_server(tmp_path: Path, cli_env: dict)
                     f"experiment_name={experiment}", "strategy.lookback=5,10,20,40",
                     "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], env, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "View run" not in done.stdout  # MLflow's own link per run: the runner prints its links once
     best = json.loads(next(tmp_path.glob("outputs/multirun/*/*/best_run.json")).read_text())
     client = MlflowClient(SERVER)
     exp = client.get_experiment_by_name(experiment)

@@ -33,7 +33,9 @@ def test_three_job_sweep_winner_matches_an_independent_query(tmp_path: Path, cli
     best = json.loads((_sweep_dir(tmp_path) / "best_run.json").read_text())
     client, children = _children(tracking_uri, best["parent_run_id"])
     assert len(children) == 3 and {r.info.status for r in children} == {"FINISHED"}
-    assert sorted(r.info.run_name for r in children) == [f"{best['sweep_name']}-{i}" for i in range(3)]
+    # each run says what it is: the group choices and the swept value (the console calls the jobs three-0, ...)
+    assert sorted(r.info.run_name for r in children) == [f"momentum-none-sp500 lookback={v}" for v in (20, 5, 60)]
+    assert sorted(r.data.tags["job_number"] for r in children) == ["0", "1", "2"]
     independent = max(children, key=lambda r: r.data.metrics["val_sharpe_ratio"])
     assert best["winner"]["run_id"] == independent.info.run_id
     assert best["winner"]["params"] == {"strategy.lookback": independent.data.params["strategy.lookback"]}
@@ -78,12 +80,13 @@ def test_one_bad_job_loses_nothing_and_fails_the_sweep(tmp_path: Path, cli_env: 
     assert done.returncode == 1
     best = json.loads((_sweep_dir(tmp_path) / "best_run.json").read_text())
     client, children = _children(tracking_uri, best["parent_run_id"])
-    statuses = {r.info.run_name: r.info.status for r in children}
+    statuses = {f"{best['sweep_name']}-{r.data.tags['job_number']}": r.info.status for r in children}
     bad = f"{best['sweep_name']}-1"
     assert statuses.pop(bad) == "FAILED" and set(statuses.values()) == {"FINISHED"}
     assert best["failed_jobs"] == [bad] and bad in done.stderr and "lookback must be >= 1" in done.stderr
-    assert best["winner"]["run_name"] != bad
-    failed_run = next(r for r in children if r.info.run_name == bad)
+    failed_run = next(r for r in children if r.data.tags["job_number"] == "1")
+    assert failed_run.info.run_name == "momentum-none-sp500 lookback=0"
+    assert best["winner"]["run_id"] != failed_run.info.run_id
     assert "lookback must be >= 1" in failed_run.data.tags["error"]
 
 
