@@ -16,11 +16,11 @@ with zero costs the two must agree to rounding, which is checked and printed.
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from engine import best_of  # bench/engine.py (this folder is on sys.path when run as a script)
 
 from runner.config import BacktestConf, StrategyRules
 from runner.engine.backtest import run_backtest
@@ -36,15 +36,6 @@ def universe_of(n_assets: int, n_bars: int, seed: int = 0) -> Universe:
     close = 100.0 * np.exp(np.cumsum(log_returns, axis=0))
     index = pd.bdate_range("1990-01-01", periods=n_bars, name="timestamp")
     return Universe("bench", index, [f"S{i:03d}" for i in range(n_assets)], close, {})
-
-
-def best_of(func: Any, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def ours(universe: Universe, weights: np.ndarray, cost: float, split: bool = True) -> Any:
