@@ -410,3 +410,35 @@ def test_the_readme_universe_example_trains_one_pooled_model(tmp_path: Path, cli
     assert {"backtest/weights.parquet", "figures/weights.png", "figures/training.png",
             "model_inputs/standardisation.json"} <= files
     assert mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
+
+
+def test_an_asset_that_loses_its_price_between_rebalances_is_sold_and_stays_sold() -> None:
+    """Monthly rebalancing; A1 has no price for 3 bars (beyond max_fill=1) in mid-month, then trades again: it is
+    sold at its last price, its proceeds stay cash and it is bought back only at the next rebalance (checked
+    against a share-and-cash simulation written independently)."""
+    frames = synthetic_universe(3, 80, seed=9)
+    gap = frames["A1"].index[[30, 31, 32]]
+    frames["A1"] = frames["A1"].drop(gap)
+    universe = align(frames, 1, "gap")
+    targets = np.full((80, 3), 0.3)
+    config = BacktestConf(commission=0.0, periods_per_year=252, rebalance="monthly")
+    result = run_backtest(universe.close, targets, 80, 80, config, universe.index, symbols=universe.symbols)
+    from runner.engine.portfolio import rebalance_mask
+
+    rebalances = set(np.flatnonzero(rebalance_mask("monthly", universe.index, 80)))
+    cash, shares, equity = 1.0, np.zeros(3), []
+    last_price = universe.close[0].copy()
+    for t in range(80):
+        priced = np.isfinite(universe.close[t])
+        last_price = np.where(priced, universe.close[t], last_price)
+        for i in np.flatnonzero(~priced & (shares != 0)):  # no price: sold at the last one
+            cash, shares[i] = cash + shares[i] * last_price[i], 0.0
+        value = cash + shares @ last_price
+        if t in rebalances:
+            shares = np.where(priced, targets[t] * value / last_price, 0.0)
+            cash = value - shares @ last_price
+        equity.append(cash + shares @ last_price)
+    np.testing.assert_allclose(result.equity / 100_000, equity, rtol=1e-12)
+    next_rebalance = min(b for b in rebalances if b > 32)
+    assert 33 < next_rebalance and (result.asset_weights[32:next_rebalance, 1] == 0).all()
+    assert result.asset_weights[next_rebalance, 1] == pytest.approx(0.3)

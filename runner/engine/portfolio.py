@@ -10,8 +10,8 @@ Conventions (DESIGN, "Portfolios"; a single series is the one-column case of the
   no cost; at a rebalance the book trades from the drifted weights to the targets.
 - Gross leverage ``sum_i |w[t,i]| <= max_leverage``: a bar's weights are scaled down together, never clipped
   one by one (for one asset the two agree).
-- An asset without a price holds no weight: a position in it is closed at its last price, at the first bar it
-  has none (its drifted value stays in the book as cash until then it is sold).
+- An asset without a price holds no weight: a position in it is sold at its last price at the first bar it has
+  none. Between rebalances the proceeds stay cash until the next rebalance, even if the asset trades again.
 """
 
 from __future__ import annotations
@@ -100,9 +100,14 @@ def holdings(targets: np.ndarray, close: np.ndarray, max_leverage: float, mask: 
         weights = np.where(priced, weights, 0.0)
     r = asset_returns(close, priced)
     if mask is not None:
-        weights = drifted_holdings(weights, r, mask)
-        if priced is not None:  # a delisting between rebalances: sold at its last price
-            weights[~priced] = 0.0
+        if priced is None:
+            weights = drifted_holdings(weights, r, mask)
+        else:  # sold at its last price when it lost it, and out of the book until the next rebalance
+            gaps = np.cumsum(~priced, axis=0)
+            last = np.maximum.accumulate(np.where(mask, np.arange(len(close)), 0))
+            sold = ~priced | (gaps > gaps[last])
+            weights = drifted_holdings(weights, np.where(sold, 0.0, r), mask)
+            weights[sold] = 0.0
     return weights, r, priced
 
 
