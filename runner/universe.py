@@ -69,7 +69,6 @@ class Universe:
             out = out.ffill()
         return np.where(np.isfinite(column), out.to_numpy(dtype=float), np.nan)
 
-
     def features(self, features_of: Callable[[pd.DataFrame], pd.DataFrame]) -> list[pd.DataFrame]:
         """Each asset's model inputs, computed from its own bars, on the timeline (carried over filled bars)."""
         out = []
@@ -84,7 +83,7 @@ def align(frames: Mapping[str, pd.DataFrame], max_fill: int, name: str) -> Unive
     """The union timeline, the close panel carried at most ``max_fill`` bars past each bar, and the first-bar
     check."""
     if isinstance(max_fill, bool) or not isinstance(max_fill, int) or max_fill < 0:
-        raise DataError(f"data.max_fill={max_fill!r} must be an integer >= 0 (bars a gap may be filled over).")
+        raise DataError(f"data.max_fill={max_fill!r} must be an integer >= 0 (bars an asset's last price is carried).")
     frames = {s: f for s, f in frames.items() if len(f)}
     if len(frames) < MIN_ASSETS:
         raise DataError(f"{name}: a universe needs at least {MIN_ASSETS} assets with bars in the chosen dates; "

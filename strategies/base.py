@@ -109,7 +109,10 @@ class CrossSectionalStrategy(Strategy):
         return self._apply_panel_rules(self.weights_from_scores(forecasts, universe))
 
     def _apply_panel_rules(self, weights: np.ndarray) -> np.ndarray:
+        """The shared rules on a panel: NaN is flat, no position before the warm-up, no short when long-only."""
         weights = np.where(np.isfinite(weights), weights, 0.0)
+        if self.rules.long_only:
+            weights = np.maximum(weights, 0.0)
         weights[: self.warmup] = 0.0
         return weights
 
