@@ -1,5 +1,5 @@
-"""One experiment without Hydra: validate -> load bars -> split -> features -> train -> weights -> backtest
--> log -> summary.
+"""One experiment without Hydra: validate -> load bars (one series, or a universe) -> split -> features ->
+train -> weights -> backtest -> log -> summary.
 
 Everything that can be wrong with the input is checked in ``prepare``, before any MLflow run exists.
 """
