@@ -103,18 +103,10 @@ class CrossSectionalStrategy(Strategy):
                          "bundled_universe, synthetic_universe or universe), not a single series.")
 
     def portfolio_weights(self, universe: Any) -> np.ndarray:
-        return self._apply_panel_rules(self.weights_from_scores(self.scores(universe), universe))
+        return self._apply_rules(self.weights_from_scores(self.scores(universe), universe))
 
     def portfolio_weights_from_forecast(self, forecasts: np.ndarray, universe: Any) -> np.ndarray:
-        return self._apply_panel_rules(self.weights_from_scores(forecasts, universe))
-
-    def _apply_panel_rules(self, weights: np.ndarray) -> np.ndarray:
-        """The shared rules on a panel: NaN is flat, no position before the warm-up, no short when long-only."""
-        weights = np.where(np.isfinite(weights), weights, 0.0)
-        if self.rules.long_only:
-            weights = np.maximum(weights, 0.0)
-        weights[: self.warmup] = 0.0
-        return weights
+        return self._apply_rules(self.weights_from_scores(forecasts, universe))
 
 
 def equal_shares(weights: np.ndarray) -> np.ndarray:
