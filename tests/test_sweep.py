@@ -188,3 +188,18 @@ def test_a_store_other_machines_cannot_reach_is_named_with_the_setting_to_use() 
         check_shared_store(launcher("auto"), "http://s:5000", "file:///srv/a/1")
     check_shared_store(launcher("auto"), "http://s:5000", "mlflow-artifacts:/1")  # served by the server: fine
     check_shared_store(launcher(None), "sqlite:////x/mlflow.db", "/x/mlartifacts/1")  # a cluster of this machine
+
+
+@pytest.mark.slow
+def test_a_submitit_local_sweep_tracks_like_the_basic_launcher(tmp_path: Path, cli_env: dict,
+                                                               tracking_uri: str) -> None:
+    """hydra/launcher=submitit_local (what submitit_slurm runs on a SLURM cluster, here in local processes)."""
+    done = run_cli(["runner", "-m", "+strategy=momentum", "model=none", "data=synthetic", "data.n_bars=600",
+                    "strategy.lookback=5,10", "hydra/launcher=submitit_local"], cli_env, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    best = json.loads((_sweep_dir(tmp_path) / "best_run.json").read_text())
+    client, children = _children(tracking_uri, best["parent_run_id"])
+    assert len(children) == 2 and {r.info.status for r in children} == {"FINISHED"}
+    parent = client.get_run(best["parent_run_id"])
+    assert all(r.data.tags["runner.pid"] != parent.data.tags["runner.pid"] for r in children)  # own processes
+    assert best["winner"]["run_id"] == max(children, key=lambda r: r.data.metrics["val_sharpe_ratio"]).info.run_id
