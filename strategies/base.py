@@ -115,6 +115,14 @@ def equal_shares(weights: np.ndarray) -> np.ndarray:
     return np.divide(np.nan_to_num(weights), counts, out=np.zeros_like(weights), where=counts > 0)
 
 
+def row_shares(sizes: np.ndarray) -> np.ndarray:
+    """Each bar's non-negative sizes scaled to sum to 1 (a NaN or infinite size counts as 0, e.g. 1/volatility
+    of a flat price; a bar with none stays all 0)."""
+    sizes = np.where(np.isfinite(sizes), sizes, 0.0)
+    total = sizes.sum(axis=1, keepdims=True)
+    return np.divide(sizes, total, out=np.zeros_like(sizes), where=total > 0)
+
+
 def top_k(scores: np.ndarray, k: int, largest: bool = True, exclude: np.ndarray | None = None) -> np.ndarray:
     """Per bar, True at the ``k`` largest (or smallest) finite scores not in ``exclude`` (ties: the first
     symbol); fewer where fewer are rankable."""

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from strategies.base import CrossSectionalStrategy
+from strategies.base import CrossSectionalStrategy, row_shares
 
 
 class EqualWeight(CrossSectionalStrategy):
@@ -17,6 +17,4 @@ class EqualWeight(CrossSectionalStrategy):
         return np.where(np.isfinite(universe.close), 1.0, np.nan)
 
     def weights_from_scores(self, scores: np.ndarray, universe: Any) -> np.ndarray:
-        held = np.isfinite(scores)
-        counts = held.sum(axis=1, keepdims=True)
-        return np.divide(held.astype(float), counts, out=np.zeros(scores.shape), where=counts > 0)
+        return row_shares(np.isfinite(scores).astype(float))

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import numpy as np
 
 from runner.config import Doc
-from strategies.base import CrossSectionalStrategy, require_int, trailing_volatility
+from strategies.base import CrossSectionalStrategy, require_int, row_shares, trailing_volatility
 
 
 class InverseVolatility(CrossSectionalStrategy):
@@ -26,6 +26,4 @@ class InverseVolatility(CrossSectionalStrategy):
         return 1.0 / trailing_volatility(universe.close, self.window)
 
     def weights_from_scores(self, scores: np.ndarray, universe: Any) -> np.ndarray:
-        raw = np.where(np.isfinite(scores) & np.isfinite(universe.close), scores, 0.0)
-        total = raw.sum(axis=1, keepdims=True)
-        return np.divide(raw, total, out=np.zeros_like(raw), where=total > 0)
+        return row_shares(np.where(np.isfinite(universe.close), scores, 0.0))

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import numpy as np
 
 from runner.config import Doc
-from strategies.base import CrossSectionalStrategy, require_int, top_k, trailing_volatility
+from strategies.base import CrossSectionalStrategy, require_int, row_shares, top_k, trailing_volatility
 
 SIZINGS = ("equal", "inverse_volatility")
 
@@ -55,7 +55,5 @@ class XsMomentum(CrossSectionalStrategy):
         weights = np.zeros_like(scores)
         budget = 1.0 / len(sides)
         for chosen, sign in sides:
-            raw = np.where(chosen & np.isfinite(size), size, 0.0)
-            total = raw.sum(axis=1, keepdims=True)
-            weights += sign * budget * np.divide(raw, total, out=np.zeros_like(raw), where=total > 0)
+            weights += sign * budget * row_shares(np.where(chosen, size, 0.0))
         return weights
