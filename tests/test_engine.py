@@ -156,7 +156,7 @@ def test_no_bar_uses_a_later_bar(path) -> None:
     strategy = strategy_from_yaml(path)
     rng = np.random.default_rng(11)
     bars = bars_of(100 * np.exp(np.cumsum(0.01 * rng.standard_normal(600))), rng)
-    if strategy.cross_sectional:  # ranks assets: refuses a single series (tests/test_portfolio.py covers it)
+    if strategy.cross_sectional:  # ranks assets: refuses a single series (tests/test_universe_strategies.py covers it)
         with pytest.raises(ValueError, match="needs a universe"):
             strategy.target_weights(bars)
         return
