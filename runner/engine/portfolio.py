@@ -65,12 +65,15 @@ def asset_returns(close: np.ndarray, priced: np.ndarray | None) -> np.ndarray:
     return r
 
 
-def drifted_holdings(targets: np.ndarray, r: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Weights held when trading only at ``mask`` bars: the last rebalance's targets grown by each asset's
-    price since then, over the book's value (cash ``1 - sum w`` plus the positions)."""
-    n = len(targets)
+def last_rebalance(mask: np.ndarray) -> np.ndarray:
+    """Per bar, the bar of the latest rebalance at or before it."""
+    return np.maximum.accumulate(np.where(mask, np.arange(len(mask)), 0))
+
+
+def drifted_holdings(targets: np.ndarray, r: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """Weights held when trading only at rebalances (``last``: ``last_rebalance``): the last rebalance's
+    targets grown by each asset's price since then, over the book's value (cash ``1 - sum w`` plus positions)."""
     growth = np.cumprod(1.0 + r, axis=0)
-    last = np.maximum.accumulate(np.where(mask, np.arange(n), 0))
     base = targets[last]
     values = base * (growth / growth[last])
     book = 1.0 - base.sum(axis=1) + values.sum(axis=1)
@@ -100,13 +103,13 @@ def holdings(targets: np.ndarray, close: np.ndarray, max_leverage: float, mask: 
         weights = np.where(priced, weights, 0.0)
     r = asset_returns(close, priced)
     if mask is not None:
+        last = last_rebalance(mask)
         if priced is None:
-            weights = drifted_holdings(weights, r, mask)
+            weights = drifted_holdings(weights, r, last)
         else:  # sold at its last price when it lost it, and out of the book until the next rebalance
             gaps = np.cumsum(~priced, axis=0)
-            last = np.maximum.accumulate(np.where(mask, np.arange(len(close)), 0))
             sold = ~priced | (gaps > gaps[last])
-            weights = drifted_holdings(weights, np.where(sold, 0.0, r), mask)
+            weights = drifted_holdings(weights, np.where(sold, 0.0, r), last)
             weights[sold] = 0.0
     return weights, r, priced
 
