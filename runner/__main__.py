@@ -75,6 +75,12 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def entry() -> None:
+    import atexit
+    import gc
+
+    # Registered first, so it runs last: once everything else has run, the interpreter's final garbage collections
+    # need not walk the ~650k objects torch, MLflow and SQLAlchemy leave (1.4 s of a default run's exit, measured).
+    atexit.register(gc.freeze)
     from runner.config import register
     from runner.overrides import check_overrides
     from runner.tracking.store import bounded_http_retries
