@@ -134,8 +134,7 @@ class TrainerConf:
 class StrategyRules:
     """What every strategy shares; applied by ``strategies.base.Strategy``, never by a subclass."""
 
-    long_only: bool = documented(True, "shorts become flat (false: the flat side is short, -1)", "",
-                                 "true | false")
+    long_only: bool = documented(True, "shorts become flat (false: the flat side is short, -1)", "", "true | false")
     forecast_threshold: float = documented(0.0, "with a model: trade only when |forecast| exceeds this",
                                            "scaled return", ">= 0")
 
@@ -207,6 +206,7 @@ class Config:
                               "of the current engine version", "", "true | false")
     reuse_runs: bool = documented(False, "-m sweeps: also skip configs with a FINISHED run anywhere in the "
                                   "experiment", "", "true | false")
+    verbose: bool = documented(False, "also print timings: the training's and the whole run's", "", "true | false")
     selection: SelectionConf = field(default_factory=SelectionConf)
     data: DataConf = "???"  # type: ignore[assignment]  (filled by the data group)
     model: Any = "???"

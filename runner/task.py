@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,7 @@ def git_tags() -> dict[str, str]:
 def config_hash(resolved: dict[str, Any]) -> str:
     """Identity of an experiment's settings (for resuming sweeps): everything but naming/tracking."""
     relevant = {k: v for k, v in resolved.items()
-                if k not in ("run_name", "sweep_name", "resume", "reuse_runs", "tracking", "experiment_name")}
+                if k not in ("run_name", "sweep_name", "resume", "reuse_runs", "tracking", "experiment_name", "verbose")}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -133,6 +134,7 @@ def run_single(cfg: DictConfig) -> float:
     from runner.tracking.run_record import RunExtras, log_run_start
     from runner.tracking.store import check_tracking_server
 
+    started = time.perf_counter()
     require_strategy()
     resolved = OmegaConf.to_container(cfg, resolve=True)
     prepared = prepare(resolved)
@@ -146,6 +148,10 @@ def run_single(cfg: DictConfig) -> float:
         log_run_start(logger, extras)
         outcome = execute(prepared, logger, extras)
     print(summary(outcome, prepared, uri))
+    if resolved.get("verbose"):
+        training = outcome.training
+        print(f"time: {time.perf_counter() - started:.1f} s for the run after composition" + (
+            f", of which training {training.seconds:.1f} s on {training.device}" if training else ""))
     if server_lost(uri):
         raise ServerLost(run_folder(), uri)
     return outcome.selection_value

@@ -209,3 +209,19 @@ def test_a_position_held_from_the_first_bar_pays_its_entry_cost(tmp_path: Path, 
     trades = _table(client, run.info.run_id, "backtest/trades.json", tmp_path)  # one open trade, bar 0 to the end
     everything = table["close"].to_numpy()
     assert trades["return"].iloc[0] == pytest.approx(0.998 * everything[-1] / everything[0] - 1, rel=1e-9)
+
+
+def test_timings_are_printed_only_with_verbose(tmp_path: Path, cli_env: dict, tracking_uri: str) -> None:
+    """Not on a terminal: one training summary line without a time; verbose=true adds the timings."""
+    command = ["runner", "+strategy=momentum", "model=linear", "trainer.epochs=2", "data.start=2016-01-01"]
+    quiet = run_cli(command, cli_env, tmp_path)
+    assert quiet.returncode == 0, quiet.stderr
+    trained = [line for line in quiet.stderr.splitlines() if line.startswith("trained ")]
+    assert len(trained) == 1 and " s " not in trained[0] and "best epoch" in trained[0]
+    assert "time:" not in quiet.stdout + quiet.stderr
+    loud = run_cli([*command, "verbose=true"], cli_env, tmp_path)
+    assert loud.returncode == 0, loud.stderr
+    timing = [line for line in loud.stdout.splitlines() if line.startswith("time: ")]
+    assert len(timing) == 1 and "of which training" in timing[0] and timing[0].endswith("on cpu")
+    runs = MlflowClient(tracking_uri).search_runs(["1"], order_by=["start_time ASC"])
+    assert len(runs) == 2 and runs[0].data.tags["config_hash"] == runs[1].data.tags["config_hash"]  # same experiment

@@ -126,8 +126,8 @@ def train_model(build: Callable[[], Any], data: Dataset, config: TrainerConf, se
     bar.close()
     seconds = time.perf_counter() - start
     stopped = " (early stop)" if len(history["val_loss"]) < config.epochs else ""
-    print(f"trained {len(history['val_loss'])} epoch(s){stopped} in {seconds:.1f} s on {device}; best epoch "
-          f"{best_epoch}, val_loss {best_loss:.4f}", file=sys.stderr)
+    print(f"trained {len(history['val_loss'])} epoch(s){stopped} on {device}; best epoch {best_epoch}, val_loss "
+          f"{best_loss:.4f}", file=sys.stderr)  # its time: verbose=true (or the run's train_seconds metric)
     model.load_state_dict(best_state)
     model.eval()
     return TrainingResult(model.cpu(), history, best_epoch, seconds, device)
