@@ -206,7 +206,7 @@ class Config:
                               "of the current engine version", "", "true | false")
     reuse_runs: bool = documented(False, "-m sweeps: also skip configs with a FINISHED run anywhere in the "
                                   "experiment", "", "true | false")
-    verbose: bool = documented(False, "also print timings: the training's and the whole run's", "", "true | false")
+    verbose: bool = documented(False, "a single run also prints its timings (training, whole run)", "", "true | false")
     selection: SelectionConf = field(default_factory=SelectionConf)
     data: DataConf = "???"  # type: ignore[assignment]  (filled by the data group)
     model: Any = "???"

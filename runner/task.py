@@ -72,8 +72,8 @@ def git_tags() -> dict[str, str]:
 
 def config_hash(resolved: dict[str, Any]) -> str:
     """Identity of an experiment's settings (for resuming sweeps): everything but naming, tracking and output."""
-    naming = ("run_name", "sweep_name", "resume", "reuse_runs", "tracking", "experiment_name", "verbose")
-    relevant = {k: v for k, v in resolved.items() if k not in naming}
+    left_out = ("run_name", "sweep_name", "resume", "reuse_runs", "tracking", "experiment_name", "verbose")
+    relevant = {k: v for k, v in resolved.items() if k not in left_out}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
