@@ -21,8 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+
+from ui_screenshots import wait_healthy  # bench/ui_screenshots.py (this folder is on sys.path when run as a script)
 
 ROOT = Path(__file__).resolve().parents[1]
 MLFLOW_PORT, RAY_PORT, CONCURRENCY = 57000, 57379, 2
@@ -38,12 +39,7 @@ def start_services(folder: Path) -> subprocess.Popen:
                                "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1",
                                "--port", str(MLFLOW_PORT), "--workers", "1"], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
-    for _ in range(120):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{MLFLOW_PORT}/health", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
+    wait_healthy(f"http://127.0.0.1:{MLFLOW_PORT}")
     subprocess.run(["ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={RAY_PORT}",
                     f"--num-cpus={CONCURRENCY}", "--include-dashboard=false", "--disable-usage-stats"],
                    check=True, capture_output=True, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})

@@ -30,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BARE = "import mlflow, torch, pandas, matplotlib, hydra"
+BARE_LABEL = f"bare imports ({BARE.removeprefix('import ')})"
 OPTIMISER = BARE + "\ntorch.optim.Adam(torch.nn.Linear(4, 1).parameters())"
 FLOOR = OPTIMISER + """
 import mlflow.pytorch
@@ -102,7 +103,7 @@ def main() -> None:
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlflow.db", "PYTHONPATH": str(ROOT)}
     py = sys.executable
     rows = {"python -m runner --help": [py, "-m", "runner", "--help"],
-            "bare imports (" + BARE[7:] + ")": [py, "-c", BARE],
+            BARE_LABEL: [py, "-c", BARE],
             "+ torch optimizer (imports torch._dynamo)": [py, "-c", OPTIMISER],
             "floor: + pt2 model into sqlite": [py, "-c", FLOOR],
             "+strategy=momentum model=none": [py, "-m", "runner", "+strategy=momentum", "model=none"],
@@ -112,7 +113,7 @@ def main() -> None:
     for _ in range(args.repeat):
         for label, command in rows.items():
             best[label] = min(best[label], timed(command, work, env))
-    bare = best["bare imports (" + BARE[7:] + ")"]
+    bare = best[BARE_LABEL]
     print(f"{'command':<62} {'best wall s':>11} {'x bare':>7}")
     for label, seconds in best.items():
         print(f"{label:<62} {seconds:>11.2f} {seconds / bare:>7.2f}")

@@ -30,6 +30,16 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def wait_healthy(base_url: str, tries: int = 120) -> None:
+    """Poll ``<base_url>/health`` every half second until an MLflow server answers (at most ``tries`` times)."""
+    for _ in range(tries):
+        try:
+            urllib.request.urlopen(f"{base_url}/health", timeout=2)
+            return
+        except OSError:
+            time.sleep(0.5)
+
+
 def runner(args: list[str], work: Path, env: dict[str, str]) -> str:
     done = subprocess.run([sys.executable, "-m", *args], cwd=work, env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -59,12 +69,7 @@ def main() -> None:
                                "--port", str(port)], cwd=work, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
+        wait_healthy(f"http://127.0.0.1:{port}")
         local = f"http://127.0.0.1:{port}"
         links = {"experiment.png": re.search(r"runs: (\S+)", single).group(1),
                  "run.png": re.search(r"this run: (\S+)", single).group(1),
