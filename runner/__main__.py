@@ -47,10 +47,11 @@ def render_help() -> str:
 if __name__ == "__main__" and sys.argv[1:2] in (["--help"], ["-h"]) and len(sys.argv) <= 3:
     if len(sys.argv) == 3:  # --help GROUP: its keys, meanings, units and allowed values
         from runner.docs import render_group
+        from runner.errors import UserError
 
         try:
             print(render_group(sys.argv[2]))
-        except LookupError as error:
+        except UserError as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
     else:

@@ -19,6 +19,8 @@ import os
 import sys
 from typing import Any
 
+from runner.errors import ConfigError, NotFoundError, UserError
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m runner.clean", description="Delete runs and free their disk.")
@@ -56,14 +58,14 @@ def clean(args: argparse.Namespace) -> dict[str, Any]:
     statuses = parse_statuses(args.status) if args.status else None
     older_than = parse_age(args.older_than) if args.older_than else None
     if args.before_version is not None and args.before_version < 2:
-        raise ValueError(f"--before-version {args.before_version}: engine versions start at 1, so give N >= 2.")
+        raise ConfigError(f"--before-version {args.before_version}: engine versions start at 1, so give N >= 2.")
     uri = resolve_tracking_uri(args.tracking_uri)
     db_path = sqlite_path(uri)
     if db_path is not None and not db_path.is_file():
-        raise LookupError(f"no MLflow store at {uri}: pass --tracking-uri.")
+        raise NotFoundError(f"no MLflow store at {uri}: pass --tracking-uri.")
     backend = args.backend_store_uri or (uri if db_path is not None else None)
     if args.yes and backend is None:
-        raise ValueError(f"--yes on the server {redact_uri(uri)} needs --backend-store-uri (the server's database, "
+        raise ConfigError(f"--yes on the server {redact_uri(uri)} needs --backend-store-uri (the server's database, "
                          "as `mlflow gc` needs it) to purge the runs' rows.")
     client = MlflowClient(uri)
     experiments = client.search_experiments(max_results=50000)
@@ -71,7 +73,7 @@ def clean(args: argparse.Namespace) -> dict[str, Any]:
         known = {e.name: e for e in experiments}
         missing = [name for name in args.experiment if name not in known]
         if missing:
-            raise LookupError(f"--experiment {missing[0]!r} is not in {redact_uri(uri)}; experiments: "
+            raise NotFoundError(f"--experiment {missing[0]!r} is not in {redact_uri(uri)}; experiments: "
                               f"{', '.join(sorted(known))}.")
         experiments = [known[name] for name in args.experiment]
     plan = plan_cleanup(client, experiments, statuses, older_than, args.before_version)
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         report = clean(args)
-    except (ValueError, TypeError, LookupError) as error:
+    except UserError as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"error: {error}", file=sys.stderr)

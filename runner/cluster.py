@@ -18,6 +18,8 @@ from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
 
+from runner.errors import ConfigError
+
 STATE_ENV = "RUNNER_SWEEP_STATE"
 LOCAL_OBJECT_STORE = 78_643_200  # what hydra-ray-launcher gives a cluster it starts (75 MB)
 # The launching process's settings a job keeps wherever it runs (never credentials: Ray shows a job's
@@ -54,7 +56,7 @@ def check_shared_store(launcher: DictConfig, uri: str, artifact_location: str) -
     address = init_settings(launcher).get("address")
     problem = local_store(uri, artifact_location) if address else None
     if problem:
-        raise ValueError(
+        raise ConfigError(
             f"hydra.launcher.ray.init.address={address} runs jobs on the cluster's machines, but {problem}: jobs "
             "elsewhere cannot write to it. Use tracking=server tracking.uri=http://SERVER:5000, a server started "
             "with --artifacts-destination on shared storage or an object store (README, 'Running on a "

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from runner.errors import ConfigError, ConfigTypeError, NotFoundError
+
 MODES = ("max", "min")
 DEVICES = ("auto", "cpu", "cuda")
 REBALANCE = "1 (every bar), an integer k >= 2 (every k bars), weekly, monthly"
@@ -92,16 +94,16 @@ class BacktestConf:
     def __post_init__(self) -> None:
         if self.periods_per_year != "auto" and (isinstance(self.periods_per_year, (bool, str))
                                                 or not self.periods_per_year > 0):
-            raise ValueError(f"backtest.periods_per_year must be auto or a number > 0, got {self.periods_per_year!r}.")
+            raise ConfigError(f"backtest.periods_per_year must be auto or a number > 0, got {self.periods_per_year!r}.")
         if not (self.rebalance in ("weekly", "monthly") or (type(self.rebalance) is int and self.rebalance >= 1)):
-            raise ValueError(f"backtest.rebalance={self.rebalance!r} is not valid; allowed: {REBALANCE}.")
+            raise ConfigError(f"backtest.rebalance={self.rebalance!r} is not valid; allowed: {REBALANCE}.")
         rules = {"initial_capital": ("> 0", self.initial_capital > 0), "commission": (">= 0", self.commission >= 0),
                  "slippage": (">= 0", self.slippage >= 0),
                  "max_leverage": ("> 0", self.max_leverage > 0), "risk_free_rate": ("finite", True)}
         for key, (allowed, ok) in rules.items():
             value = getattr(self, key)
             if not ok or not math.isfinite(value):
-                raise ValueError(f"backtest.{key} must be {allowed}, got {value!r}.")
+                raise ConfigError(f"backtest.{key} must be {allowed}, got {value!r}.")
 
     @property
     def cost_rate(self) -> float:
@@ -122,12 +124,12 @@ class TrainerConf:
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "patience"):
             if int(getattr(self, key)) < 1:
-                raise ValueError(f"trainer.{key} must be >= 1, got {getattr(self, key)}.")
+                raise ConfigError(f"trainer.{key} must be >= 1, got {getattr(self, key)}.")
         if not self.lr > 0 or not self.weight_decay >= 0:
-            raise ValueError(f"trainer.lr must be > 0 and trainer.weight_decay >= 0, got {self.lr}, "
+            raise ConfigError(f"trainer.lr must be > 0 and trainer.weight_decay >= 0, got {self.lr}, "
                              f"{self.weight_decay}.")
         if self.device not in DEVICES:
-            raise ValueError(f"trainer.device={self.device!r} is not valid; allowed: {', '.join(DEVICES)}.")
+            raise ConfigError(f"trainer.device={self.device!r} is not valid; allowed: {', '.join(DEVICES)}.")
 
 
 @dataclass
@@ -140,9 +142,9 @@ class StrategyRules:
 
     def __post_init__(self) -> None:
         if not isinstance(self.long_only, bool):
-            raise TypeError(f"strategy.long_only must be true or false, got {self.long_only!r}.")
+            raise ConfigTypeError(f"strategy.long_only must be true or false, got {self.long_only!r}.")
         if not math.isfinite(self.forecast_threshold) or self.forecast_threshold < 0:
-            raise ValueError(f"strategy.forecast_threshold must be >= 0, got {self.forecast_threshold!r}.")
+            raise ConfigError(f"strategy.forecast_threshold must be >= 0, got {self.forecast_threshold!r}.")
 
 
 @dataclass
@@ -238,7 +240,7 @@ def from_schema(schema: type, values: Mapping[str, Any], group: str) -> Any:
     allowed = [f.name for f in dataclasses.fields(schema)]
     for key in values:
         if key not in allowed:
-            raise TypeError(unknown_key_message(group, key, allowed))
+            raise ConfigTypeError(unknown_key_message(group, key, allowed))
     return schema(**values)
 
 
@@ -254,7 +256,7 @@ def import_target(target: str, group: str) -> Any:
     try:
         return get_object(target)
     except Exception as error:  # Hydra raises ImportError/ValueError variants depending on the failure
-        raise LookupError(f"{group}._target_={target!r} cannot be imported ({error}). Point it at a class, "
+        raise NotFoundError(f"{group}._target_={target!r} cannot be imported ({error}). Point it at a class, "
                           f"e.g. strategies.momentum.Momentum.") from None
 
 
@@ -265,7 +267,7 @@ def check_arguments(config: Mapping[str, Any], group: str, supplied: tuple[str, 
     """
     target = config.get("_target_")
     if not target:
-        raise ValueError(f"{group} has no _target_; set {group}._target_ to a class path.")
+        raise ConfigError(f"{group} has no _target_; set {group}._target_ to a class path.")
     cls = import_target(str(target), group)
     parameters = inspect.signature(cls).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
@@ -273,7 +275,7 @@ def check_arguments(config: Mapping[str, Any], group: str, supplied: tuple[str, 
     allowed = [name for name in parameters if name not in supplied]
     for key in config:
         if key not in HYDRA_KEYS and key not in parameters:
-            raise TypeError(unknown_key_message(group, key, allowed))
+            raise ConfigTypeError(unknown_key_message(group, key, allowed))
     return cls
 
 
@@ -285,7 +287,7 @@ def build(config: Mapping[str, Any], group: str, **supplied: Any) -> Any:
         return cls(**kwargs, **supplied)
     except TypeError as error:
         if "required positional argument" in str(error) or "missing" in str(error):
-            raise TypeError(f"{group}: {error}") from None
+            raise ConfigTypeError(f"{group}: {error}") from None
         raise
 
 
@@ -293,7 +295,7 @@ def model_factory(config: Mapping[str, Any]) -> Any:
     """The network's constructor with its config keys bound (``_partial_: true``), awaiting ``n_features``."""
     check_arguments(config, "model", ("n_features",))
     if config.get("_partial_") is not True:
-        raise ValueError("model._partial_ must be true: the network is built once the number of features is known "
+        raise ConfigError("model._partial_ must be true: the network is built once the number of features is known "
                          "(add `_partial_: true` to the model's YAML).")
     from hydra.utils import instantiate
 

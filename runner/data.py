@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from runner.errors import ConfigError
+
 OHLCV = ("open", "high", "low", "close", "volume")
 ARCH_DATASETS = {"sp500": "sp500/sp500.csv.gz", "nasdaq": "nasdaq/nasdaq.csv.gz"}
 SOURCES = ("sp500", "nasdaq", "csv", "synthetic")
@@ -27,7 +29,7 @@ PYARROW_CSV_BYTES = 4_000_000  # from this size on, CSVs are read with pyarrow (
 CSV_BLOCK_BYTES = 1 << 22
 
 
-class DataError(ValueError):
+class DataError(ConfigError):
     """Bad market data or data config; the message says what and how to fix it."""
 
 

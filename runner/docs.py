@@ -32,6 +32,7 @@ from runner.config import (
     TrackingConf,
     TrainerConf,
 )
+from runner.errors import NotFoundError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -119,7 +120,7 @@ def group_params(group: str) -> dict[str, list[Param]]:
         return {o: target_params(t, "model.") if (t := option_target(group, o)) else [] for o in options(group)}
     if group == "evaluation":
         return {o: schema_params(EVALUATIONS[o], "evaluation.") for o in options(group)}
-    raise LookupError(f"--help {group}: no such group; groups: {', '.join(GROUPS)}.")
+    raise NotFoundError(f"--help {group}: no such group; groups: {', '.join(GROUPS)}.")
 
 
 def _default(value: Any) -> str:

@@ -28,6 +28,7 @@ from runner.config import (
 )
 from runner.data import DataError, infer_periods_per_year, load_bars, split_bounds
 from runner.engine.backtest import BacktestResult, run_backtest
+from runner.errors import ConfigError
 from runner.tracking.lifecycle import check_stop
 
 SUMMARY_METRICS = ("total_return", "cagr", "sharpe_ratio", "sortino_ratio", "max_drawdown", "calmar_ratio",
@@ -91,12 +92,12 @@ def prepare(config: Mapping[str, Any]) -> Prepared:
     """Check every part of the config and load the data; raises ValueError/TypeError/LookupError."""
     selection = config["selection"]
     if selection["mode"] not in MODES:
-        raise ValueError(f"selection.mode={selection['mode']!r} is not valid; allowed: {', '.join(MODES)}.")
+        raise ConfigError(f"selection.mode={selection['mode']!r} is not valid; allowed: {', '.join(MODES)}.")
     strategy = build_strategy(config["strategy"])
     backtest = from_schema(BacktestConf, config["backtest"], "backtest")
     factory, trainer, sequence_length = None, None, 0
     if config["model"].get("_target_") and not strategy.uses_model:
-        raise ValueError(f"{type(strategy).__name__} has no use for a model (its rule ignores forecasts), but a "
+        raise ConfigError(f"{type(strategy).__name__} has no use for a model (its rule ignores forecasts), but a "
                          f"model ({config['model']['_target_'].rsplit('.', 1)[-1]}) was given; use model=none (its "
                          "default).")
     if config["model"].get("_target_"):
@@ -108,7 +109,7 @@ def prepare(config: Mapping[str, Any]) -> Prepared:
         pick_device(trainer.device)  # trainer.device=cuda without CUDA fails here, not mid-run
     evaluation = dict(config.get("evaluation") or {"name": "holdout"})
     if evaluation.get("name") not in EVALUATIONS:
-        raise ValueError(f"evaluation.name={evaluation.get('name')!r} is not valid; allowed: "
+        raise ConfigError(f"evaluation.name={evaluation.get('name')!r} is not valid; allowed: "
                          f"{', '.join(EVALUATIONS)} (choose with evaluation=NAME).")
     evaluation = from_schema(EVALUATIONS[evaluation["name"]], evaluation, "evaluation")
     seed = int(config["seed"])
@@ -120,7 +121,7 @@ def prepare(config: Mapping[str, Any]) -> Prepared:
 
         cost_vector(universe.symbols, backtest.cost_rate, backtest.asset_costs)  # names only known symbols
     elif backtest.asset_costs:
-        raise ValueError(f"backtest.asset_costs={dict(backtest.asset_costs)} sets per-asset costs, but data="
+        raise ConfigError(f"backtest.asset_costs={dict(backtest.asset_costs)} sets per-asset costs, but data="
                          f"{config['data'].get('source')} is a single series; use backtest.commission.")
     train_end, val_end = split_bounds(len(bars), config["data"]["splits"])
     if evaluation.name == "walk_forward":
@@ -151,9 +152,9 @@ def load_data(data: Mapping[str, Any], strategy: Any, seed: int) -> Any:
 
     if data.get("source") not in UNIVERSE_SOURCES:
         if strategy.cross_sectional:
-            raise ValueError(f"{type(strategy).__name__} ranks assets against each other, but data={data.get('source')}"
-                             f" is a single series; use a universe: data=bundled_universe, synthetic_universe or "
-                             "universe (data.path=FOLDER_OR_LONG_FILE).")
+            raise ConfigError(f"{type(strategy).__name__} ranks assets against each other, but data="
+                              f"{data.get('source')} is a single series; use a universe: data=bundled_universe, "
+                              "synthetic_universe or universe (data.path=FOLDER_OR_LONG_FILE).")
         return load_bars(data, seed=seed)
     return load_universe(data, seed=seed)
 

@@ -19,6 +19,7 @@ import sys
 from typing import Any
 
 from runner.engine import ENGINE_VERSION
+from runner.errors import NotFoundError, UserError
 
 FORMATS = ("table", "json", "csv")
 
@@ -71,7 +72,7 @@ def sweep_filter(logger: Any, sweep: str) -> str:
     members = sweep_members(client, experiment_id,
                             sweep_children(client, experiment_id, parents[0].info.run_id if parents else sweep))
     if not members:
-        raise LookupError(f"--sweep {sweep!r}: no sweep with that parent run id or name, or it has no runs, in "
+        raise NotFoundError(f"--sweep {sweep!r}: no sweep with that parent run id or name, or it has no runs, in "
                           f"experiment {logger.experiment_name!r}.")
     return members_filter([r.info.run_id for r in members])
 
@@ -119,7 +120,7 @@ def report(args: argparse.Namespace) -> int:
         version = "" if args.all_versions else f" of engine version {ENGINE_VERSION}"
         chosen = ", ".join(f"{k}={v}" for k, v in (("data", args.data), ("strategy", args.strategy),
                                                     ("model", args.model)) if v)
-        raise LookupError(f"no finished run{version} in experiment {args.experiment!r}"
+        raise NotFoundError(f"no finished run{version} in experiment {args.experiment!r}"
                           f"{' sweep ' + repr(args.sweep) if args.sweep else ''}{' with ' + chosen if chosen else ''}"
                           f" has a finite {args.metric!r}{hint}.")
     columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return report(args)
-    except (ValueError, TypeError, LookupError) as error:
+    except UserError as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"error: {error}", file=sys.stderr)

@@ -28,6 +28,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from runner.errors import NotFoundError
 from runner.task import ServerLost, tracking_uri_for
 
 STATE_FILE = ".mlflow_sweep.json"
@@ -42,7 +43,7 @@ def sweep_state(sweep_dir: str | Path) -> dict[str, str]:
         return json.loads(os.environ[STATE_ENV])
     path = Path(sweep_dir) / STATE_FILE
     if not path.is_file():
-        raise LookupError(f"no sweep parent run recorded in {path}: is runner.sweep.SweepCallback configured "
+        raise NotFoundError(f"no sweep parent run recorded in {path}: is runner.sweep.SweepCallback configured "
                           "under hydra.callbacks (conf/config.yaml)?")
     return json.loads(path.read_text())
 
@@ -165,7 +166,7 @@ class SweepCallback(Callback):
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            raise LookupError(f"hydra.sweep.dir={sweep_dir} is in use by another running sweep; give this one "
+            raise NotFoundError(f"hydra.sweep.dir={sweep_dir} is in use by another running sweep; give this one "
                               "its own folder (or leave hydra.sweep.dir at its default, unique per launch).") from None
         uri = tracking_uri_for(OmegaConf.to_container(config.tracking, resolve=True))
         try:

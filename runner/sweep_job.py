@@ -17,9 +17,9 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from runner.errors import UserError
 from runner.sweep import sweep_state
 from runner.task import (
-    USER_ERRORS,
     ServerLost,
     provenance,
     require_strategy,
@@ -146,7 +146,7 @@ def _tracked_job(cfg: DictConfig, state: dict[str, str], run_name: str) -> float
 
                 threadpool_limits(limits=prepared.torch_threads, user_api="blas")
             outcome = execute(prepared, logger, RunExtras(redacted, hydra_files))
-    except USER_ERRORS as error:
+    except UserError as error:
         print(f"[{run_name}] error: {error}", file=sys.stderr)
         return math.nan
     except Exception:  # noqa: BLE001 - the run is FAILED with the traceback logged; the sweep goes on

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from runner.errors import NotFoundError, UserError
 from runner.tracking.params import MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH, REDACTED
 from runner.tracking.record import RECORD_DIR, RunRecord
 
@@ -30,7 +31,7 @@ def find_records(path: Path) -> list[RunRecord]:
     candidates = [path] if path.name == RECORD_DIR else [path / RECORD_DIR, *sorted(path.glob(f"*/{RECORD_DIR}"))]
     records = [RunRecord(c) for c in candidates if (c / "run.json").is_file()]
     if not records:
-        raise LookupError(f"{path}: no run record here (a run folder holds {RECORD_DIR}/run.json); give the folder "
+        raise NotFoundError(f"{path}: no run record here (a run folder holds {RECORD_DIR}/run.json); give the folder "
                           "that the failed run or sweep printed.")
     return sorted(records, key=lambda r: r.run.get("parent_record") is not None)
 
@@ -136,7 +137,7 @@ def sync(path: Path, tracking_uri: str | None) -> list[tuple[RunRecord, str]]:
     done = [r for r in records if (r.folder / SYNCED).is_file()]
     if done:
         previous = json.loads((done[0].folder / SYNCED).read_text())
-        raise LookupError(f"{done[0].folder} was already uploaded (run {previous['run_id']} on "
+        raise NotFoundError(f"{done[0].folder} was already uploaded (run {previous['run_id']} on "
                           f"{previous['tracking_uri']}); nothing was sent again.")
     from runner.tracking.logger import MLflowLogger
 
@@ -148,7 +149,7 @@ def sync(path: Path, tracking_uri: str | None) -> list[tuple[RunRecord, str]]:
         if REDACTED in uri:
             uri = os.environ.get("MLFLOW_TRACKING_URI") or ""
             if not uri:
-                raise LookupError(f"{record.folder}: the recorded tracking URI had credentials, which are not "
+                raise NotFoundError(f"{record.folder}: the recorded tracking URI had credentials, which are not "
                                   "stored; give it with --tracking-uri or MLFLOW_TRACKING_URI.")
         key = (record.run["experiment_name"], uri)
         if key not in loggers:  # one client per experiment and store, not one per run of a sweep
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         uploaded = sync(args.path.resolve(), args.tracking_uri)
-    except (ValueError, TypeError, LookupError) as error:
+    except UserError as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"error: {error}", file=sys.stderr)

@@ -21,7 +21,8 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-USER_ERRORS = (ValueError, TypeError, LookupError)
+from runner.errors import NotFoundError, UserError
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SERVER_LOST_EXIT = 3
 
@@ -52,7 +53,7 @@ def available(group: str) -> list[str]:
 def require_strategy() -> None:
     """The one check that a strategy was given (Hydra's choices know; the config alone cannot tell)."""
     if HydraConfig.get().runtime.choices.get("strategy") is None:
-        raise LookupError(f"no strategy given: add +strategy=NAME, one of: {', '.join(available('strategy'))}")
+        raise NotFoundError(f"no strategy given: add +strategy=NAME, one of: {', '.join(available('strategy'))}")
 
 
 @functools.lru_cache(maxsize=1)
@@ -164,7 +165,7 @@ def run(cfg: DictConfig) -> float:
     except KeyboardInterrupt as interrupt:  # the run, if any, already ended KILLED
         print(f"interrupted ({str(interrupt) or 'received SIGINT (Ctrl-C)'}): the run ended KILLED", file=sys.stderr)
         sys.exit(130)
-    except USER_ERRORS as error:
+    except UserError as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"error: {error}", file=sys.stderr)

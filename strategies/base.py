@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from runner.config import StrategyRules
+from runner.errors import ConfigError, ConfigTypeError
 
 
 class Strategy:
@@ -99,7 +100,7 @@ class CrossSectionalStrategy(Strategy):
         raise NotImplementedError(f"{type(self).__name__} must implement weights_from_scores(scores, universe)")
 
     def signal(self, bars: pd.DataFrame) -> np.ndarray:
-        raise ValueError(f"{type(self).__name__} ranks assets against each other: it needs a universe (data="
+        raise ConfigError(f"{type(self).__name__} ranks assets against each other: it needs a universe (data="
                          "bundled_universe, synthetic_universe or universe), not a single series.")
 
     def portfolio_weights(self, universe: Any) -> np.ndarray:
@@ -144,9 +145,9 @@ def trailing_volatility(close: np.ndarray, window: int) -> np.ndarray:
 def require_int(key: str, value: object, minimum: int) -> int:
     """An integer parameter >= minimum, or a message naming the key and the allowed values."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"strategy.{key} must be an integer >= {minimum}, got {value!r}.")
+        raise ConfigTypeError(f"strategy.{key} must be an integer >= {minimum}, got {value!r}.")
     if value < minimum:
-        raise ValueError(f"strategy.{key} must be >= {minimum}, got {value}.")
+        raise ConfigError(f"strategy.{key} must be >= {minimum}, got {value}.")
     return int(value)
 
 

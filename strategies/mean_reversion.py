@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from runner.config import Doc
+from runner.errors import ConfigError, ConfigTypeError
 from strategies.base import Strategy, require_int
 
 
@@ -29,11 +30,11 @@ class MeanReversion(Strategy):
         self.window = require_int("window", window, 2)
         for key, value in (("entry_z", entry_z), ("exit_z", exit_z)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-                raise TypeError(f"strategy.{key} must be a finite number, got {value!r}.")
+                raise ConfigTypeError(f"strategy.{key} must be a finite number, got {value!r}.")
         if entry_z <= 0:
-            raise ValueError(f"strategy.entry_z must be > 0, got {entry_z}.")
+            raise ConfigError(f"strategy.entry_z must be > 0, got {entry_z}.")
         if not -entry_z < exit_z < entry_z:
-            raise ValueError(f"strategy.exit_z must lie strictly between -entry_z and entry_z "
+            raise ConfigError(f"strategy.exit_z must lie strictly between -entry_z and entry_z "
                              f"(-{entry_z} < exit_z < {entry_z}), got {exit_z}.")
         self.entry_z, self.exit_z = float(entry_z), float(exit_z)
 

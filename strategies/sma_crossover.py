@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from runner.config import Doc
+from runner.errors import ConfigError
 from strategies.base import Strategy, require_int, rolling_mean
 
 
@@ -20,7 +21,7 @@ class SmaCrossover(Strategy):
         self.fast = require_int("fast", fast, 1)
         self.slow = require_int("slow", slow, 2)
         if self.fast >= self.slow:
-            raise ValueError(f"strategy.fast must be < strategy.slow, got fast={fast}, slow={slow}.")
+            raise ConfigError(f"strategy.fast must be < strategy.slow, got fast={fast}, slow={slow}.")
 
     @property
     def warmup(self) -> int:

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import numpy as np
 
 from runner.config import Doc
+from runner.errors import ConfigError
 from strategies.base import CrossSectionalStrategy, require_int, row_shares, top_k, trailing_volatility
 
 SIZINGS = ("equal", "inverse_volatility")
@@ -30,7 +31,7 @@ class XsMomentum(CrossSectionalStrategy):
         self.lookback = require_int("lookback", lookback, 1)
         self.top_k = require_int("top_k", top_k, 1)
         if sizing not in SIZINGS:
-            raise ValueError(f"strategy.sizing={sizing!r} is not valid; allowed: {', '.join(SIZINGS)}.")
+            raise ConfigError(f"strategy.sizing={sizing!r} is not valid; allowed: {', '.join(SIZINGS)}.")
         self.sizing = sizing
         self.vol_window = require_int("vol_window", vol_window, 2)
 

@@ -11,6 +11,7 @@ from tests.conftest import ROOT, run_cli
 
 # Lower layers never import higher ones; pure compute sits at the bottom, entry modules on top.
 LAYERS = [
+    ("runner.errors",),
     ("runner.config", "runner.stats"),
     ("runner.data", "runner.docs", "runner.engine", "runner.ml", "runner.plots", "runner.universe", "strategies"),
     ("runner.tracking",),
@@ -20,8 +21,8 @@ LAYERS = [
      "runner.sync", "runner.clean", "runner.progress",
      "runner.overrides", "runner.__main__"),
 ]
-PURE = ("runner.config", "runner.stats", "runner.data", "runner.docs", "runner.engine", "runner.ml", "runner.plots",
-        "runner.universe", "strategies")
+PURE = ("runner.errors", "runner.config", "runner.stats", "runner.data", "runner.docs", "runner.engine", "runner.ml",
+        "runner.plots", "runner.universe", "strategies")
 
 
 def module_name(path: Path) -> str:

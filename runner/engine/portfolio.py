@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from runner.config import REBALANCE
+from runner.errors import ConfigError
 
 CALENDAR = {"weekly": "W", "monthly": "M"}
 
@@ -30,12 +31,12 @@ def rebalance_mask(rebalance: Any, index: pd.Index | None, n: int) -> np.ndarray
     """Bars at which the book trades to its targets (bar 0 always); None: every bar."""
     if rebalance in CALENDAR:
         if not isinstance(index, pd.DatetimeIndex):
-            raise ValueError(f"backtest.rebalance={rebalance} needs dated bars; use an integer k (every k bars).")
+            raise ConfigError(f"backtest.rebalance={rebalance} needs dated bars; use an integer k (every k bars).")
         naive = index.tz_localize(None) if index.tz is not None else index
         codes = naive.to_period(CALENDAR[rebalance]).asi8
         return np.r_[True, codes[1:] != codes[:-1]]
     if isinstance(rebalance, bool) or not isinstance(rebalance, (int, np.integer)) or rebalance < 1:
-        raise ValueError(f"backtest.rebalance={rebalance!r} is not valid; allowed: {REBALANCE}.")
+        raise ConfigError(f"backtest.rebalance={rebalance!r} is not valid; allowed: {REBALANCE}.")
     if rebalance == 1:
         return None
     return np.arange(n) % int(rebalance) == 0
@@ -145,11 +146,11 @@ def cost_vector(symbols: list[str], cost_rate: float, overrides: dict[str, float
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(symbols))
     if unknown:
-        raise ValueError(f"backtest.asset_costs names {unknown}, which are not in the universe; allowed symbols: "
+        raise ConfigError(f"backtest.asset_costs names {unknown}, which are not in the universe; allowed symbols: "
                          f"{', '.join(symbols[:20])}{' ...' if len(symbols) > 20 else ''}.")
     for symbol, value in overrides.items():
         if not np.isfinite(value) or value < 0:
-            raise ValueError(f"backtest.asset_costs.{symbol} must be >= 0, got {value!r}.")
+            raise ConfigError(f"backtest.asset_costs.{symbol} must be >= 0, got {value!r}.")
     return np.array([float(overrides.get(s, cost_rate)) for s in symbols])
 
 

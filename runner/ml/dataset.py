@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from runner.errors import ConfigError
+
 MIN_TRAIN_ROWS = 10
 
 
@@ -57,7 +59,7 @@ def build_dataset(features: pd.DataFrame, close: np.ndarray, train_end: int, val
     defined = usable_rows(values, seq_len)
     fit_rows = np.flatnonzero(defined[: train_end - 1] & np.isfinite(target[: train_end - 1]))
     if len(fit_rows) < MIN_TRAIN_ROWS:
-        raise ValueError(f"only {len(fit_rows)} train rows have complete features; use more data or a shorter "
+        raise ConfigError(f"only {len(fit_rows)} train rows have complete features; use more data or a shorter "
                          f"strategy window (the model needs at least {MIN_TRAIN_ROWS}).")
     train_values = values[: train_end - 1]
     complete = train_values[np.isfinite(train_values).all(axis=1)]
@@ -91,7 +93,7 @@ def build_panel_dataset(features: list[pd.DataFrame], close: np.ndarray, train_e
                 "test": (bar >= val_end) & (bar < n)}
     rows = {name: np.flatnonzero(defined & mask) for name, mask in in_split.items()}
     if len(rows["train"]) < MIN_TRAIN_ROWS:
-        raise ValueError(f"only {len(rows['train'])} train rows have complete features; use more data or a shorter "
+        raise ConfigError(f"only {len(rows['train'])} train rows have complete features; use more data or a shorter "
                          f"strategy window (the model needs at least {MIN_TRAIN_ROWS}).")
     complete = values[(bar < train_end - 1) & np.isfinite(values).all(axis=1)]
     mean, std = complete.mean(axis=0), complete.std(axis=0)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from runner.config import Doc
+from runner.errors import ConfigError
 
 
 class LinearForecaster(nn.Module):
@@ -37,9 +38,9 @@ class MLPForecaster(nn.Module):
                  ) -> None:
         super().__init__()
         if not hidden_sizes or any(int(h) < 1 for h in hidden_sizes):
-            raise ValueError(f"model.hidden_sizes must be a non-empty list of sizes >= 1, got {list(hidden_sizes)}.")
+            raise ConfigError(f"model.hidden_sizes must be a non-empty list of sizes >= 1, got {list(hidden_sizes)}.")
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"model.dropout must be in [0, 1), got {dropout}.")
+            raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}.")
         self.n_features = n_features
         layers: list[nn.Module] = []
         width = n_features
@@ -68,7 +69,7 @@ class LSTMForecaster(nn.Module):
         for key, value, low in (("hidden_size", hidden_size, 1), ("num_layers", num_layers, 1),
                                 ("seq_len", seq_len, 2)):
             if int(value) < low:
-                raise ValueError(f"model.{key} must be >= {low}, got {value}.")
+                raise ConfigError(f"model.{key} must be >= {low}, got {value}.")
         self.n_features, self.sequence_length = n_features, int(seq_len)
         self.lstm = nn.LSTM(n_features, int(hidden_size), int(num_layers), batch_first=True)
         self.head = nn.Linear(int(hidden_size), 1)

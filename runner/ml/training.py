@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from runner.config import TrainerConf
+from runner.errors import ConfigError
 from runner.ml.dataset import Dataset
 
 
@@ -30,7 +31,7 @@ def pick_device(requested: str) -> str:
     import torch
 
     if requested == "cuda" and not torch.cuda.is_available():
-        raise ValueError("trainer.device=cuda but CUDA is not available here; use trainer.device=auto or cpu.")
+        raise ConfigError("trainer.device=cuda but CUDA is not available here; use trainer.device=auto or cpu.")
     return "cuda" if requested == "auto" and torch.cuda.is_available() else requested.replace("auto", "cpu")
 
 
@@ -97,7 +98,7 @@ def train_model(build: Callable[[], Any], data: Dataset, config: TrainerConf, se
     x_train, y_train = _tensors(data, "train", device)
     x_val, y_val = _tensors(data, "val", device)
     if len(x_val) == 0:
-        raise ValueError("the validation segment has no usable rows, so early stopping cannot pick an epoch; "
+        raise ConfigError("the validation segment has no usable rows, so early stopping cannot pick an epoch; "
                          "give data.splits a validation fraction, e.g. [0.6, 0.2, 0.2].")
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(seed)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner.errors import ConfigError
 from runner.tracking.queries import engine_version
 from runner.tracking.registry import registered_run_ids
 from runner.tracking.store import local_path
@@ -42,7 +43,7 @@ def parse_age(text: str) -> float:
     """``30d``, ``12h``, ``1d12h``, ``90m`` -> seconds; ValueError naming the allowed form."""
     match = _AGE.match(text.strip()) if text else None
     if not match or not any(match.groupdict().values()):
-        raise ValueError(f"--older-than {text!r} is not an age; use #d#h#m#s, e.g. 30d, 12h or 1d12h.")
+        raise ConfigError(f"--older-than {text!r} is not an age; use #d#h#m#s, e.g. 30d, 12h or 1d12h.")
     units = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
     return sum(float(v) * units[k] for k, v in match.groupdict().items() if v)
 
@@ -53,7 +54,7 @@ def parse_statuses(text: str) -> list[str]:
     if bad or not statuses:
         never = " (RUNNING runs are never cleaned: end stale ones with runner.report --stale --mark)" if \
             "RUNNING" in bad else ""
-        raise ValueError(f"--status {text!r}: allowed: {', '.join(CLEANABLE)}, comma-separated{never}.")
+        raise ConfigError(f"--status {text!r}: allowed: {', '.join(CLEANABLE)}, comma-separated{never}.")
     return statuses
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.engine import ENGINE_VERSION
+from runner.errors import ConfigError, ConfigTypeError, NotFoundError
 from runner.tracking.model_io import log_torch_model
 from runner.tracking.params import (
     LONG_PARAMS_ARTIFACT,
@@ -49,7 +50,7 @@ class MLflowLogger:
         from mlflow import MlflowClient
 
         if not isinstance(experiment_name, str) or not experiment_name.strip():
-            raise ValueError(f"experiment_name must be a non-empty string, got {experiment_name!r}.")
+            raise ConfigError(f"experiment_name must be a non-empty string, got {experiment_name!r}.")
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         db_path = sqlite_path(self.tracking_uri)
         if db_path is not None:
@@ -69,11 +70,11 @@ class MLflowLogger:
         uri = resolve_tracking_uri(tracking_uri)
         db_path = sqlite_path(uri)
         if db_path is not None and not db_path.is_file():
-            raise LookupError(f"no MLflow store at {uri}: run an experiment first, or pass --tracking-uri.")
+            raise NotFoundError(f"no MLflow store at {uri}: run an experiment first, or pass --tracking-uri.")
         experiment = MlflowClient(uri).get_experiment_by_name(experiment_name)
         if experiment is None or experiment.lifecycle_stage == "deleted":
             names = [e.name for e in MlflowClient(uri).search_experiments(max_results=20)]
-            raise LookupError(f"no experiment named {experiment_name!r} in {redact_uri(uri)}; experiments: "
+            raise NotFoundError(f"no experiment named {experiment_name!r} in {redact_uri(uri)}; experiments: "
                               f"{', '.join(names)}.")
         return cls(experiment_name, uri)
 
@@ -120,7 +121,7 @@ class MLflowLogger:
     def end_run(self, status: str = "FINISHED") -> None:
         """End the active run with ``FINISHED``, ``FAILED`` or ``KILLED``; a no-op with no run."""
         if status not in RUN_STATUSES:
-            raise ValueError(f"status {status!r} is not one of {RUN_STATUSES}.")
+            raise ConfigError(f"status {status!r} is not one of {RUN_STATUSES}.")
         if self.run_id is None:
             return
         self._send_end(self.run_id, status)
@@ -151,7 +152,7 @@ class MLflowLogger:
 
         run_id = self._require_run()
         if not isinstance(params, Mapping):
-            raise TypeError(f"params must be a mapping, got {type(params).__name__}.")
+            raise ConfigTypeError(f"params must be a mapping, got {type(params).__name__}.")
         logged: dict[str, str] = {}
         long_values: dict[str, Any] = {}
         for key, value in params.items():

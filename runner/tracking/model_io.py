@@ -8,6 +8,8 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+from runner.errors import ConfigTypeError
+
 
 def pip_requirements() -> list[str]:
     """Explicit requirements: without them MLflow infers them, which takes seconds per model."""
@@ -33,7 +35,7 @@ def example_input(model: Any, batch: int = 2) -> Any:
             return torch.zeros(batch, 8, module.input_size)
         if isinstance(module, torch.nn.Conv1d):
             return torch.zeros(batch, module.in_channels, 16)
-    raise TypeError(
+    raise ConfigTypeError(
         f"cannot infer an input example for {type(model).__name__}: pass input_example= to log_model."
     )
 

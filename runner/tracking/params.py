@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from runner.errors import ConfigError, ConfigTypeError
+
 REDACTED = "***REDACTED***"
 # Substrings of a key that mark its value as secret (matched case-insensitively on the last key part).
 SECRET_KEY_PARTS = ("password", "passwd", "token", "secret", "api_key", "apikey", "credential")
@@ -176,11 +178,11 @@ RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
 def validate_key(key: Any, kind: str) -> str:
     """Check a param/metric/tag key against MLflow's rules, with a message that says how to fix it."""
     if not isinstance(key, str) or not key:
-        raise TypeError(f"{kind} key {key!r} must be a non-empty string.")
+        raise ConfigTypeError(f"{kind} key {key!r} must be a non-empty string.")
     if len(key) > MAX_KEY_LENGTH:
-        raise ValueError(f"{kind} key {key[:40]!r}... is {len(key)} chars; MLflow allows {MAX_KEY_LENGTH}.")
+        raise ConfigError(f"{kind} key {key[:40]!r}... is {len(key)} chars; MLflow allows {MAX_KEY_LENGTH}.")
     if not _KEY_PATTERN.match(key) or key.startswith("/") or ".." in key.split("/"):
-        raise ValueError(
+        raise ConfigError(
             f"{kind} key {key!r} is not valid in MLflow: use letters, digits, '_', '-', '.', ' ', ':' or '/' "
             "(e.g. 'val_sharpe_ratio', not 'val sharpe %')."
         )
@@ -198,7 +200,7 @@ def param_text(value: Any) -> str:
 def metric_value(key: str, value: Any) -> float:
     """A metric as float; inf is mapped to NaN (MLflow would store 1.8e308, winning every max search)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
-        raise TypeError(f"metric {key!r} must be a number, got {type(value).__name__} {value!r}.")
+        raise ConfigTypeError(f"metric {key!r} must be a number, got {type(value).__name__} {value!r}.")
     number = float(value)
     if math.isinf(number):
         warnings.warn(f"metric {key!r} is {number}; logged as NaN so it can never win a search.",
@@ -210,9 +212,9 @@ def metric_value(key: str, value: Any) -> float:
 def safe_artifact_path(path: str) -> str:
     """Artifact paths from config stay inside the run's artifact root."""
     if not isinstance(path, str) or not path:
-        raise ValueError(f"artifact path {path!r} must be a non-empty relative path.")
+        raise ConfigError(f"artifact path {path!r} must be a non-empty relative path.")
     normalised = os.path.normpath(path).replace(os.sep, "/")
     if os.path.isabs(path) or normalised == ".." or normalised.startswith("../") or ":" in normalised:
-        raise ValueError(f"artifact path {path!r} must stay inside the run's artifact root "
+        raise ConfigError(f"artifact path {path!r} must stay inside the run's artifact root "
                          "(relative, no '..', no drive or scheme).")
     return normalised

@@ -18,6 +18,7 @@ from typing import Any
 
 from runner.config import MODES
 from runner.engine import ENGINE_VERSION
+from runner.errors import ConfigError
 
 ENGINE_VERSION_TAG = "runner.engine_version"
 
@@ -36,9 +37,9 @@ def _literal(value: float) -> str:
 
 def validate_query(metric_name: str, mode: str) -> None:
     if mode not in MODES:
-        raise ValueError(f"mode {mode!r} is not valid: use one of {', '.join(MODES)}.")
+        raise ConfigError(f"mode {mode!r} is not valid: use one of {', '.join(MODES)}.")
     if not isinstance(metric_name, str) or not _METRIC_NAME.match(metric_name) or "`" in metric_name:
-        raise ValueError(
+        raise ConfigError(
             f"metric name {metric_name!r} is not a valid MLflow metric key "
             "(letters, digits, '_', '-', '.', '/', ' ', ':'), e.g. 'val_sharpe_ratio'."
         )
@@ -140,7 +141,7 @@ def search_ranked(client: Any, experiment_ids: list[str], metric_name: str, mode
                                                filter_string=finite_filter(metric_name, filter_string)))
             bound = new_bound
     except MlflowException as error:
-        raise ValueError(f"invalid run filter {filter_string!r}: {error.message}") from None
+        raise ConfigError(f"invalid run filter {filter_string!r}: {error.message}") from None
 
 
 def best_run(client: Any, experiment_ids: list[str], metric_name: str, mode: str = "max",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from runner.errors import ConfigError, NotFoundError
 from runner.tracking.queries import ENGINE_VERSION_TAG, engine_version
 
 MODEL_NAME = "model"  # the name a run logs its model under (runs:/<run id>/model)
@@ -30,7 +31,7 @@ def logged_model_id(client: Any, run: Any) -> str:
                                          filter_string=f"source_run_id = '{run.info.run_id}'", max_results=100)
     ids = [m.model_id for m in models if m.name == MODEL_NAME]
     if not ids:
-        raise LookupError(f"run {run.info.run_id} ({run.info.run_name}) logged no model (a model=none run trades "
+        raise NotFoundError(f"run {run.info.run_id} ({run.info.run_name}) logged no model (a model=none run trades "
                           "its strategy's rule): nothing to register. Rank model runs only, e.g. "
                           "--sweep with a model sweep, or register another run.")
     return ids[-1]
@@ -46,10 +47,10 @@ def register_model(client: Any, tracking_uri: str, run: Any, name: str, metric: 
     import mlflow
 
     if not isinstance(name, str) or not name.strip() or "'" in name:
-        raise ValueError(f"--register {name!r}: give a registered model name (no quotes), e.g. momentum_mlp.")
+        raise ConfigError(f"--register {name!r}: give a registered model name (no quotes), e.g. momentum_mlp.")
     existing = client.search_model_versions(f"name = '{name}' and run_id = '{run.info.run_id}'")
     if existing:
-        raise ValueError(f"run {run.info.run_id} is already version {existing[0].version} of registered model "
+        raise ConfigError(f"run {run.info.run_id} is already version {existing[0].version} of registered model "
                          f"{name!r}; it is not registered twice.")
     model_id = logged_model_id(client, run)
     value = run.data.metrics.get(metric)

@@ -17,6 +17,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from runner.errors import NotFoundError
+
 HEALTH_TIMEOUT_SECONDS = 5.0
 # What MLflow's UI reads: a model-development experiment (not GenAI traces), with a short description.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development",
@@ -107,7 +109,7 @@ def check_tracking_server(uri: str, timeout: float = HEALTH_TIMEOUT_SECONDS) -> 
             problem = f"answered HTTP {response.status}"
     except (urllib.error.URLError, OSError) as error:
         problem = f"is unreachable ({getattr(error, 'reason', error)})"
-    raise LookupError(f"tracking server {redact_uri(uri)} {problem}. Start it (mlflow server --host 127.0.0.1) "
+    raise NotFoundError(f"tracking server {redact_uri(uri)} {problem}. Start it (mlflow server --host 127.0.0.1) "
                       "or use tracking=local / unset MLFLOW_TRACKING_URI.")
 
 

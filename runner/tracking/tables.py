@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from runner.errors import ConfigError, NotFoundError
 from runner.tracking.params import table_json, to_jsonable
 from runner.tracking.store import local_path
 
@@ -64,7 +65,7 @@ def write_backtest_files(folder: Path, results: Mapping[str, Any], tables: str =
     """Write the tables and ``results.json`` into ``folder``; returns the JSON table file names (what
     MLflow's UI should show as tables)."""
     if tables not in TABLE_FORMATS:
-        raise ValueError(f"tables={tables!r} is not valid; allowed: {', '.join(TABLE_FORMATS)}.")
+        raise ConfigError(f"tables={tables!r} is not valid; allowed: {', '.join(TABLE_FORMATS)}.")
     shown, described = [], {}
     for name in (n for n in TABLES if n in results):
         table = results[name]
@@ -108,4 +109,4 @@ def read_backtest_table(artifact_uri: str, name: str, artifact_path: str = "back
                 return pd.read_parquet(local)
             payload = json.loads(local.read_text())
             return pd.DataFrame(payload["data"], columns=payload["columns"])
-    raise LookupError(f"no {artifact_path}/{name}.parquet or .json under {artifact_uri}")
+    raise NotFoundError(f"no {artifact_path}/{name}.parquet or .json under {artifact_uri}")
