@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from runner.config import BacktestConf, StrategyRules
+from runner.config.schema import BacktestConf, StrategyRules
 from runner.engine.backtest import run_backtest
 from strategies.mean_reversion import MeanReversion
 from strategies.sma_crossover import SmaCrossover

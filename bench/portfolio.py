@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 from engine import best_of  # bench/engine.py (this folder is on sys.path when run as a script)
 
-from runner.config import BacktestConf, StrategyRules
+from runner.config.schema import BacktestConf, StrategyRules
+from runner.data.universe import Universe
 from runner.engine.backtest import run_backtest
-from runner.universe import Universe
 from strategies.xs_momentum import XsMomentum
 
 COST = 0.0005

@@ -41,9 +41,9 @@ with mlflow.start_run():
                              serialization_format="pt2", pip_requirements=[f"torch=={torch.__version__[:6]}"])
 __import__("gc").freeze()  # as the runner does at exit: the final collections skip these objects
 """
-PHASES = [("runner.experiment", "prepare"), ("runner.tracking.record", "run_logger"),
+PHASES = [("runner.evaluation.experiment", "prepare"), ("runner.tracking.local_record", "run_logger"),
           ("runner.ml.training", "train_model"), ("runner.tracking.logger", "MLflowLogger.log_backtest_results"),
-          ("runner.tracking.run_record", "_stage_files"), ("runner.tracking.logger", "MLflowLogger.log_model"),
+          ("runner.tracking.recorder", "_stage_files"), ("runner.tracking.logger", "MLflowLogger.log_model"),
           ("runner.tracking.logger", "MLflowLogger.end_run")]
 
 

@@ -59,15 +59,15 @@ def cli_run(csv: Path, work: Path) -> tuple[float, float, int]:
 
 
 def phases(csv: Path, work: Path) -> dict[str, float]:
-    """The run's phases timed in this process, as ``runner.experiment`` runs them."""
+    """The run's phases timed in this process, as ``runner.evaluation.experiment`` runs them."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from runner.config import register
-    from runner.experiment import prepare
+    from runner.config.schema import register
+    from runner.evaluation.experiment import prepare
     from runner.logger import MLflowLogger
-    from runner.plots import equity_figure
-    from runner.tracking.run_record import PNG, RunExtras, log_outcome
+    from runner.tracking.recorder import PNG, RunExtras, log_outcome
+    from runner.views.figures import equity_figure
 
     register()  # the real composition, as the CLI does it
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -79,14 +79,14 @@ def phases(csv: Path, work: Path) -> dict[str, float]:
     out["data"] = time.perf_counter() - start
     out["bars_mb"] = prepared.bars.memory_usage(deep=True).sum() / 1e6
     from runner.engine.backtest import run_backtest
-    from runner.experiment import Outcome, compute_weights
+    from runner.evaluation.experiment import Outcome, compute_weights
 
     start = time.perf_counter()
     weights, _, _ = compute_weights(prepared)
     result = run_backtest(prepared.bars["close"].to_numpy(), weights, prepared.train_end, prepared.val_end,
                           prepared.backtest, prepared.bars.index)
     out["backtest"] = time.perf_counter() - start
-    from runner.plots import new_figure
+    from runner.views.figures import new_figure
 
     new_figure(1, 1).savefig(io.BytesIO(), format="png")  # matplotlib's first import and font cache: not timed
     start = time.perf_counter()

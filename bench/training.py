@@ -11,8 +11,8 @@ import time
 
 import torch
 
-from runner.config import TrainerConf
-from runner.data import load_bars, split_bounds
+from runner.config.schema import TrainerConf
+from runner.data.series import load_bars, split_bounds
 from runner.ml.dataset import build_dataset
 from runner.ml.models import LinearForecaster, LSTMForecaster, MLPForecaster
 from runner.ml.training import train_model

@@ -3,7 +3,7 @@
     python bench/trials.py [--jobs 20]
 
 Runs one ``model=none`` sweep of --jobs jobs through the CLI in a temp store, then times, in this process and
-side by side, the sweep's winner summary without and with ``runner.trials.trials_statistics`` (best of 5).
+side by side, the sweep's winner summary without and with ``runner.sweeps.trials.trials_statistics`` (best of 5).
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ def main() -> None:
                     f"strategy.lookback={lookbacks}"], cwd=work, check=True, capture_output=True,
                    env={**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(ROOT)})
     sys.path.insert(0, str(ROOT))
+    from runner.sweeps.trials import trials_statistics
     from runner.tracking.logger import MLflowLogger
     from runner.tracking.queries import search_ranked, sweep_children, sweep_members
-    from runner.trials import trials_statistics
 
     logger = MLflowLogger("trading_experiment", uri)
     parent = logger.client.search_runs([logger.experiment_id], "tags.`runner.role` = 'sweep_parent'")[0]

@@ -22,12 +22,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def prepared(overrides: list[str]):  # noqa: ANN201 - runner.experiment.Prepared
+def prepared(overrides: list[str]):  # noqa: ANN201 - runner.evaluation.experiment.Prepared
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from runner.config import register
-    from runner.experiment import prepare
+    from runner.config.schema import register
+    from runner.evaluation.experiment import prepare
 
     register()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -49,8 +49,8 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
-    from runner.evaluation import walk_forward
-    from runner.experiment import compute_weights
+    from runner.evaluation.experiment import compute_weights
+    from runner.evaluation.walk_forward import walk_forward
 
     holdout = prepared(["+strategy=momentum"])
     walk = prepared(["+strategy=momentum", "evaluation=walk_forward", f"evaluation.folds={args.folds}"])

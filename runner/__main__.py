@@ -46,7 +46,7 @@ def render_help() -> str:
 
 if __name__ == "__main__" and sys.argv[1:2] in (["--help"], ["-h"]) and len(sys.argv) <= 3:
     if len(sys.argv) == 3:  # --help GROUP: its keys, meanings, units and allowed values
-        from runner.docs import render_group
+        from runner.config.docs import render_group
         from runner.errors import UserError
 
         try:
@@ -67,10 +67,10 @@ from omegaconf import DictConfig  # noqa: E402
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     if HydraConfig.get().mode == RunMode.MULTIRUN:
-        from runner.sweep_job import run_job
+        from runner.sweeps.job import run_job
 
         return run_job(cfg)
-    from runner.task import run
+    from runner.pipeline import run
 
     return run(cfg)
 
@@ -82,8 +82,8 @@ def entry() -> None:
     # Registered first, so it runs last: once everything else has run, the interpreter's final garbage collections
     # need not walk the ~650k objects torch, MLflow and SQLAlchemy leave (1.4 s of a default run's exit, measured).
     atexit.register(gc.freeze)
-    from runner.config import register
-    from runner.overrides import check_overrides
+    from runner.config.overrides import check_overrides
+    from runner.config.schema import register
     from runner.tracking.store import bounded_http_retries
 
     problem = check_overrides(sys.argv[1:])
@@ -97,7 +97,7 @@ def entry() -> None:
     try:
         main()
     except BaseException as stop:
-        from runner.sweep import end_active_sweep
+        from runner.sweeps.launch import end_active_sweep
 
         end_active_sweep(stop)
         if isinstance(stop, SystemExit) and stop.code == 1 and _config_error(stop.__context__):

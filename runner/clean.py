@@ -52,7 +52,7 @@ def clean(args: argparse.Namespace) -> dict[str, Any]:
     from mlflow import MlflowClient
 
     from runner.tracking.cleanup import folder_bytes, parse_age, parse_statuses, plan_cleanup, purge
-    from runner.tracking.params import redact_uri
+    from runner.tracking.sanitize import redact_uri
     from runner.tracking.store import resolve_tracking_uri, sqlite_path
 
     statuses = parse_statuses(args.status) if args.status else None

@@ -97,8 +97,8 @@ def stale_report(logger: Any, older_than_hours: float | None, mark: bool, as_jso
 
 
 def report(args: argparse.Namespace) -> int:
-    from runner.report_table import format_table, rows_for, to_csv
     from runner.tracking.queries import and_filter, count_older, search_ranked, version_filter
+    from runner.views.report_table import format_table, rows_for, to_csv
 
     logger = open_experiment(args.experiment, args.tracking_uri)
     if args.stale:
@@ -137,7 +137,7 @@ def report(args: argparse.Namespace) -> int:
     if args.format == "csv":
         print(to_csv(rows, args.metric, columns), end="")
     elif args.format == "json":
-        from runner.tracking.params import to_jsonable
+        from runner.tracking.sanitize import to_jsonable
 
         print(json.dumps(to_jsonable({"experiment": args.experiment, "metric": args.metric, "mode": args.mode,
                                       "n_trials": belief["n_trials"], "engine_version": ENGINE_VERSION,
@@ -161,7 +161,7 @@ def report(args: argparse.Namespace) -> int:
 
 def top_run_belief(logger: Any, top: Any, metric: str, filter_string: str | None) -> dict[str, Any]:
     """The top run's deflated Sharpe given the trials in scope: the sweep's runs, else every finished run."""
-    from runner.trials import dsr_from_metrics
+    from runner.sweeps.trials import dsr_from_metrics
 
     scope = "attributes.status = 'FINISHED'" + (f" and {filter_string}" if filter_string else "")
     trials = [r for r in logger.client.search_runs([logger.experiment_id], scope, max_results=50000)

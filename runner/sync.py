@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import NotFoundError, UserError
-from runner.tracking.params import MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH, REDACTED
-from runner.tracking.record import RECORD_DIR, RunRecord
+from runner.tracking.local_record import RECORD_DIR, RunRecord
+from runner.tracking.sanitize import MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH, REDACTED
 
 SYNCED = "synced.json"
 

@@ -3,7 +3,7 @@ on a universe, per-asset rules combined equally, or a cross-sectional rule (``Cr
 
 Convention (DESIGN): ``w[t]`` uses data up to and including bar t's close, is traded at that close and held
 to close t+1. A subclass implements ``signal(bars)`` (unit-sized, in [-1, 1], from trailing data only) and
-declares ``warmup``; this base class applies the shared rules (``runner.config.StrategyRules``: long-only,
+declares ``warmup``; this base class applies the shared rules (``runner.config.schema.StrategyRules``: long-only,
 the forecast threshold) and the warm-up itself, so a new strategy cannot forget them. The engine scales
 weights to ``backtest.max_leverage``.
 """
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from runner.config import StrategyRules
+from runner.config.schema import StrategyRules
 from runner.errors import ConfigError, ConfigTypeError
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import numpy as np
 
-from runner.config import Doc
+from runner.config.schema import Doc
 from strategies.base import CrossSectionalStrategy, require_int, row_shares, trailing_volatility
 
 

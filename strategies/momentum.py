@@ -7,7 +7,7 @@ from typing import Annotated
 import numpy as np
 import pandas as pd
 
-from runner.config import Doc
+from runner.config.schema import Doc
 from strategies.base import Strategy, require_int
 
 

@@ -10,7 +10,7 @@ from typing import Annotated
 import numpy as np
 import pandas as pd
 
-from runner.config import Doc
+from runner.config.schema import Doc
 from runner.errors import ConfigError
 from strategies.base import Strategy, require_int, rolling_mean
 

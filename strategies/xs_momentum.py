@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import numpy as np
 
-from runner.config import Doc
+from runner.config.schema import Doc
 from runner.errors import ConfigError
 from strategies.base import CrossSectionalStrategy, require_int, row_shares, top_k, trailing_volatility
 

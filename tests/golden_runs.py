@@ -29,8 +29,8 @@ def compute(overrides: list[str]) -> dict[str, float]:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from runner.config import register
-    from runner.experiment import execute, prepare
+    from runner.config.schema import register
+    from runner.evaluation.experiment import execute, prepare
 
     register()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

@@ -12,12 +12,12 @@ from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 
 from runner import clean, report
-from runner.config import register
-from runner.docs import BEGIN, END, README, consistent_types, descriptions, render_markdown
+from runner.config.docs import BEGIN, END, README, consistent_types, descriptions, render_markdown
+from runner.config.schema import register
 from runner.engine import ENGINE_VERSION
 from runner.logger import MLflowLogger
 from runner.tracking.cleanup import folder_bytes
-from runner.tracking.run_record import run_params
+from runner.tracking.recorder import run_params
 from tests.conftest import ROOT, run_cli
 
 register()
@@ -70,7 +70,8 @@ def test_the_readme_parameter_table_is_generated_and_in_sync() -> None:
     text = README.read_text()
     assert BEGIN in text and END in text, "the README lost its generated parameter table markers"
     block = text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
-    assert block == render_markdown().strip(), "README parameter table drifted: run python -m runner.docs --write"
+    assert block == render_markdown().strip(), ("README parameter table drifted: run python -m runner.config.docs "
+                                                "--write")
 
 
 @pytest.mark.parametrize("strategy", sorted(p.stem for p in (ROOT / "conf" / "strategy").glob("*.yaml")))
@@ -84,7 +85,7 @@ def test_every_logged_key_has_a_meaning(strategy: str) -> None:
         params = run_params(cfg)
         described = descriptions(cfg, list(params))
         missing = [k for k, d in described.items() if d["meaning"] == "(undocumented)"]
-        assert not missing, f"{strategy}/{model}: document {missing} in runner.config or the class's signature"
+        assert not missing, f"{strategy}/{model}: document {missing} in runner.config.schema or the class's signature"
 
 
 def test_help_shows_a_group_with_meanings_units_and_allowed_values(tmp_path: Path, cli_env: dict) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from runner.data import DataError, infer_periods_per_year, load_bars, split_bounds
+from runner.data.series import DataError, infer_periods_per_year, load_bars, split_bounds
 
 
 def test_sp500_and_nasdaq_load_from_arch_without_importing_it() -> None:

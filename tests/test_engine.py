@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from runner.config import BacktestConf, StrategyRules
+from runner.config.schema import BacktestConf, StrategyRules
 from runner.engine.backtest import run_backtest
 from strategies.buy_and_hold import BuyAndHold
 from strategies.mean_reversion import MeanReversion
@@ -143,7 +143,7 @@ def strategy_from_yaml(path) -> object:
     """The strategy a conf/strategy YAML builds, long and short (as the CLI builds it)."""
     import yaml
 
-    from runner.experiment import build_strategy
+    from runner.evaluation.experiment import build_strategy
 
     keys = {k: v for k, v in yaml.safe_load(path.read_text()).items() if k != "defaults"}  # Hydra's, not the class's
     return build_strategy({**keys, "long_only": False})

@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 from runner.logger import MLflowLogger, NoActiveRunError
 from runner.tracking.model_io import load_torch_model
-from runner.tracking.params import REDACTED, config_to_container, flatten, table_json, to_jsonable
+from runner.tracking.sanitize import REDACTED, config_to_container, flatten, table_json, to_jsonable
 
 
 def tiny_model() -> torch.nn.Module:

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from runner.config import BacktestConf, StrategyRules
-from runner.data import DataError
+from runner.config.schema import BacktestConf, StrategyRules
+from runner.data.series import DataError
+from runner.data.universe import align, load_universe, synthetic_universe
 from runner.engine.backtest import run_backtest
-from runner.universe import align, load_universe, synthetic_universe
 from strategies.equal_weight import EqualWeight
 from strategies.momentum import Momentum
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from runner.tracking.params import REDACTED
+from runner.tracking.sanitize import REDACTED
 from tests.conftest import ROOT, run_cli
 
 

@@ -13,8 +13,8 @@ from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
-from runner.config import model_factory, register
-from runner.experiment import build_strategy, prepare
+from runner.config.schema import model_factory, register
+from runner.evaluation.experiment import build_strategy, prepare
 from tests.conftest import ROOT, run_cli
 
 CONF = str(ROOT / "conf")

@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from runner import data
-from runner.config import BacktestConf
+from runner.config.schema import BacktestConf
+from runner.data import series as data
 from runner.engine.backtest import run_backtest
 from runner.logger import MLflowLogger
-from runner.plots import equity_figure, new_figure, reduce_for_drawing
 from runner.tracking.tables import JSON_ROWS, thinned_rows
+from runner.views.figures import equity_figure, new_figure, reduce_for_drawing
 
 
 def _long_result(n: int = 40_000, seed: int = 3):

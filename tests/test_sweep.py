@@ -174,7 +174,7 @@ def test_the_winner_says_whether_it_can_be_believed(drift, believed, tmp_path: P
 def test_a_store_other_machines_cannot_reach_is_named_with_the_setting_to_use() -> None:
     from omegaconf import OmegaConf
 
-    from runner.cluster import check_shared_store
+    from runner.sweeps.cluster import check_shared_store
 
     def launcher(address):
         return OmegaConf.create({"_target_": "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher",

@@ -9,7 +9,7 @@ from tests.conftest import run_cli
 
 
 def test_a_run_record_keeps_no_credentials_and_sync_asks_for_them(tmp_path: Path, cli_env: dict) -> None:
-    from runner.tracking.record import RunRecord
+    from runner.tracking.local_record import RunRecord
 
     record = RunRecord(tmp_path / "run" / "record")
     record.start(experiment_name="e", tracking_uri="https://bob:pw-in-uri@mlflow.example:5000", run_name="r",
@@ -24,8 +24,8 @@ def test_sync_supersedes_the_run_a_lost_server_created_without_answering(tmp_pat
                                                                          tracking_uri: str) -> None:
     """The server committed the run and died before answering: the record has no run id, so the orphan is
     found by name, pid and host, and ended KILLED once its recovered copy exists."""
+    from runner.tracking.local_record import RunRecord
     from runner.tracking.logger import MLflowLogger
-    from runner.tracking.record import RunRecord
 
     logger = MLflowLogger("e", tracking_uri)
     tags = {"runner.pid": "4242", "runner.host": "somehost"}

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from runner.config import TrainerConf
+from runner.config.schema import TrainerConf
 from runner.ml.dataset import build_dataset
 from runner.ml.models import LinearForecaster, LSTMForecaster, MLPForecaster
 from runner.ml.training import forecast, train_model
@@ -113,7 +113,7 @@ def test_model_path_uses_no_later_bar() -> None:
     column of the bars after a bar k inside the test segment leaves every weight before k unchanged."""
     import dataclasses
 
-    from runner.experiment import compute_weights, prepare
+    from runner.evaluation.experiment import compute_weights, prepare
 
     config = {"selection": {"metric": "val_sharpe_ratio", "mode": "max"}, "seed": 3,
               "strategy": {"_target_": "strategies.momentum.Momentum", "lookback": 10, "long_only": False},

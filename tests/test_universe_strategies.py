@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from runner.data.universe import align, load_universe, synthetic_universe
 from runner.engine.backtest import run_backtest
-from runner.universe import align, load_universe, synthetic_universe
 from strategies.inverse_volatility import InverseVolatility
 from strategies.xs_momentum import XsMomentum
 from tests.conftest import ROOT, run_cli
@@ -23,7 +23,7 @@ def composed(overrides: list[str]) -> dict:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from runner.config import register
+    from runner.config.schema import register
 
     register()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -62,7 +62,7 @@ def test_no_weight_uses_a_later_bar_of_any_asset(strategy) -> None:
 
 @pytest.mark.parametrize("strategy", ["xs_momentum", "momentum"])
 def test_the_pooled_model_uses_no_later_bar(strategy: str) -> None:
-    from runner.experiment import prepare, universe_weights
+    from runner.evaluation.experiment import prepare, universe_weights
 
     config = composed([f"+strategy={strategy}", "strategy.lookback=10", "data=synthetic_universe", "data.n_assets=6",
                        "data.n_bars=500", "model=linear", "trainer.epochs=3"])
@@ -140,8 +140,8 @@ def test_universe_mistakes_are_user_errors_without_a_run(tmp_path: Path, cli_env
 
 
 def test_walk_forward_on_a_universe_refits_a_pooled_model_per_fold_without_look_ahead() -> None:
-    from runner.evaluation import walk_forward
-    from runner.experiment import prepare
+    from runner.evaluation.experiment import prepare
+    from runner.evaluation.walk_forward import walk_forward
 
     config = composed(["+strategy=xs_momentum", "strategy.lookback=10", "data=synthetic_universe",
                        "data.n_assets=6", "data.n_bars=500", "model=linear", "trainer.epochs=3",
@@ -162,8 +162,8 @@ def test_walk_forward_on_a_universe_refits_a_pooled_model_per_fold_without_look_
 
 
 def test_walk_forward_with_a_rule_re_slices_the_holdout_portfolio() -> None:
-    from runner.evaluation import walk_forward
-    from runner.experiment import execute, prepare
+    from runner.evaluation.experiment import execute, prepare
+    from runner.evaluation.walk_forward import walk_forward
 
     common = ["+strategy=xs_momentum", "data=synthetic_universe", "data.n_bars=800", "model=none"]
     holdout = execute(prepare(composed(common))).result

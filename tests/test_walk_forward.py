@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from runner.config import WalkForwardConf
-from runner.data import DataError
-from runner.evaluation import fold_layout
+from runner.config.schema import WalkForwardConf
+from runner.data.series import DataError
+from runner.evaluation.walk_forward import fold_layout
 from tests.conftest import run_cli
 
 

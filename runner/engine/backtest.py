@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from runner.config import BacktestConf
-from runner.data import SEGMENTS, infer_periods_per_year
+from runner.config.schema import BacktestConf
+from runner.data.series import SEGMENTS, infer_periods_per_year
 from runner.engine.metrics import segment_metrics, trade_metrics
 from runner.engine.portfolio import accounting, cost_vector, equal_weight_index, holdings, rebalance_mask
 from runner.engine.trades import fills_table, portfolio_fills, portfolio_round_trips, round_trips
@@ -142,7 +142,7 @@ def run_backtest(close: np.ndarray, weights: np.ndarray, train_end: int, val_end
     ``close``/``weights``: one per bar, or (bars, assets) for a universe named by ``symbols`` (NaN closes:
     no price there). ``segments`` names other disjoint ``[start, stop)`` segments instead (walk-forward
     folds); bars outside every segment have NaN equity, benchmark and drawdown. ``periods_per_year=auto``
-    is inferred from a dated ``index`` (``runner.data.infer_periods_per_year``)."""
+    is inferred from a dated ``index`` (``runner.data.series.infer_periods_per_year``)."""
     config = config or BacktestConf()
     if config.periods_per_year == "auto":
         config = dataclasses.replace(config, periods_per_year=infer_periods_per_year(index))

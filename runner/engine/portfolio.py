@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from runner.config import REBALANCE
+from runner.config.schema import REBALANCE
 from runner.errors import ConfigError
 
 CALENDAR = {"weekly": "W", "monthly": "M"}

@@ -13,7 +13,7 @@ from typing import Annotated
 import torch
 from torch import nn
 
-from runner.config import Doc
+from runner.config.schema import Doc
 from runner.errors import ConfigError
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from runner.config import TrainerConf
+from runner.config.schema import TrainerConf
 from runner.errors import ConfigError
 from runner.ml.dataset import Dataset
 

@@ -18,7 +18,8 @@ from typing import Any
 from runner.engine import ENGINE_VERSION
 from runner.errors import ConfigError, ConfigTypeError, NotFoundError
 from runner.tracking.model_io import log_torch_model
-from runner.tracking.params import (
+from runner.tracking.queries import ENGINE_VERSION_TAG, best_run
+from runner.tracking.sanitize import (
     LONG_PARAMS_ARTIFACT,
     MAX_METRICS_PER_BATCH,
     MAX_PARAM_VALUE_LENGTH,
@@ -33,7 +34,6 @@ from runner.tracking.params import (
     to_jsonable,
     validate_key,
 )
-from runner.tracking.queries import ENGINE_VERSION_TAG, best_run
 from runner.tracking.store import EXPERIMENT_TAGS, artifact_root_for, resolve_tracking_uri, sqlite_path, store_lock
 from runner.tracking.tables import write_backtest_files
 

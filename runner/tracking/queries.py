@@ -16,7 +16,7 @@ import time
 from decimal import Decimal
 from typing import Any
 
-from runner.config import MODES
+from runner.config.schema import MODES
 from runner.engine import ENGINE_VERSION
 from runner.errors import ConfigError
 

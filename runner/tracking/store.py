@@ -100,7 +100,7 @@ def check_tracking_server(uri: str, timeout: float = HEALTH_TIMEOUT_SECONDS) -> 
     (MLflow alone retries for minutes before it reports an unreachable server)."""
     if not uri.startswith(("http://", "https://")):
         return
-    from runner.tracking.params import redact_uri
+    from runner.tracking.sanitize import redact_uri
 
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
@@ -124,7 +124,7 @@ def local_path(uri: str | None) -> Path | None:
 def ui_links(tracking_uri: str, experiment_id: str, run_id: str | None = None, label: str = "this run") -> list[str]:
     """What a user opens: the ``mlflow ui`` command for a local store, then the experiment's runs in MLflow's
     training view (MLflow 3 otherwise opens on its GenAI traces page) and the run itself."""
-    from runner.tracking.params import redact_uri
+    from runner.tracking.sanitize import redact_uri
 
     remote = tracking_uri.startswith(("http://", "https://"))
     base = redact_uri(tracking_uri).rstrip("/") if remote else "http://127.0.0.1:5000"

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from runner.errors import ConfigError, NotFoundError
-from runner.tracking.params import table_json, to_jsonable
+from runner.tracking.sanitize import table_json, to_jsonable
 from runner.tracking.store import local_path
 
 TABLES = ("trades", "fills", "portfolio_values", "weights", "walk_forward", "folds")

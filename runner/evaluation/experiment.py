@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from runner.config import (
+from runner.config.schema import (
     EVALUATIONS,
     MODES,
     BacktestConf,
@@ -26,7 +26,7 @@ from runner.config import (
     from_schema,
     model_factory,
 )
-from runner.data import DataError, infer_periods_per_year, load_bars, split_bounds
+from runner.data.series import DataError, infer_periods_per_year, load_bars, split_bounds
 from runner.engine.backtest import BacktestResult, run_backtest
 from runner.errors import ConfigError
 from runner.tracking.lifecycle import check_stop
@@ -51,8 +51,8 @@ class Prepared:
     val_end: int
     seed: int
     torch_threads: int | None = None  # set for sweep jobs sharing the CPU with other jobs
-    folds: list[Any] | None = None  # evaluation=walk_forward: runner.evaluation.Fold per fold
-    universe: Any = None  # a universe's data (runner.universe.Universe); ``bars`` is then its timeline only
+    folds: list[Any] | None = None  # evaluation=walk_forward: runner.evaluation.walk_forward.Fold per fold
+    universe: Any = None  # a universe's data (runner.data.universe.Universe); ``bars`` is then its timeline only
 
 
 @dataclass
@@ -61,7 +61,7 @@ class Outcome:
     result: BacktestResult
     selection_value: float
     training: Any = None
-    walk: Any = None  # evaluation=walk_forward: runner.evaluation.WalkForward
+    walk: Any = None  # evaluation=walk_forward: runner.evaluation.walk_forward.WalkForward
     experiment_id: str | None = None
 
 
@@ -125,7 +125,7 @@ def prepare(config: Mapping[str, Any]) -> Prepared:
                          f"{config['data'].get('source')} is a single series; use backtest.commission.")
     train_end, val_end = split_bounds(len(bars), config["data"]["splits"])
     if evaluation.name == "walk_forward":
-        from runner.evaluation import fold_layout
+        from runner.evaluation.walk_forward import fold_layout
         from runner.ml.dataset import MIN_TRAIN_ROWS
 
         min_train = strategy.warmup + sequence_length + (MIN_TRAIN_ROWS + 2 if factory is not None else 2)
@@ -148,7 +148,7 @@ def prepare(config: Mapping[str, Any]) -> Prepared:
 
 def load_data(data: Mapping[str, Any], strategy: Any, seed: int) -> Any:
     """The bars of one series (a DataFrame), or a universe; a rule that ranks assets needs a universe."""
-    from runner.universe import UNIVERSE_SOURCES, load_universe
+    from runner.data.universe import UNIVERSE_SOURCES, load_universe
 
     if data.get("source") not in UNIVERSE_SOURCES:
         if strategy.cross_sectional:
@@ -197,7 +197,7 @@ def execute(prepared: Prepared, logger: Any = None, log_extras: Any = None) -> O
     """Run the experiment; with a logger, log everything into its active run."""
     metric = prepared.config["selection"]["metric"]
     if prepared.folds:
-        from runner.evaluation import walk_forward
+        from runner.evaluation.walk_forward import walk_forward
 
         walk = walk_forward(prepared, check_stop)
         dataset, result = walk.dataset, walk.oos
@@ -216,7 +216,7 @@ def execute(prepared: Prepared, logger: Any = None, log_extras: Any = None) -> O
                           float(result.flat_metrics().get(metric, math.nan)), training,
                           experiment_id=logger.experiment_id if logger else None)
     if logger is not None:
-        from runner.tracking.run_record import log_outcome
+        from runner.tracking.recorder import log_outcome
 
         log_outcome(logger, prepared, outcome, dataset, log_extras)
     return outcome

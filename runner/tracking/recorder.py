@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from runner.tracking.params import flatten, redact_tree, to_jsonable
+from runner.tracking.sanitize import flatten, redact_tree, to_jsonable
 
 PARAM_GROUPS = ("data", "model", "trainer", "strategy", "backtest", "evaluation", "selection")
 DESCRIPTIONS_ARTIFACT = "params/descriptions.json"
@@ -49,7 +49,7 @@ def run_params(redacted_config: dict[str, Any]) -> dict[str, Any]:
 def log_run_start(logger: Any, extras: RunExtras) -> None:
     """Params first (ints of float keys as floats), so a run that fails or is killed later still shows its
     config, with what each key means in ``params/descriptions.json``."""
-    from runner.docs import LOGGED_ONLY, config_params, consistent_types, descriptions
+    from runner.config.docs import LOGGED_ONLY, config_params, consistent_types, descriptions
 
     config = extras.redacted_config
     known = config_params(config)  # the schemas' and the strategy's and model's signatures, read once
@@ -65,7 +65,7 @@ def _log_training(logger: Any, training: Any) -> None:
 
 def _stage_files(root: Path, prepared: Any, outcome: Any, dataset: Any, extras: RunExtras) -> None:
     """Figures, the config, Hydra's files (redacted) and the model's standardisation, under ``root``."""
-    from runner.plots import equity_figure, training_figure
+    from runner.views.figures import equity_figure, training_figure
 
     (root / "figures").mkdir()
     universe = prepared.universe
@@ -73,7 +73,7 @@ def _stage_files(root: Path, prepared: Any, outcome: Any, dataset: Any, extras: 
              + (f" ({universe.n_assets} assets)" if universe is not None else ""))
     walk = outcome.walk
     if walk is not None:
-        from runner.plots import walk_forward_figure
+        from runner.views.figures import walk_forward_figure
 
         walk_forward_figure(walk.oos, [f.test_start - walk.folds[0].test_start + 1 for f in walk.folds],
                             walk.fold_metrics["sharpe_ratio"], title).savefig(root / "figures" / "walk_forward.png",
@@ -81,7 +81,7 @@ def _stage_files(root: Path, prepared: Any, outcome: Any, dataset: Any, extras: 
     else:
         equity_figure(outcome.result, title=title).savefig(root / "figures" / "equity.png", **PNG)
     if outcome.result.symbols is not None:
-        from runner.plots import weights_figure
+        from runner.views.figures import weights_figure
 
         weights_figure(outcome.result, title=f"{title}: weights").savefig(root / "figures" / "weights.png", **PNG)
     if outcome.training is not None:

@@ -7,7 +7,7 @@ exception inside a callback is only a warning to Hydra, so the callbacks exit no
 they cannot work; a sweep stopped by an exception (a job config that cannot be composed, Ctrl-C) has its
 parent ended by ``end_active_sweep``, which ``python -m runner`` calls around Hydra's entry point.
 
-Jobs find their parent through a state file in the sweep's own folder, or, on Ray (``runner.cluster``), in
+Jobs find their parent through a state file in the sweep's own folder, or, on Ray (``runner.sweeps.cluster``), in
 their environment, wherever they run. The folder is unique per launch by default; a sweep holds a lock on it
 while it runs, so a second sweep given the same folder refuses to start instead of mixing its runs with the
 first one's.
@@ -29,7 +29,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import NotFoundError
-from runner.task import ServerLost, tracking_uri_for
+from runner.pipeline import ServerLost, tracking_uri_for
 
 STATE_FILE = ".mlflow_sweep.json"
 LOCK_FILE = ".mlflow_sweep.lock"
@@ -37,20 +37,20 @@ _active: dict[str, Any] = {}  # the sweep this process launched: its state and i
 
 
 def sweep_state(sweep_dir: str | Path) -> dict[str, str]:
-    from runner.cluster import STATE_ENV
+    from runner.sweeps.cluster import STATE_ENV
 
     if os.environ.get(STATE_ENV):  # a Ray job: given by the sweep, on any machine
         return json.loads(os.environ[STATE_ENV])
     path = Path(sweep_dir) / STATE_FILE
     if not path.is_file():
-        raise NotFoundError(f"no sweep parent run recorded in {path}: is runner.sweep.SweepCallback configured "
+        raise NotFoundError(f"no sweep parent run recorded in {path}: is runner.sweeps.launch.SweepCallback configured "
                           "under hydra.callbacks (conf/config.yaml)?")
     return json.loads(path.read_text())
 
 
 def parent_record(state: dict[str, Any]) -> Any:
     """The sweep parent's local record, in the sweep's folder (the children's are in their job folders)."""
-    from runner.tracking.record import RECORD_DIR, RunRecord
+    from runner.tracking.local_record import RECORD_DIR, RunRecord
 
     return RunRecord(Path(state["sweep_dir"], RECORD_DIR))
 
@@ -70,7 +70,7 @@ def end_active_sweep(error: BaseException) -> None:
     state = _active.pop("state", None)
     lock = _active.pop("lock", None)
     if _active.pop("ray", False):  # first: Ray stops the jobs still running, so none can outlive the sweep
-        from runner.cluster import disconnect
+        from runner.sweeps.cluster import disconnect
 
         disconnect()
     if state is None:
@@ -79,8 +79,8 @@ def end_active_sweep(error: BaseException) -> None:
     if isinstance(error, SystemExit) and error.code in (0, None):
         return
     try:
+        from runner.tracking.local_record import server_lost
         from runner.tracking.logger import MLflowLogger
-        from runner.tracking.record import server_lost
 
         status = "KILLED" if isinstance(cause, KeyboardInterrupt) else "FAILED"
         if server_lost(state["tracking_uri"]):  # only the record can be ended now
@@ -115,12 +115,12 @@ class SweepCallback(Callback):
             sys.exit(2)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from runner.tracking.record import is_unreachable, server_lost
-        from runner.winner import report_sweep
+        from runner.sweeps.winner import report_sweep
+        from runner.tracking.local_record import is_unreachable, server_lost
 
         state, lock = _active.pop("state"), _active.pop("lock")
         if _active.pop("ray", False):
-            from runner.cluster import disconnect
+            from runner.sweeps.cluster import disconnect
 
             disconnect()
         try:
@@ -146,9 +146,9 @@ class SweepCallback(Callback):
     def _start(self, config: DictConfig) -> None:
         from filelock import FileLock, Timeout
 
-        from runner.cluster import check_shared_store, connect, is_ray, job_env
         from runner.engine import ENGINE_VERSION
-        from runner.progress import fixed_overrides, planned_jobs
+        from runner.sweeps.cluster import check_shared_store, connect, is_ray, job_env
+        from runner.sweeps.progress import fixed_overrides, planned_jobs
         from runner.tracking.logger import MLflowLogger
         from runner.tracking.queries import ENGINE_VERSION_TAG
         from runner.tracking.store import check_tracking_server
@@ -193,7 +193,7 @@ class SweepCallback(Callback):
                  "planned_jobs": planned_jobs(override_list, config.hydra.sweeper), "started": time.time(),
                  "fixed_overrides": fixed_overrides(override_list)}
         (sweep_dir / STATE_FILE).write_text(json.dumps(state))
-        from runner.tracking.record import keeps_record
+        from runner.tracking.local_record import keeps_record
 
         if keeps_record(uri):
             parent_record(state).start(experiment_name=state["experiment_name"], tracking_uri=uri, run_name=name,

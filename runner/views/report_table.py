@@ -22,7 +22,7 @@ MAX_PARAMS = 6
 @functools.lru_cache(maxsize=1)
 def _data_specific() -> dict[str, str]:
     """``data.*`` keys that apply to one data source only (their documented meaning says ``data=X: ...``)."""
-    from runner.docs import group_params
+    from runner.config.docs import group_params
 
     return {p.key: p.doc.meaning.split(":", 1)[0].removeprefix("data=") for p in group_params("data")[""]
             if p.doc and p.doc.meaning.startswith("data=")}

@@ -1,7 +1,7 @@
 """One sweep job: its child run (or a pointer to the run that already did its config), its value for Hydra's
 sweeper, and how many threads it may use beside the other jobs.
 
-Jobs never raise for a bad config or a failed run (``runner.sweep`` says why): they end their child run FAILED,
+Jobs never raise for a bad config or a failed run (``runner.sweeps.launch`` says why): they end their child run FAILED,
 record the error and return the worst value for the mode.
 """
 
@@ -18,8 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import UserError
-from runner.sweep import sweep_state
-from runner.task import (
+from runner.pipeline import (
     ServerLost,
     provenance,
     require_strategy,
@@ -28,13 +27,14 @@ from runner.task import (
     run_title,
     task_overrides,
 )
+from runner.sweeps.launch import sweep_state
 
 
 def job_threads(launcher: Any) -> int | None:
     """Torch and BLAS threads for a job that runs beside others: the CPUs Ray gave it (``hydra/launcher=ray``),
     or the cores shared among the jobs that run at once (``hydra/launcher=joblib``'s ``n_jobs``; -1 is one per
     core)."""
-    from runner.cluster import is_ray, job_cpus
+    from runner.sweeps.cluster import is_ray, job_cpus
 
     if is_ray(launcher):
         return job_cpus()
@@ -54,11 +54,11 @@ def worst(mode: str) -> float:
 def run_job(cfg: DictConfig) -> float:
     """One sweep job as a child run; returns the selection metric, or the worst value for the mode when
     the job failed or its metric is NaN (Hydra's sweepers, Optuna's included, optimise this value)."""
-    from runner.tracking.record import server_lost
+    from runner.tracking.local_record import server_lost
 
     hydra_cfg = HydraConfig.get()
     state = sweep_state(hydra_cfg.sweep.dir)
-    from runner.cluster import enter_launch_dir, is_ray
+    from runner.sweeps.cluster import enter_launch_dir, is_ray
 
     if is_ray(hydra_cfg.launcher):
         enter_launch_dir()
@@ -67,7 +67,7 @@ def run_job(cfg: DictConfig) -> float:
         print(f"[{run_name}] not run: the tracking server was lost", file=sys.stderr)
         return worst(state["mode"])
     value = _tracked_job(cfg, state, run_name)
-    from runner.progress import job_done
+    from runner.sweeps.progress import job_done
 
     print(f"[{run_name}] {job_done(hydra_cfg.sweep.dir, state.get('planned_jobs'), state['started'])}")
     if server_lost(state["tracking_uri"]) and os.getpid() == state["pid"]:  # stop launching: Hydra ends the sweep
@@ -97,11 +97,11 @@ def _resumed(logger: Any, tags: dict[str, str], run_name: str, title: str, state
 def _tracked_job(cfg: DictConfig, state: dict[str, str], run_name: str) -> float:
     from mlflow.exceptions import MlflowException
 
-    from runner.cluster import is_ray
-    from runner.experiment import execute, prepare
+    from runner.evaluation.experiment import execute, prepare
+    from runner.sweeps.cluster import is_ray
     from runner.tracking.lifecycle import close_lost_attempts, tracked_run
-    from runner.tracking.record import RECORD_DIR, is_unreachable, mark_server_lost, run_logger
-    from runner.tracking.run_record import RunExtras, log_run_start
+    from runner.tracking.local_record import RECORD_DIR, is_unreachable, mark_server_lost, run_logger
+    from runner.tracking.recorder import RunExtras, log_run_start
 
     hydra_cfg = HydraConfig.get()
     resolved = OmegaConf.to_container(cfg, resolve=True)

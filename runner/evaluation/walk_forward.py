@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from runner.config import WalkForwardConf
-from runner.data import DataError
+from runner.config.schema import WalkForwardConf
+from runner.data.series import DataError
 from runner.engine.backtest import BacktestResult, run_backtest
 
 MIN_TEST_BARS = 2

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from runner.config import HYDRA_KEYS, SCHEMAS, StrategyRules, TrainerConf, unknown_key_message
+from runner.config.schema import HYDRA_KEYS, SCHEMAS, StrategyRules, TrainerConf, unknown_key_message
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 TRAINING_KEYS = tuple(f.name for f in dataclasses.fields(TrainerConf))

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from runner.tracking.lifecycle import LOST_TAG
-from runner.tracking.params import to_jsonable
 from runner.tracking.queries import differing_params, members_filter, sweep_children, sweep_members
+from runner.tracking.sanitize import to_jsonable
 
 SHOWN_METRICS = ("sharpe_ratio", "total_return", "max_drawdown", "num_trades")
 
@@ -29,7 +29,7 @@ def _number(text: str | None) -> float | None:
 
 def sweep_figure(runs: list[Any], metric: str, keys: list[str]) -> Any:
     """The selection metric against the swept parameter(s): a line for one, a heatmap for two."""
-    from runner.plots import new_figure
+    from runner.views.figures import new_figure
 
     numeric = [k for k in keys if all(_number(r.data.params.get(k)) is not None for r in runs)] or keys
     fig = new_figure(6.5, 4)
@@ -97,7 +97,7 @@ def summarise(logger: Any, state: dict[str, str]) -> tuple[dict[str, Any], list[
             "val_metrics": segment_metrics(best["metrics"], "val"),
             "test_metrics": segment_metrics(best["metrics"], "oos" if metric.startswith("oos_") else "test"),
             "command": f"python -m runner {winner.data.tags.get('overrides', '')}".strip()}
-        from runner.trials import trials_statistics
+        from runner.sweeps.trials import trials_statistics
 
         try:
             summary["trials"] = trials_statistics(logger.client, metric, children, members, best["run_id"])

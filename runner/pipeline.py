@@ -31,7 +31,7 @@ class ServerLost(SystemExit):
     """The tracking server went away: the run's record holds everything; it exits with SERVER_LOST_EXIT."""
 
     def __init__(self, folder: Path | str, tracking_uri: str) -> None:
-        from runner.tracking.params import redact_uri
+        from runner.tracking.sanitize import redact_uri
 
         where = Path(folder).absolute()
         print(f"error: the tracking server {redact_uri(tracking_uri)} was lost; everything is in {where}. Upload it "
@@ -111,7 +111,7 @@ def run_tags(resolved: dict[str, Any]) -> dict[str, str]:
 
 def provenance(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the resolved, redacted config; Hydra's ``.hydra`` files) from this process's own composed config."""
-    from runner.tracking.params import config_to_container
+    from runner.tracking.sanitize import config_to_container
 
     task = OmegaConf.to_container(cfg, resolve=False)
     task.pop("hydra", None)
@@ -129,10 +129,10 @@ def tracking_uri_for(tracking: dict[str, Any]) -> str:
 
 def run_single(cfg: DictConfig) -> float:
     """One experiment: validate (no MLflow run yet), run it tracked, print the summary."""
-    from runner.experiment import execute, prepare, summary
+    from runner.evaluation.experiment import execute, prepare, summary
     from runner.tracking.lifecycle import tracked_run
-    from runner.tracking.record import RECORD_DIR, run_logger, server_lost
-    from runner.tracking.run_record import RunExtras, log_run_start
+    from runner.tracking.local_record import RECORD_DIR, run_logger, server_lost
+    from runner.tracking.recorder import RunExtras, log_run_start
     from runner.tracking.store import check_tracking_server
 
     started = time.perf_counter()

@@ -34,7 +34,7 @@ class Doc:
 
 
 def documented(default: Any, meaning: str, unit: str = "", allowed: str = "") -> Any:
-    """A schema field carrying its ``Doc`` (read by ``runner.docs``; OmegaConf ignores field metadata)."""
+    """A schema field carrying its ``Doc`` (read by ``runner.config.docs``; OmegaConf ignores field metadata)."""
     doc = {"doc": Doc(meaning, unit, allowed)}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=doc)
@@ -43,7 +43,7 @@ def documented(default: Any, meaning: str, unit: str = "", allowed: str = "") ->
 
 @dataclass
 class DataConf:
-    """The bars: a bundled series, your own file, or a seeded random walk (``runner.data``)."""
+    """The bars: a bundled series, your own file, or a seeded random walk (``runner.data.series``)."""
 
     source: str = documented("???", "where the bars come from (set by the data group)", "",
                              "sp500 | nasdaq | csv | synthetic | universe | synthetic_universe | bundled_universe")
@@ -214,7 +214,7 @@ class Config:
     model: Any = "???"
     trainer: TrainerConf = "???"  # type: ignore[assignment]
     backtest: BacktestConf = "???"  # type: ignore[assignment]
-    evaluation: Any = "???"  # holdout | walk_forward (checked against EVALUATIONS in runner.experiment)
+    evaluation: Any = "???"  # holdout | walk_forward (checked against EVALUATIONS in runner.evaluation.experiment)
     tracking: TrackingConf = "???"  # type: ignore[assignment]
     strategy: Any = None
 

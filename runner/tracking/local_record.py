@@ -27,8 +27,8 @@ from typing import Any
 
 from runner.engine import ENGINE_VERSION
 from runner.tracking.logger import MLflowLogger
-from runner.tracking.params import redact_uri, redact_value
 from runner.tracking.queries import ENGINE_VERSION_TAG
+from runner.tracking.sanitize import redact_uri, redact_value
 
 RECORD_DIR = "record"
 _server_lost: dict[str, str] = {}  # tracking URI -> the error: no later run or job of this process waits on it

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from runner.data import DataError, bundled_bars, normalise_ohlcv, read_table, trim
+from runner.data.series import DataError, bundled_bars, normalise_ohlcv, read_table, trim
 
 UNIVERSE_SOURCES = ("universe", "synthetic_universe", "bundled_universe")
 MIN_ASSETS = 2

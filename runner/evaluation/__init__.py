@@ -1,0 +1,1 @@
+"""How a run is judged: holdout segments or walk-forward folds over one backtest."""
