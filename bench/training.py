@@ -12,7 +12,8 @@ import time
 import torch
 
 from runner.config.schema import TrainerConf
-from runner.data.series import load_bars, split_bounds
+from runner.data.loader import load_data
+from runner.data.series import split_bounds
 from runner.ml.dataset import build_dataset
 from runner.ml.models import LinearForecaster, LSTMForecaster, MLPForecaster
 from runner.ml.training import train_model
@@ -26,7 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--epochs", type=int, default=10)
     args = parser.parse_args()
-    bars = load_bars({"source": "sp500"})
+    bars = load_data({"_target_": "runner.data.sources.BundledSeries", "series": "sp500", "splits": [0.6, 0.2, 0.2]})
     train_end, val_end = split_bounds(len(bars), [0.6, 0.2, 0.2])
     features = Momentum(lookback=20).features(bars)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

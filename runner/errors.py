@@ -24,3 +24,7 @@ class ConfigTypeError(UserError, TypeError):
 
 class NotFoundError(UserError, LookupError):
     """A name, file, run, experiment or server that is not there."""
+
+
+class DataError(ConfigError):
+    """Bad market data or data config; the message names the file or key, what is wrong and how to fix it."""

@@ -138,7 +138,7 @@ def run_single(cfg: DictConfig) -> float:
     started = time.perf_counter()
     require_strategy()
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    prepared = prepare(resolved)
+    prepared = prepare(resolved, HydraConfig.get().runtime.choices["data"])
     uri = tracking_uri_for(resolved["tracking"])
     check_tracking_server(uri)
     logger = run_logger(resolved["experiment_name"], uri, run_folder() / RECORD_DIR)

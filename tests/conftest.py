@@ -36,3 +36,31 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 30
 
     return subprocess.run([sys.executable, "-m", *args], env=env, cwd=cwd, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def data_config(option: str, seed: int = 0, **keys: object) -> dict:
+    """``conf/data/OPTION.yaml`` as the runner gets it (its keys, the shared rules' defaults, ``${seed}`` set),
+    with ``keys`` overriding: the input of ``runner.data.loader.load_data``."""
+    import dataclasses
+
+    import yaml
+
+    from runner.config.schema import DataRules, UniverseRules
+
+    values = yaml.safe_load((ROOT / "conf" / "data" / f"{option}.yaml").read_text())
+    defaults = values.pop("defaults", [])
+    config = dataclasses.asdict(DataRules())
+    if any("universe_rules" in str(d) for d in defaults):
+        config.update(dataclasses.asdict(UniverseRules()))
+    config.update({k: seed if v == "${seed}" else v for k, v in values.items()})
+    config.update(keys)
+    return config
+
+
+def synthetic_frames(n_assets: int, n_bars: int, seed: int = 0, **keys: object) -> dict:
+    """The frames of ``data=synthetic_universe`` with these keys (its YAML's values for the rest), unaligned."""
+    from runner.data.sources import SyntheticUniverse
+
+    config = data_config("synthetic_universe", seed=seed, n_assets=n_assets, n_bars=n_bars, **keys)
+    shared = ("_target_", "start", "end", "splits", "max_fill")
+    return SyntheticUniverse(**{k: v for k, v in config.items() if k not in shared}).load()

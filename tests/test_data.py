@@ -8,14 +8,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from runner.data.series import DataError, infer_periods_per_year, load_bars, split_bounds
+from runner.data.loader import load_data
+from runner.data.series import infer_periods_per_year, split_bounds
+from runner.errors import ConfigTypeError, DataError, NotFoundError
+from tests.conftest import data_config
 
 
 def test_sp500_and_nasdaq_load_from_arch_without_importing_it() -> None:
     import sys
 
     for name in ("sp500", "nasdaq"):
-        bars = load_bars({"source": name})
+        bars = load_data(data_config(name))
         assert list(bars.columns) == ["open", "high", "low", "close", "volume"]
         assert bars.index.is_monotonic_increasing and bars.index[0].year == 1999 and bars.index[-1].year == 2018
         assert len(bars) > 4900 and (bars["close"] > 0).all()
@@ -23,7 +26,7 @@ def test_sp500_and_nasdaq_load_from_arch_without_importing_it() -> None:
 
 
 def test_trim_and_splits() -> None:
-    bars = load_bars({"source": "sp500", "start": "2005-01-01", "end": "2005-12-31"})
+    bars = load_data(data_config("sp500", start="2005-01-01", end="2005-12-31"))
     assert bars.index[0] >= pd.Timestamp("2005-01-01") and bars.index[-1] <= pd.Timestamp("2005-12-31")
     assert split_bounds(100, [0.6, 0.2, 0.2]) == (60, 80)
     assert split_bounds(101, [0.6, 0.2, 0.2]) == (60, 80)  # floor for train and val, test the rest
@@ -34,9 +37,9 @@ def test_trim_and_splits() -> None:
 
 
 def test_synthetic_is_seeded() -> None:
-    a = load_bars({"source": "synthetic", "n_bars": 300, "seed": 1})
-    b = load_bars({"source": "synthetic", "n_bars": 300, "seed": 1})
-    c = load_bars({"source": "synthetic", "n_bars": 300, "seed": 2})
+    a = load_data(data_config("synthetic", n_bars=300, seed=1))
+    b = load_data(data_config("synthetic", n_bars=300, seed=1))
+    c = load_data(data_config("synthetic", n_bars=300, seed=2))
     pd.testing.assert_frame_equal(a, b)
     assert not np.allclose(a["close"], c["close"])
 
@@ -45,10 +48,10 @@ def test_csv_with_mixed_case_columns_and_parquet(tmp_path) -> None:
     frame = pd.DataFrame({"Date": pd.bdate_range("2020-01-01", periods=30).strftime("%Y-%m-%d"),
                           "CLOSE": np.linspace(10, 20, 30), "Volume": 1.0})
     frame.to_csv(tmp_path / "p.csv", index=False)
-    bars = load_bars({"source": "csv", "path": str(tmp_path / "p.csv")})
+    bars = load_data(data_config("csv", path=str(tmp_path / "p.csv")))
     assert bars["close"].iloc[-1] == 20 and (bars["open"] == bars["close"]).all()
     frame.to_parquet(tmp_path / "p.parquet")
-    assert len(load_bars({"source": "csv", "path": str(tmp_path / "p.parquet")})) == 30
+    assert len(load_data(data_config("csv", path=str(tmp_path / "p.parquet")))) == 30
 
 
 def _write(tmp_path, text: str | bytes, name: str = "bad.csv") -> str:
@@ -71,25 +74,43 @@ def _write(tmp_path, text: str | bytes, name: str = "bad.csv") -> str:
 def test_bad_files_get_one_clear_message(tmp_path, content, message) -> None:
     path = str(tmp_path / "missing.csv") if content is None else _write(tmp_path, content)
     with pytest.raises(DataError, match=message):
-        load_bars({"source": "csv", "path": path})
+        load_data(data_config("csv", path=path))
 
 
 def test_unsorted_rows_are_sorted_with_a_warning(tmp_path) -> None:
     path = _write(tmp_path, "date,close\n2020-01-03,3\n2020-01-01,1\n2020-01-02,2\n")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        bars = load_bars({"source": "csv", "path": path})
+        bars = load_data(data_config("csv", path=path))
     assert list(bars["close"]) == [1, 2, 3]
     assert any("sorted them" in str(w.message) for w in caught)
 
 
-def test_unknown_source_lists_the_allowed_ones() -> None:
-    with pytest.raises(DataError, match="allowed: sp500, nasdaq, csv, synthetic"):
-        load_bars({"source": "yahoo"})
+def test_an_unknown_source_or_key_is_named_with_what_is_allowed() -> None:
+    with pytest.raises(DataError, match="data.series='yahoo' is not bundled; allowed: sp500, nasdaq"):
+        load_data(data_config("sp500", series="yahoo"))
+    with pytest.raises(NotFoundError, match="data._target_='my.missing.Source' cannot be imported"):
+        load_data(data_config("sp500", _target_="my.missing.Source"))
+    with pytest.raises(ConfigTypeError, match="data.n_bar is not a known key; allowed: seed, n_bars, drift, "
+                                              "volatility, regimes, start, end, splits, max_fill. Did you mean "
+                                              "data.n_bars?"):
+        load_data(data_config("synthetic", n_bar=10))
+    with pytest.raises(DataError, match="data.max_fill applies to universes only, but data=data is a single series"):
+        load_data(data_config("synthetic", max_fill=2))
+
+
+def test_a_source_that_returns_something_else_is_a_bug_named_as_such() -> None:
+    with pytest.raises(TypeError, match="returned int; a data source returns an OHLCV DataFrame"):
+        load_data({"_target_": "tests.test_data.ReturnsAnInt", "splits": [0.6, 0.2, 0.2]})
+
+
+class ReturnsAnInt:
+    def load(self) -> int:
+        return 3
 
 
 def test_periods_per_year_is_inferred_from_the_bars_density() -> None:
-    assert infer_periods_per_year(load_bars({"source": "sp500"}).index) == 252
+    assert infer_periods_per_year(load_data(data_config("sp500")).index) == 252
     assert infer_periods_per_year(pd.date_range("2010-01-01", periods=300, freq="W")) == 52
     weekdays = pd.date_range("2020-01-01", periods=24 * 700, freq="h")
     hourly_fx = weekdays[weekdays.dayofweek < 5]  # trades 24 hours, 5 days a week

@@ -11,11 +11,13 @@ import pandas as pd
 import pytest
 
 from runner.config.schema import BacktestConf, StrategyRules
-from runner.data.series import DataError
-from runner.data.universe import align, load_universe, synthetic_universe
+from runner.data.loader import load_data
+from runner.data.universe import align
 from runner.engine.backtest import run_backtest
+from runner.errors import DataError
 from strategies.equal_weight import EqualWeight
 from strategies.momentum import Momentum
+from tests.conftest import data_config, synthetic_frames
 
 DAILY = BacktestConf(periods_per_year=252)
 LONG_SHORT = StrategyRules(long_only=False)
@@ -23,7 +25,7 @@ LONG_SHORT = StrategyRules(long_only=False)
 
 def ragged_universe(seed: int = 3, n: int = 400, max_fill: int = 2):
     """Five assets: one lists late, one is delisted early, one has a 1-bar and a 6-bar gap."""
-    frames = synthetic_universe(5, n, seed=seed, drift_dispersion=0.0005)
+    frames = synthetic_frames(5, n, seed=seed, drift_dispersion=0.0005)
     frames["A1"] = frames["A1"].iloc[40:]
     frames["A2"] = frames["A2"].iloc[:300]
     frames["A3"] = frames["A3"].drop(frames["A3"].index[[100, *range(200, 206)]])
@@ -93,7 +95,7 @@ def share_simulation(close: np.ndarray, targets: np.ndarray, rebalance_bars: set
 
 @pytest.mark.parametrize("rebalance", [5, "monthly", "weekly"])
 def test_between_rebalances_weights_drift_and_only_rebalances_trade(rebalance) -> None:
-    frames = synthetic_universe(4, 120, seed=5)
+    frames = synthetic_frames(4, 120, seed=5)
     universe = align(frames, 0, "four")
     rng = np.random.default_rng(0)
     targets = rng.dirichlet(np.ones(4), size=120) * 0.9  # 10% cash
@@ -186,13 +188,13 @@ def write_folder(folder: Path, frames: dict[str, pd.DataFrame]) -> None:
 
 
 def test_a_folder_and_a_long_file_give_the_same_aligned_universe(tmp_path: Path) -> None:
-    frames = {s: f for s, f in synthetic_universe(3, 60, seed=1).items()}
+    frames = {s: f for s, f in synthetic_frames(3, 60, seed=1).items()}
     frames["A1"] = frames["A1"].iloc[5:50].drop(frames["A1"].index[[20, 30, 31, 32]])  # late, gaps 1 and 3, early stop
     write_folder(tmp_path / "prices", frames)
     long = pd.concat([f.assign(Symbol=s) for s, f in frames.items()]).rename_axis("date").reset_index()
     long.sample(frac=1.0, random_state=0).to_csv(tmp_path / "long.csv", index=False)
-    by_folder = load_universe({"source": "universe", "path": str(tmp_path / "prices"), "max_fill": 2})
-    by_file = load_universe({"source": "universe", "path": str(tmp_path / "long.csv"), "max_fill": 2})
+    by_folder = load_data(data_config("universe", path=str(tmp_path / "prices"), max_fill=2))
+    by_file = load_data(data_config("universe", path=str(tmp_path / "long.csv"), max_fill=2))
     assert by_folder.symbols == by_file.symbols == ["A0", "A1", "A2"]
     np.testing.assert_allclose(by_folder.close, by_file.close)
     column = by_folder.close[:, 1]
@@ -218,7 +220,7 @@ def test_a_position_whose_asset_stops_trading_is_closed_at_its_last_price() -> N
 
 
 def test_fewer_than_two_assets_at_the_first_bar_is_refused_with_the_date_to_start() -> None:
-    frames = synthetic_universe(3, 100, seed=1)
+    frames = synthetic_frames(3, 100, seed=1)
     frames["A1"], frames["A2"] = frames["A1"].iloc[10:], frames["A2"].iloc[25:]
     with pytest.raises(DataError, match=r"only 1 asset\(s\) \(A0\) have a price at the first bar.*"
                                         r"data.start=2000-01-17"):
@@ -231,7 +233,7 @@ def test_an_asset_that_loses_its_price_between_rebalances_is_sold_and_stays_sold
     """Monthly rebalancing; A1 has no price for 3 bars (beyond max_fill=1) in mid-month, then trades again: it is
     sold at its last price, its proceeds stay cash and it is bought back only at the next rebalance (checked
     against a share-and-cash simulation written independently)."""
-    frames = synthetic_universe(3, 80, seed=9)
+    frames = synthetic_frames(3, 80, seed=9)
     gap = frames["A1"].index[[30, 31, 32]]
     frames["A1"] = frames["A1"].drop(gap)
     universe = align(frames, 1, "gap")

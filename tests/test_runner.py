@@ -13,7 +13,8 @@ from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
-from runner.config.schema import model_factory, register
+from runner.config.build import model_factory
+from runner.config.schema import register
 from runner.evaluation.experiment import build_strategy, prepare
 from tests.conftest import ROOT, run_cli
 
@@ -30,7 +31,8 @@ def _compose(overrides: list[str]):
 
 def test_defaults_follow_the_contract() -> None:
     cfg = _compose([])
-    assert cfg.data.source == "sp500" and cfg.model._target_.endswith("MLPForecaster")
+    assert cfg.data.series == "sp500" and cfg.data._target_ == "runner.data.sources.BundledSeries"
+    assert cfg.model._target_.endswith("MLPForecaster") and list(cfg.data.splits) == [0.6, 0.2, 0.2]
     assert cfg.backtest.commission == 0.0005 and cfg.tracking.uri is None and cfg.trainer.epochs == 30
     assert dict(cfg.strategy) == {"long_only": True, "forecast_threshold": 0.0}  # the shared rules, no strategy
     assert cfg.experiment_name == "trading_experiment" and cfg.selection.metric == "val_sharpe_ratio"
@@ -54,7 +56,7 @@ def test_every_option_of_every_group_composes_and_builds(group: str, option: str
     if group == "data" and option not in ("csv", "universe"):
         assert prepare(resolved).train_end > 0
     if group == "evaluation":
-        assert resolved["evaluation"]["name"] == option
+        assert resolved["evaluation"]["_target_"].rsplit(".", 1)[-1].lower() == option.replace("_", "") + "evaluation"
         assert (prepare(resolved).folds is not None) == (option == "walk_forward")
         assert resolved["selection"]["metric"] == ("oos_sharpe_ratio" if option == "walk_forward" else
                                                    "val_sharpe_ratio")

@@ -13,11 +13,13 @@ import pytest
 from mlflow import MlflowClient
 
 from runner.config.schema import BacktestConf
-from runner.data import series as data
+from runner.data import series
+from runner.data.loader import load_data
 from runner.engine.backtest import run_backtest
 from runner.logger import MLflowLogger
 from runner.tracking.tables import JSON_ROWS, thinned_rows
 from runner.views.figures import equity_figure, new_figure, reduce_for_drawing
+from tests.conftest import data_config
 
 
 def _long_result(n: int = 40_000, seed: int = 3):
@@ -146,9 +148,9 @@ def test_a_large_csv_loads_the_same_through_pyarrow(tmp_path: Path, monkeypatch:
                           "Close": close.round(3), "Volume": rng.integers(1, 1000, n)})
     path = tmp_path / "minutes.csv"
     frame.to_csv(path, index=False)
-    monkeypatch.setattr(data, "PYARROW_CSV_BYTES", 10**12)
-    plain = data.load_bars({"source": "csv", "path": str(path)})
-    monkeypatch.setattr(data, "PYARROW_CSV_BYTES", 0)
-    arrow = data.load_bars({"source": "csv", "path": str(path)})
+    monkeypatch.setattr(series, "PYARROW_CSV_BYTES", 10**12)
+    plain = load_data(data_config("csv", path=str(path)))
+    monkeypatch.setattr(series, "PYARROW_CSV_BYTES", 0)
+    arrow = load_data(data_config("csv", path=str(path)))
     pd.testing.assert_frame_equal(arrow, plain, check_index_type=False)
     assert (arrow.index == plain.index).all() and arrow.index.name == "timestamp"

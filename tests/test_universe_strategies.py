@@ -10,11 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from runner.data.universe import align, load_universe, synthetic_universe
+from runner.data.loader import load_data
+from runner.data.universe import align
 from runner.engine.backtest import run_backtest
 from strategies.inverse_volatility import InverseVolatility
 from strategies.xs_momentum import XsMomentum
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, data_config, run_cli, synthetic_frames
 from tests.test_engine import STRATEGY_YAMLS, strategy_from_yaml
 from tests.test_portfolio import DAILY, LONG_SHORT
 
@@ -31,7 +32,7 @@ def composed(overrides: list[str]) -> dict:
 
 
 def perturbed_after(k: int, seed: int = 7):
-    frames = synthetic_universe(6, 500, seed=seed, drift_dispersion=0.0005)
+    frames = synthetic_frames(6, 500, seed=seed, drift_dispersion=0.0005)
     frames["A5"] = frames["A5"].iloc[30:]
     rng = np.random.default_rng(1)
     shocked = {s: f.copy() for s, f in frames.items()}
@@ -79,8 +80,8 @@ def test_the_pooled_model_uses_no_later_bar(strategy: str) -> None:
 
 
 def xs_test_sharpe(dispersion: float, seed: int) -> float:
-    universe = load_universe({"source": "synthetic_universe", "n_assets": 20, "n_bars": 3000, "drift": 0.0,
-                              "drift_dispersion": dispersion, "seed": seed})
+    universe = load_data(data_config("synthetic_universe", seed=seed, n_assets=20, n_bars=3000, drift=0.0,
+                                     drift_dispersion=dispersion))
     weights = XsMomentum(250, 4).with_rules(LONG_SHORT).portfolio_weights(universe)
     result = run_backtest(universe.close, weights, 1800, 2400, DAILY, universe.index, symbols=universe.symbols)
     return result.metrics["test"]["sharpe_ratio"]

@@ -11,15 +11,17 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from runner.config.schema import WalkForwardConf
 from runner.data.series import DataError
-from runner.evaluation.walk_forward import fold_layout
+from runner.evaluation.walk_forward import WalkForwardEvaluation, fold_layout
 from tests.conftest import run_cli
+
+WALK = {"folds": 5, "window": "expanding", "train_bars": None, "val_bars": None, "test_bars": None, "gap": 1}
 
 
 @pytest.mark.parametrize("window", ["expanding", "rolling"])
 def test_folds_are_back_to_back_after_their_gap(window: str) -> None:
-    folds = fold_layout(1000, WalkForwardConf(folds=4, window=window, train_bars=400, val_bars=80, gap=3),
+    folds = fold_layout(1000, WalkForwardEvaluation(**{**WALK, "folds": 4, "window": window, "train_bars": 400,
+                                                          "val_bars": 80, "gap": 3}),
                         with_model=True, min_train=50)
     assert [f.test_start for f in folds] == [403, 552, 701, 850] and folds[-1].test_end == 1000
     for before, after in zip(folds, folds[1:], strict=False):
@@ -39,7 +41,7 @@ def test_folds_are_back_to_back_after_their_gap(window: str) -> None:
 ])
 def test_settings_that_do_not_fit_are_named(changes: dict, message: str) -> None:
     with pytest.raises(DataError, match=message):
-        fold_layout(1000, WalkForwardConf(**changes), with_model=True, min_train=40)
+        fold_layout(1000, WalkForwardEvaluation(**{**WALK, **changes}), with_model=True, min_train=40)
 
 
 def _csv(path: Path, n: int = 900, seed: int = 4, bump_after: int | None = None) -> Path:

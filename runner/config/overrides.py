@@ -9,9 +9,10 @@ from pathlib import Path
 
 import yaml
 
-from runner.config.schema import HYDRA_KEYS, SCHEMAS, StrategyRules, TrainerConf, unknown_key_message
+from runner.config.build import HYDRA_KEYS, unknown_key_message
+from runner.config.schema import SCHEMAS, StrategyRules, TrainerConf
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 TRAINING_KEYS = tuple(f.name for f in dataclasses.fields(TrainerConf))
 DEFAULT_OPTIONS = {"model": "mlp"}
 

@@ -1,27 +1,25 @@
-"""The config schemas (one home for every default) and building ``_target_`` components from them.
+"""The config schemas: one home for every default that is not a component's own constructor argument.
 
 The dataclasses here are what the engine and the trainer take, and they are registered in Hydra's
 ConfigStore (group ``schema``) so that each YAML merges onto its schema: a misspelled key or a wrong
-type fails at compose time with the key's name. Strategies and models are checked against their own
-constructors (one module + one YAML each, no schema edit needed). Hydra is imported only when used.
+type fails at compose time with the key's name. Components built from ``_target_`` (strategies, models,
+data sources, evaluations) keep their defaults in their constructors and are checked against them
+(``runner.config.build``); what every option of such a group shares is a rules schema here
+(``StrategyRules``, ``DataRules``, ``UniverseRules``). Hydra is imported only when used.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import inspect
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from runner.errors import ConfigError, ConfigTypeError, NotFoundError
+from runner.errors import ConfigError, ConfigTypeError
 
 MODES = ("max", "min")
 DEVICES = ("auto", "cpu", "cuda")
 REBALANCE = "1 (every bar), an integer k >= 2 (every k bars), weekly, monthly"
-HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
 
 
 @dataclass(frozen=True)
@@ -42,33 +40,23 @@ def documented(default: Any, meaning: str, unit: str = "", allowed: str = "") ->
 
 
 @dataclass
-class DataConf:
-    """The bars: a bundled series, your own file, or a seeded random walk (``runner.data.series``)."""
+class DataRules:
+    """What every data source shares, applied by ``runner.data.loader`` (the source's own keys are its
+    constructor's: ``conf/data/*.yaml``)."""
 
-    source: str = documented("???", "where the bars come from (set by the data group)", "",
-                             "sp500 | nasdaq | csv | synthetic | universe | synthetic_universe | bundled_universe")
     start: str | None = documented(None, "first bar kept (inclusive)", "date", "YYYY-MM-DD or null")
     end: str | None = documented(None, "last bar kept (inclusive)", "date", "YYYY-MM-DD or null")
     splits: list[float] = documented([0.6, 0.2, 0.2], "chronological train/val/test shares of the bars",
                                      "fractions", "3 numbers >= 0 summing to 1")
-    path: str | None = documented(None, "data=csv: the file to read; data=universe: a folder of per-symbol files or "
-                                  "one long file", "path", "a .csv or .parquet file, or a folder of them")
-    date_column: str | None = documented(None, "data=csv: the column of timestamps", "",
-                                         "a column name; null: date/datetime/timestamp/time, else the first")
-    n_bars: int = documented(2000, "data=synthetic*: number of bars", "bars", ">= 2")
-    drift: float = documented(0.0003, "data=synthetic*: mean log return per bar (synthetic_universe: 0.0002)",
-                              "per bar", "finite")
-    volatility: float = documented(0.01, "data=synthetic: std of the log return per bar", "per bar", ">= 0")
-    regimes: int = documented(1, "data=synthetic: blocks of alternating drift sign", "", ">= 1")
-    seed: int | None = documented(None, "data=synthetic*: random seed", "", "int; null: the top-level seed")
-    n_assets: int = documented(20, "data=synthetic_universe: number of assets", "assets", ">= 2")
-    drift_dispersion: float = documented(0.0, "data=synthetic_universe: std of the per-asset drifts (0: no "
-                                         "cross-sectional edge)", "per bar", ">= 0")
-    market_volatility: float = documented(0.01, "data=synthetic_universe: std of the market factor", "per bar", ">= 0")
-    idio_volatility: float = documented(0.015, "data=synthetic_universe: std of each asset's noise", "per bar", ">= 0")
-    max_fill: int = documented(5, "universes: bars an asset's last price is carried over where it has no bar "
-                               "(return 0); past them, and before its first bar, it is not tradable (a position "
-                               "is sold at its last price)", "bars", ">= 0")
+
+
+@dataclass
+class UniverseRules:
+    """What every universe shares: how its assets are aligned on the union of their timestamps."""
+
+    max_fill: int = documented(5, "bars an asset's last price is carried over where it has no bar (return 0); past "
+                               "them, and before its first bar, it is not tradable (a position is sold at its last "
+                               "price)", "bars", ">= 0")
 
 
 @dataclass
@@ -148,37 +136,6 @@ class StrategyRules:
 
 
 @dataclass
-class HoldoutConf:
-    """One chronological train/val/test split (``data.splits``)."""
-
-    name: str = documented("holdout", "how the run is judged (set by the evaluation group)", "",
-                           "holdout | walk_forward")
-
-
-@dataclass
-class WalkForwardConf:
-    """Refit per fold on the bars before it, trade the next stretch, judge the stitched out-of-sample record."""
-
-    name: str = documented("walk_forward", "how the run is judged (set by the evaluation group)", "",
-                           "holdout | walk_forward")
-    folds: int = documented(5, "out-of-sample stretches, each traded by a model fitted before it", "", ">= 1")
-    window: str = documented("expanding", "each fold trains on every bar before it, or on the last train_bars",
-                             "", "expanding | rolling")
-    train_bars: int | None = documented(None, "the rolling window, or the first fold's training bars when "
-                                        "expanding (validation included)", "bars",
-                                        "null (half the bars), or val_bars plus the warm-up and 10 rows to fit")
-    val_bars: int | None = documented(None, "the end of each training window kept for early stopping", "bars",
-                                      "null (a fifth of train_bars) or >= 2")
-    test_bars: int | None = documented(None, "each fold's out-of-sample stretch", "bars",
-                                       "null (the bars after the first window, split evenly) or >= 2")
-    gap: int = documented(1, "bars left out between a fold's training bars and its test bars (no training target "
-                          "overlaps the test stretch)", "bars", ">= 1 (the target horizon) with a model, >= 0 without")
-
-
-EVALUATIONS: dict[str, type] = {"holdout": HoldoutConf, "walk_forward": WalkForwardConf}
-
-
-@dataclass
 class TrackingConf:
     """Where runs are recorded (``MLFLOW_TRACKING_URI`` in the environment overrides it)."""
 
@@ -210,16 +167,16 @@ class Config:
                                   "experiment", "", "true | false")
     verbose: bool = documented(False, "a single run also prints its timings (training, whole run)", "", "true | false")
     selection: SelectionConf = field(default_factory=SelectionConf)
-    data: DataConf = "???"  # type: ignore[assignment]  (filled by the data group)
+    data: Any = "???"  # the data group: a source's _target_ and keys, beside DataRules
     model: Any = "???"
     trainer: TrainerConf = "???"  # type: ignore[assignment]
     backtest: BacktestConf = "???"  # type: ignore[assignment]
-    evaluation: Any = "???"  # holdout | walk_forward (checked against EVALUATIONS in runner.evaluation.experiment)
+    evaluation: Any = "???"  # the evaluation group: a _target_ class and its keys
     tracking: TrackingConf = "???"  # type: ignore[assignment]
     strategy: Any = None
 
 
-SCHEMAS: dict[str, type] = {"data": DataConf, "backtest": BacktestConf, "trainer": TrainerConf,
+SCHEMAS: dict[str, type] = {"backtest": BacktestConf, "trainer": TrainerConf,
                             "tracking": TrackingConf, "selection": SelectionConf}
 
 
@@ -231,72 +188,7 @@ def register() -> None:
     store.store(group="schema", name="config", node=Config)
     for name, schema in SCHEMAS.items():
         store.store(group="schema", name=name, node=schema)
-    # A plain node, not a typed one: each strategy's own keys merge beside the shared rules.
+    # Plain nodes, not typed ones: each option's own keys merge beside the shared rules.
     store.store(group="schema", name="strategy_rules", node=dataclasses.asdict(StrategyRules()))
-
-
-def from_schema(schema: type, values: Mapping[str, Any], group: str) -> Any:
-    """A schema dataclass from a config node; an unknown key is named with every allowed one."""
-    allowed = [f.name for f in dataclasses.fields(schema)]
-    for key in values:
-        if key not in allowed:
-            raise ConfigTypeError(unknown_key_message(group, key, allowed))
-    return schema(**values)
-
-
-def unknown_key_message(group: str, key: str, allowed: list[str]) -> str:
-    close = difflib.get_close_matches(key, allowed, n=1)
-    hint = f" Did you mean {group}.{close[0]}?" if close else ""
-    return f"{group}.{key} is not a known key; allowed: {', '.join(allowed) or '(none)'}.{hint}"
-
-
-def import_target(target: str, group: str) -> Any:
-    from hydra.utils import get_object
-
-    try:
-        return get_object(target)
-    except Exception as error:  # Hydra raises ImportError/ValueError variants depending on the failure
-        raise NotFoundError(f"{group}._target_={target!r} cannot be imported ({error}). Point it at a class, "
-                          f"e.g. strategies.momentum.Momentum.") from None
-
-
-def check_arguments(config: Mapping[str, Any], group: str, supplied: tuple[str, ...] = ()) -> Any:
-    """The ``_target_`` class, after checking every key against its constructor ("did you mean ...?").
-
-    ``supplied`` names the arguments the runner passes itself (e.g. ``n_features``): not config keys.
-    """
-    target = config.get("_target_")
-    if not target:
-        raise ConfigError(f"{group} has no _target_; set {group}._target_ to a class path.")
-    cls = import_target(str(target), group)
-    parameters = inspect.signature(cls).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return cls
-    allowed = [name for name in parameters if name not in supplied]
-    for key in config:
-        if key not in HYDRA_KEYS and key not in parameters:
-            raise ConfigTypeError(unknown_key_message(group, key, allowed))
-    return cls
-
-
-def build(config: Mapping[str, Any], group: str, **supplied: Any) -> Any:
-    """Instantiate ``config['_target_']`` with its keys plus ``supplied``; a missing argument names the key."""
-    cls = check_arguments(config, group, tuple(supplied))
-    kwargs = {k: v for k, v in config.items() if k not in HYDRA_KEYS}
-    try:
-        return cls(**kwargs, **supplied)
-    except TypeError as error:
-        if "required positional argument" in str(error) or "missing" in str(error):
-            raise ConfigTypeError(f"{group}: {error}") from None
-        raise
-
-
-def model_factory(config: Mapping[str, Any]) -> Any:
-    """The network's constructor with its config keys bound (``_partial_: true``), awaiting ``n_features``."""
-    check_arguments(config, "model", ("n_features",))
-    if config.get("_partial_") is not True:
-        raise ConfigError("model._partial_ must be true: the network is built once the number of features is known "
-                         "(add `_partial_: true` to the model's YAML).")
-    from hydra.utils import instantiate
-
-    return instantiate(dict(config), _convert_="all")
+    store.store(group="schema", name="data_rules", node=dataclasses.asdict(DataRules()))
+    store.store(group="schema", name="universe_rules", node=dataclasses.asdict(UniverseRules()))

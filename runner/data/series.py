@@ -1,8 +1,7 @@
-"""Market data: one validated OHLCV frame (DatetimeIndex, float open/high/low/close/volume) and splits.
+"""One series' bars: reading CSV/Parquet files and the bundled series, validating an OHLCV frame (DatetimeIndex,
+float open/high/low/close/volume), trimming, the train/val/test split and the bars a year.
 
-Sources: the S&P 500 / NASDAQ daily bars (1999-2018) bundled in the ``arch`` package, a user's CSV or
-Parquet file, or a seeded synthetic random walk. Every problem is a ``DataError`` naming the file or key,
-what is wrong and how to fix it. Pure: no MLflow, no Hydra.
+Every problem is a ``DataError`` naming the file or key, what is wrong and how to fix it. Pure: no MLflow, no Hydra.
 """
 
 from __future__ import annotations
@@ -11,26 +10,21 @@ import functools
 import importlib.util
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from runner.errors import ConfigError
+from runner.errors import DataError
 
 OHLCV = ("open", "high", "low", "close", "volume")
 ARCH_DATASETS = {"sp500": "sp500/sp500.csv.gz", "nasdaq": "nasdaq/nasdaq.csv.gz"}
-SOURCES = ("sp500", "nasdaq", "csv", "synthetic")
 DATE_COLUMNS = ("date", "datetime", "timestamp", "time")
 SEGMENTS = ("train", "val", "test")
 PYARROW_CSV_BYTES = 4_000_000  # from this size on, CSVs are read with pyarrow (bench/scale.py)
 CSV_BLOCK_BYTES = 1 << 22
-
-
-class DataError(ConfigError):
-    """Bad market data or data config; the message says what and how to fix it."""
 
 
 def arch_data_path(name: str) -> Path:
@@ -162,54 +156,11 @@ def _rows(index: Sequence[Any], limit: int = 5) -> str:
     return ", ".join(shown) + more
 
 
-def synthetic_bars(n_bars: int = 2000, drift: float = 0.0003, volatility: float = 0.01, seed: int = 0,
-                   regimes: int = 1, start: str = "2000-01-03") -> pd.DataFrame:
-    """A seeded geometric random walk on business days; ``regimes`` > 1 alternates the drift's sign."""
-    if n_bars < 2:
-        raise DataError(f"data.n_bars must be >= 2, got {n_bars}.")
-    if volatility < 0 or not math.isfinite(volatility):
-        raise DataError(f"data.volatility must be finite and >= 0, got {volatility}.")
-    if regimes < 1:
-        raise DataError(f"data.regimes must be >= 1, got {regimes}.")
-    rng = np.random.default_rng(seed)
-    signs = np.where(np.arange(n_bars) * regimes // n_bars % 2 == 0, 1.0, -1.0)
-    log_returns = drift * signs - 0.5 * volatility**2 + volatility * rng.standard_normal(n_bars)
-    log_returns[0] = 0.0
-    close = 100.0 * np.exp(np.cumsum(log_returns))
-    gap = volatility * np.abs(rng.standard_normal(n_bars)) * close
-    open_ = np.concatenate([[close[0]], close[:-1]])
-    frame = pd.DataFrame({"open": open_, "high": np.maximum(open_, close) + gap,
-                          "low": np.maximum(np.minimum(open_, close) - gap, 1e-6), "close": close,
-                          "volume": rng.integers(1_000, 10_000, n_bars).astype(float)},
-                         index=pd.bdate_range(start, periods=n_bars, name="timestamp"))
-    return frame
-
-
 @functools.lru_cache(maxsize=len(ARCH_DATASETS))
 def bundled_bars(name: str) -> pd.DataFrame:
     """A bundled series, read once per process (package data does not change; sweep jobs share it)."""
     where = f"data={name}"
     return normalise_ohlcv(_index_by_date(pd.read_csv(arch_data_path(name)), "Date", where), where)
-
-
-def load_bars(data: Mapping[str, Any], seed: int = 0) -> pd.DataFrame:
-    """The configured bars: ``data.source`` in SOURCES, trimmed to ``data.start``/``data.end``."""
-    source = data.get("source")
-    if source in ARCH_DATASETS:
-        frame = bundled_bars(source).copy()
-    elif source == "csv":
-        path = data.get("path")
-        if not path:
-            raise DataError("data=csv needs data.path: the CSV or Parquet file, e.g. data.path=prices.csv")
-        frame = normalise_ohlcv(read_table(path, data.get("date_column")), f"data.path={str(path)!r}")
-    elif source == "synthetic":
-        frame = synthetic_bars(int(data.get("n_bars", 2000)), float(data.get("drift", 0.0003)),
-                               float(data.get("volatility", 0.01)),
-                               int(data.get("seed") if data.get("seed") is not None else seed),
-                               int(data.get("regimes", 1)))
-    else:
-        raise DataError(f"data.source={source!r} is not known; allowed: {', '.join(SOURCES)}.")
-    return trim(frame, data.get("start"), data.get("end"))
 
 
 def trim(frame: pd.DataFrame, start: Any = None, end: Any = None) -> pd.DataFrame:

@@ -1,9 +1,8 @@
 """Universes: many assets' bars aligned on the union of their timestamps, and where each asset has a price.
 
-Sources (``data.source``): ``universe`` (``data.path``: a folder of per-symbol CSV/Parquet files, the symbol
-being the file's stem, or one long file with ``date, symbol, open, high, low, close, volume``),
-``synthetic_universe`` (a seeded one-factor model) and ``bundled_universe`` (the daily price series the
-installed packages ship; see ``BUNDLED``). Pure: no MLflow, no Hydra.
+Reading a universe's files (a folder of per-symbol CSV/Parquet files, the symbol being the file's stem, or one long
+file with ``date, symbol, open, high, low, close, volume``); the sources are ``runner.data.sources``. Pure: no
+MLflow, no Hydra.
 
 Alignment: after each of an asset's bars, its close is carried to at most ``data.max_fill`` following bars of
 the union timeline where it has none (a return of 0: a holiday on its exchange). Beyond those, and before its
@@ -16,18 +15,16 @@ checking whether the asset trades again, keeps the alignment free of look-ahead.
 from __future__ import annotations
 
 import functools
-import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from runner.data.series import DataError, bundled_bars, normalise_ohlcv, read_table, trim
+from runner.data.series import normalise_ohlcv, read_table
+from runner.errors import DataError
 
-UNIVERSE_SOURCES = ("universe", "synthetic_universe", "bundled_universe")
 MIN_ASSETS = 2
 FILE_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 SYMBOL_COLUMNS = ("symbol", "ticker", "asset")
@@ -134,89 +131,3 @@ def read_long(file: Path, date_column: str | None) -> dict[str, pd.DataFrame]:
             for symbol, part in frame.groupby(symbols, sort=True)}
 
 
-def synthetic_universe(n_assets: int = 20, n_bars: int = 2000, drift: float = 0.0002, drift_dispersion: float = 0.0,
-                       market_volatility: float = 0.01, idio_volatility: float = 0.015, seed: int = 0,
-                       start: str = "2000-01-03") -> dict[str, pd.DataFrame]:
-    """Log returns ``drift + mu_i + beta_i * m[t] + e[t, i]``: one market factor ``m ~ N(0, market_volatility)``,
-    betas ``~ N(1, 0.3)``, idiosyncratic noise ``e ~ N(0, idio_volatility)``, and per-asset drifts
-    ``mu_i ~ N(0, drift_dispersion)`` (0: no cross-sectional edge to find; > 0: a persistent one)."""
-    if isinstance(n_assets, bool) or n_assets < MIN_ASSETS:
-        raise DataError(f"data.n_assets must be an integer >= {MIN_ASSETS}, got {n_assets!r}.")
-    if n_bars < 2:
-        raise DataError(f"data.n_bars must be >= 2, got {n_bars}.")
-    for key, value in (("drift_dispersion", drift_dispersion), ("market_volatility", market_volatility),
-                       ("idio_volatility", idio_volatility)):
-        if not np.isfinite(value) or value < 0:
-            raise DataError(f"data.{key} must be finite and >= 0, got {value!r}.")
-    rng = np.random.default_rng(seed)
-    beta = rng.normal(1.0, 0.3, n_assets)
-    mu = rng.normal(0.0, drift_dispersion, n_assets) if drift_dispersion else np.zeros(n_assets)
-    market = rng.normal(0.0, market_volatility, (n_bars, 1))
-    log_returns = drift + mu + beta * market + rng.normal(0.0, idio_volatility, (n_bars, n_assets))
-    log_returns[0] = 0.0
-    close = 100.0 * np.exp(np.cumsum(log_returns, axis=0))
-    index = pd.bdate_range(start, periods=n_bars, name="timestamp")
-    width = len(str(n_assets - 1))
-    return {f"A{i:0{width}d}": pd.DataFrame({"open": close[:, i], "high": close[:, i], "low": close[:, i],
-                                              "close": close[:, i], "volume": np.nan}, index=index)
-            for i in range(n_assets)}
-
-
-def _package_file(package: str, *parts: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError(f"data=bundled_universe needs the {package!r} package: pip install {package}")
-    return Path(next(iter(spec.submodule_search_locations))).joinpath(*parts)
-
-
-@functools.lru_cache(maxsize=1)
-def bundled_frames() -> dict[str, pd.DataFrame]:
-    """The four daily series of ``BUNDLED``, read once per process."""
-    wti = pd.read_csv(_package_file("arch", "data", "wti", "wti.csv.gz"), na_values=".").dropna()
-    wti = pd.DataFrame({"close": wti["DCOILWTICO"].to_numpy(float)},
-                       index=pd.DatetimeIndex(pd.to_datetime(wti["Date"], format="%m/%d/%Y"), name="timestamp"))
-    goog = np.load(_package_file("matplotlib", "mpl-data", "sample_data", "goog.npz"))["price_data"]
-    goog = pd.DataFrame({k: goog[k].astype(float) for k in ("open", "high", "low", "close", "volume")},
-                        index=pd.DatetimeIndex(goog["date"], name="timestamp"))
-    return {"SP500": bundled_bars("sp500"), "NASDAQ": bundled_bars("nasdaq"),
-            "WTI": normalise_ohlcv(wti, "data=bundled_universe WTI"),
-            "GOOG": normalise_ohlcv(goog, "data=bundled_universe GOOG")}
-
-
-def _trimmed(frames: Mapping[str, pd.DataFrame], start: Any, end: Any) -> dict[str, pd.DataFrame]:
-    out = {}
-    for symbol, frame in frames.items():
-        try:
-            out[symbol] = trim(frame, start, end)
-        except DataError as error:
-            if "no bars between" not in str(error):
-                raise
-    return out
-
-
-def load_universe(data: Mapping[str, Any], seed: int = 0) -> Universe:
-    """The configured universe (``data.source`` in UNIVERSE_SOURCES), each asset trimmed to start/end."""
-    source = data.get("source")
-    if source == "universe":
-        path = data.get("path")
-        if not path:
-            raise DataError("data=universe needs data.path: a folder of per-symbol files or one long file.")
-        file = Path(str(path)).expanduser()
-        if file.is_dir():
-            frames = read_folder(file, data.get("date_column"))
-        elif file.is_file():
-            frames = read_long(file, data.get("date_column"))
-        else:
-            raise DataError(f"data.path={str(path)!r}: no such file or folder.")
-        name = file.name
-    elif source == "synthetic_universe":
-        frames = synthetic_universe(
-            int(data.get("n_assets", 20)), int(data.get("n_bars", 2000)), float(data.get("drift", 0.0002)),
-            float(data.get("drift_dispersion", 0.0)), float(data.get("market_volatility", 0.01)),
-            float(data.get("idio_volatility", 0.015)), int(data.get("seed") if data.get("seed") is not None else seed))
-        name = "synthetic_universe"
-    elif source == "bundled_universe":
-        frames, name = bundled_frames(), "bundled_universe"
-    else:
-        raise DataError(f"data.source={source!r} is not a universe; allowed: {', '.join(UNIVERSE_SOURCES)}.")
-    return align(_trimmed(frames, data.get("start"), data.get("end")), data.get("max_fill", 5), name)

@@ -16,19 +16,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from runner.config.schema import (
-    EVALUATIONS,
-    MODES,
-    BacktestConf,
-    StrategyRules,
-    TrainerConf,
-    build,
-    from_schema,
-    model_factory,
-)
-from runner.data.series import DataError, infer_periods_per_year, load_bars, split_bounds
+from runner.config.build import build, from_schema, model_factory
+from runner.config.schema import MODES, BacktestConf, StrategyRules, TrainerConf
+from runner.data.loader import load_data
+from runner.data.series import infer_periods_per_year, split_bounds
 from runner.engine.backtest import BacktestResult, run_backtest
-from runner.errors import ConfigError
+from runner.errors import ConfigError, DataError
 from runner.tracking.lifecycle import check_stop
 
 SUMMARY_METRICS = ("total_return", "cagr", "sharpe_ratio", "sortino_ratio", "max_drawdown", "calmar_ratio",
@@ -53,6 +46,7 @@ class Prepared:
     torch_threads: int | None = None  # set for sweep jobs sharing the CPU with other jobs
     folds: list[Any] | None = None  # evaluation=walk_forward: runner.evaluation.walk_forward.Fold per fold
     universe: Any = None  # a universe's data (runner.data.universe.Universe); ``bars`` is then its timeline only
+    data_name: str = "data"  # the data option (sp500, csv, ...), for titles and messages
 
 
 @dataclass
@@ -88,7 +82,7 @@ def with_periods_per_year(backtest: BacktestConf, index: pd.Index) -> BacktestCo
     return backtest
 
 
-def prepare(config: Mapping[str, Any]) -> Prepared:
+def prepare(config: Mapping[str, Any], data_choice: str = "data") -> Prepared:
     """Check every part of the config and load the data; raises ValueError/TypeError/LookupError."""
     selection = config["selection"]
     if selection["mode"] not in MODES:
@@ -107,14 +101,14 @@ def prepare(config: Mapping[str, Any]) -> Prepared:
         trainer = from_schema(TrainerConf, config["trainer"], "trainer")
         sequence_length = int(getattr(factory(n_features=1), "sequence_length", 0))  # checks the model's values
         pick_device(trainer.device)  # trainer.device=cuda without CUDA fails here, not mid-run
-    evaluation = dict(config.get("evaluation") or {"name": "holdout"})
-    if evaluation.get("name") not in EVALUATIONS:
-        raise ConfigError(f"evaluation.name={evaluation.get('name')!r} is not valid; allowed: "
-                         f"{', '.join(EVALUATIONS)} (choose with evaluation=NAME).")
-    evaluation = from_schema(EVALUATIONS[evaluation["name"]], evaluation, "evaluation")
+    evaluation = build(config["evaluation"], "evaluation")
     seed = int(config["seed"])
-    loaded = load_data(config["data"], strategy, seed)
+    loaded = load_data(config["data"], data_choice)
     universe = None if isinstance(loaded, pd.DataFrame) else loaded
+    if universe is None and strategy.cross_sectional:
+        raise ConfigError(f"{type(strategy).__name__} ranks assets against each other, but data={data_choice} is a "
+                          "single series; use a universe: data=bundled_universe, synthetic_universe or universe "
+                          "(data.path=FOLDER_OR_LONG_FILE).")
     bars = loaded if universe is None else pd.DataFrame(index=universe.index)
     if universe is not None:
         from runner.engine.portfolio import cost_vector
@@ -122,16 +116,16 @@ def prepare(config: Mapping[str, Any]) -> Prepared:
         cost_vector(universe.symbols, backtest.cost_rate, backtest.asset_costs)  # names only known symbols
     elif backtest.asset_costs:
         raise ConfigError(f"backtest.asset_costs={dict(backtest.asset_costs)} sets per-asset costs, but data="
-                         f"{config['data'].get('source')} is a single series; use backtest.commission.")
+                         f"{data_choice} is a single series; use backtest.commission.")
     train_end, val_end = split_bounds(len(bars), config["data"]["splits"])
-    if evaluation.name == "walk_forward":
-        from runner.evaluation.walk_forward import fold_layout
-        from runner.ml.dataset import MIN_TRAIN_ROWS
+    from runner.ml.dataset import MIN_TRAIN_ROWS
 
-        min_train = strategy.warmup + sequence_length + (MIN_TRAIN_ROWS + 2 if factory is not None else 2)
-        folds = fold_layout(len(bars), evaluation, factory is not None, min_train)
+    min_train = strategy.warmup + sequence_length + (MIN_TRAIN_ROWS + 2 if factory is not None else 2)
+    folds = evaluation.layout(len(bars), factory is not None, min_train)
+    if folds is not None:
         return Prepared(dict(config), strategy, with_periods_per_year(backtest, bars.index), factory, trainer,
-                        sequence_length, bars, train_end, val_end, seed, folds=folds, universe=universe)
+                        sequence_length, bars, train_end, val_end, seed, folds=folds, universe=universe,
+                        data_name=data_choice)
     if factory is not None and val_end - train_end < 2:
         raise DataError(f"data.splits={list(config['data']['splits'])} leaves no validation segment, but a model "
                         "needs one for early stopping; give it a share, e.g. data.splits=[0.6,0.2,0.2], or use "
@@ -143,20 +137,7 @@ def prepare(config: Mapping[str, Any]) -> Prepared:
                         f"needs {needed} before its first weight; use more data (data.start/data.end) or a "
                         "shorter window.")
     return Prepared(dict(config), strategy, backtest, factory, trainer, sequence_length, bars, train_end, val_end,
-                    seed, universe=universe)
-
-
-def load_data(data: Mapping[str, Any], strategy: Any, seed: int) -> Any:
-    """The bars of one series (a DataFrame), or a universe; a rule that ranks assets needs a universe."""
-    from runner.data.universe import UNIVERSE_SOURCES, load_universe
-
-    if data.get("source") not in UNIVERSE_SOURCES:
-        if strategy.cross_sectional:
-            raise ConfigError(f"{type(strategy).__name__} ranks assets against each other, but data="
-                              f"{data.get('source')} is a single series; use a universe: data=bundled_universe, "
-                              "synthetic_universe or universe (data.path=FOLDER_OR_LONG_FILE).")
-        return load_bars(data, seed=seed)
-    return load_universe(data, seed=seed)
+                    seed, universe=universe, data_name=data_choice)
 
 
 def universe_weights(prepared: Prepared) -> tuple[np.ndarray, Any, Any]:

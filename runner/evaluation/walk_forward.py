@@ -13,12 +13,12 @@ portfolio backtest of the stitched weights.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
 
-from runner.config.schema import WalkForwardConf
+from runner.config.schema import Doc
 from runner.data.series import DataError
 from runner.engine.backtest import BacktestResult, run_backtest
 
@@ -60,7 +60,34 @@ class WalkForward:
         return frame.reset_index(drop=True)
 
 
-def fold_layout(n_bars: int, conf: WalkForwardConf, with_model: bool, min_train: int) -> list[Fold]:
+class WalkForwardEvaluation:
+    """``evaluation=walk_forward``: refit per fold on the bars before it, trade the next stretch, judge the stitched
+    out-of-sample record (``oos_*``). Its keys' values live in ``conf/evaluation/walk_forward.yaml``."""
+
+    def __init__(self,
+                 folds: Annotated[int, Doc("out-of-sample stretches, each traded by a model fitted before it", "",
+                                           ">= 1")],
+                 window: Annotated[str, Doc("each fold trains on every bar before it, or on the last train_bars", "",
+                                            "expanding | rolling")],
+                 train_bars: Annotated[int | None, Doc(
+                     "the rolling window, or the first fold's training bars when expanding (validation included)",
+                     "bars", "null (half the bars), or val_bars plus the warm-up and 10 rows to fit")],
+                 val_bars: Annotated[int | None, Doc("the end of each training window kept for early stopping", "bars",
+                                                     "null (a fifth of train_bars) or >= 2")],
+                 test_bars: Annotated[int | None, Doc("each fold's out-of-sample stretch", "bars",
+                                                      "null (the bars after the first window, split evenly) or >= 2")],
+                 gap: Annotated[int, Doc("bars left out between a fold's training bars and its test bars (no training "
+                                         "target overlaps the test stretch)", "bars",
+                                         ">= 1 (the target horizon) with a model, >= 0 without")]) -> None:
+        self.folds, self.window, self.gap = folds, window, gap
+        self.train_bars, self.val_bars, self.test_bars = train_bars, val_bars, test_bars
+
+    def layout(self, n_bars: int, with_model: bool, min_train: int) -> list[Fold]:
+        """The folds over ``n_bars`` (``fold_layout``)."""
+        return fold_layout(n_bars, self, with_model, min_train)
+
+
+def fold_layout(n_bars: int, conf: WalkForwardEvaluation, with_model: bool, min_train: int) -> list[Fold]:
     """The folds over ``n_bars``, or a DataError naming what does not fit and a setting that would."""
     folds, gap = conf.folds, conf.gap
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 1:

@@ -138,7 +138,7 @@ def _tracked_job(cfg: DictConfig, state: dict[str, str], run_name: str) -> float
             redacted, hydra_files = provenance(cfg)
             log_run_start(logger, RunExtras(redacted, hydra_files))  # a job that fails validation still shows it
             require_strategy()
-            prepared = prepare(resolved)
+            prepared = prepare(resolved, hydra_cfg.runtime.choices["data"])
             prepared.torch_threads = job_threads(hydra_cfg.launcher)
             if prepared.torch_threads:  # numpy's BLAS too: its idle threads spin and slow the other jobs
                 logger.set_tags({"runner.threads": str(prepared.torch_threads)})

@@ -69,7 +69,7 @@ def _stage_files(root: Path, prepared: Any, outcome: Any, dataset: Any, extras: 
 
     (root / "figures").mkdir()
     universe = prepared.universe
-    title = (f"{type(prepared.strategy).__name__} on {prepared.config['data']['source']}"
+    title = (f"{type(prepared.strategy).__name__} on {prepared.data_name}"
              + (f" ({universe.n_assets} assets)" if universe is not None else ""))
     walk = outcome.walk
     if walk is not None:

@@ -1,0 +1,61 @@
+"""The data boundary: build the configured source from ``data._target_``, load its bars, check what it returned,
+and apply what every source shares (``start``/``end``, and a universe's alignment with ``max_fill``). The only
+place, with the messages that name a universe, that tells a series from a universe. Pure: no MLflow, no Hydra.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from runner.config.build import build, from_schema
+from runner.config.schema import DataRules, UniverseRules
+from runner.data.series import normalise_ohlcv, trim
+from runner.data.universe import Universe, align
+from runner.errors import DataError
+
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class DataSource(Protocol):
+        def load(self) -> pd.DataFrame | Mapping[str, pd.DataFrame]: ...
+
+SHARED = tuple(f.name for f in dataclasses.fields(DataRules))
+UNIVERSE_SHARED = tuple(f.name for f in dataclasses.fields(UniverseRules))
+
+
+def split_rules(config: Mapping[str, Any]) -> tuple[DataRules, dict[str, Any], dict[str, Any]]:
+    """(the shared rules, a universe's rules as given, the source's own keys)."""
+    rules = from_schema(DataRules, {k: v for k, v in config.items() if k in SHARED}, "data")
+    universe = {k: v for k, v in config.items() if k in UNIVERSE_SHARED}
+    own = {k: v for k, v in config.items() if k not in SHARED and k not in UNIVERSE_SHARED}
+    return rules, universe, own
+
+
+def load_data(config: Mapping[str, Any], choice: str = "data") -> pd.DataFrame | Universe:
+    """The configured bars: one validated OHLCV frame, or a universe aligned on the union of its timestamps;
+    both trimmed to ``data.start``/``data.end``. ``choice`` names the data option in messages."""
+    rules, universe_keys, own = split_rules(config)
+    source: DataSource = build(own, "data", shared=(*SHARED, *UNIVERSE_SHARED))
+    loaded = source.load()
+    if isinstance(loaded, pd.DataFrame):
+        if universe_keys:
+            raise DataError(f"data.{next(iter(universe_keys))} applies to universes only, but data={choice} is a "
+                            "single series; remove it.")
+        return trim(normalise_ohlcv(loaded, f"data={choice}"), rules.start, rules.end)
+    if not isinstance(loaded, Mapping):
+        raise TypeError(f"{type(source).__name__}.load() returned {type(loaded).__name__}; a data source returns an "
+                        "OHLCV DataFrame (a series) or a {symbol: OHLCV DataFrame} mapping (a universe).")
+    fill = from_schema(UniverseRules, universe_keys, "data")
+    frames = {}
+    for symbol, frame in loaded.items():
+        try:
+            frames[str(symbol)] = trim(normalise_ohlcv(frame, f"data={choice} symbol {symbol!r}"), rules.start,
+                                       rules.end)
+        except DataError as error:
+            if "no bars between" not in str(error):
+                raise
+    return align(frames, fill.max_fill, getattr(source, "name", choice))
