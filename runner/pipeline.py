@@ -1,4 +1,6 @@
-"""One tracked run from a composed Hydra config: validate, run it inside an MLflow run, print the summary.
+"""The pipeline of one run, for a single run and a sweep's job alike (``run_tracked``): its config logged, the
+computing (``runner.evaluation.experiment.compute``, no MLflow), the recorder; and a single run around it
+(validate before any MLflow run exists, print the summary).
 
 Also what a run and a sweep job share: the tags that identify a run, its provenance files and the
 tracking URI. User errors print one line and exit 2; Ctrl-C/SIGTERM/SIGHUP exit 130 with the run KILLED.
@@ -16,10 +18,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+
+if TYPE_CHECKING:
+    from runner.evaluation.experiment import Outcome, Prepared
+    from runner.logger import MLflowLogger
 
 from runner.errors import NotFoundError, UserError
 
@@ -127,12 +133,39 @@ def tracking_uri_for(tracking: dict[str, Any]) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or resolve_tracking_uri(tracking.get("uri"))
 
 
+def run_tracked(logger: MLflowLogger, cfg: DictConfig, prepared: Prepared | None = None, threads: int | None = None,
+                ) -> tuple[Prepared, Outcome]:
+    """The one path of a run inside its MLflow run, for a single run and a sweep's job alike: its config first
+    (a run that fails later still shows it), validation where the caller has not done it (a sweep's job, whose
+    bad config must still leave a FAILED child), the computing (no MLflow), then the recorder. The run ends
+    FINISHED, FAILED with the error logged, or KILLED on a signal."""
+    from runner.evaluation.experiment import compute, prepare
+    from runner.tracking.lifecycle import tracked_run
+    from runner.tracking.recorder import RunExtras, log_outcome, log_run_start
+
+    redacted, hydra_files = provenance(cfg)
+    extras = RunExtras(redacted, hydra_files)
+    with tracked_run(logger):
+        log_run_start(logger, extras)
+        if prepared is None:
+            require_strategy()
+            prepared = prepare(OmegaConf.to_container(cfg, resolve=True), HydraConfig.get().runtime.choices["data"])
+        if threads:  # a job sharing the CPU with other jobs; numpy's BLAS too: idle threads spin and slow the rest
+            from threadpoolctl import threadpool_limits
+
+            prepared.torch_threads = threads
+            logger.set_tags({"runner.threads": str(threads)})
+            threadpool_limits(limits=threads, user_api="blas")
+        outcome = compute(prepared)
+        outcome.run_id, outcome.experiment_id = logger.run_id, logger.experiment_id
+        log_outcome(logger, prepared, outcome, extras)
+    return prepared, outcome
+
+
 def run_single(cfg: DictConfig) -> float:
     """One experiment: validate (no MLflow run yet), run it tracked, print the summary."""
-    from runner.evaluation.experiment import execute, prepare, summary
-    from runner.tracking.lifecycle import tracked_run
+    from runner.evaluation.experiment import prepare, summary
     from runner.tracking.local_record import RECORD_DIR, run_logger, server_lost
-    from runner.tracking.recorder import RunExtras, log_run_start
     from runner.tracking.store import check_tracking_server
 
     started = time.perf_counter()
@@ -142,14 +175,10 @@ def run_single(cfg: DictConfig) -> float:
     uri = tracking_uri_for(resolved["tracking"])
     check_tracking_server(uri)
     logger = run_logger(resolved["experiment_name"], uri, run_folder() / RECORD_DIR)
-    redacted, hydra_files = provenance(cfg)
-    extras = RunExtras(redacted, hydra_files)
-    logger.start_run(resolved.get("run_name") or run_title(), tags=run_tags(resolved))  # pid/host: --stale
-    with tracked_run(logger):
-        log_run_start(logger, extras)
-        outcome = execute(prepared, logger, extras)
+    logger.start_run(resolved["run_name"] or run_title(), tags=run_tags(resolved))  # pid/host: --stale
+    prepared, outcome = run_tracked(logger, cfg, prepared)
     print(summary(outcome, prepared, uri))
-    if resolved.get("verbose"):
+    if resolved["verbose"]:
         training = outcome.training
         print(f"time: {time.perf_counter() - started:.1f} s for the run after composition" + (
             f", of which training {training.seconds:.1f} s on {training.device}" if training else ""))

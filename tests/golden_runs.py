@@ -24,18 +24,18 @@ RUNS: dict[str, list[str]] = {
 }
 
 
-def compute(overrides: list[str]) -> dict[str, float]:
+def golden_metrics(overrides: list[str]) -> dict[str, float]:
     """A run's metrics as its recorder logs them, computed without MLflow (walk-forward: also per fold)."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     from runner.config.schema import register
-    from runner.evaluation.experiment import execute, prepare
+    from runner.evaluation.experiment import compute, prepare
 
     register()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
-    outcome = execute(prepare(OmegaConf.to_container(cfg, resolve=True)))
+    outcome = compute(prepare(OmegaConf.to_container(cfg, resolve=True)))
     metrics = dict(outcome.result.flat_metrics())
     if outcome.walk is not None:
         for name, values in outcome.walk.fold_metrics.items():
@@ -57,5 +57,5 @@ def differences(expected: dict[str, float], got: dict[str, float], tol: float = 
 if __name__ == "__main__" and "--write" in sys.argv:
     GOLDEN.mkdir(exist_ok=True)
     for name, overrides in RUNS.items():
-        (GOLDEN / f"{name}.json").write_text(json.dumps(compute(overrides), indent=1, sort_keys=True) + "\n")
+        (GOLDEN / f"{name}.json").write_text(json.dumps(golden_metrics(overrides), indent=1, sort_keys=True) + "\n")
         print("wrote", name)

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from tests.golden_runs import GOLDEN, RUNS, compute, differences
+from tests.golden_runs import GOLDEN, RUNS, differences, golden_metrics
 
 
 @pytest.mark.parametrize("name", sorted(RUNS))
 def test_golden_run_keeps_its_numbers(name: str) -> None:
     expected = json.loads((GOLDEN / f"{name}.json").read_text())
-    got = compute(RUNS[name])
+    got = golden_metrics(RUNS[name])
     assert len(expected) > 40
     assert not differences(expected, got), differences(expected, got)[:20]

@@ -12,6 +12,7 @@ from runner.ml.dataset import build_dataset
 from runner.ml.models import LinearForecaster, LSTMForecaster, MLPForecaster
 from runner.ml.training import forecast, train_model
 from strategies.momentum import Momentum
+from tests.conftest import data_config
 
 
 def ar_close(n: int = 1500, phi: float = 0.4, seed: int = 0) -> np.ndarray:
@@ -119,7 +120,8 @@ def test_model_path_uses_no_later_bar() -> None:
               "strategy": {"_target_": "strategies.momentum.Momentum", "lookback": 10, "long_only": False},
               "backtest": {}, "trainer": {"epochs": 3, "device": "cpu"},
               "model": {"_target_": "runner.ml.models.MLPForecaster", "_partial_": True, "hidden_sizes": [8]},
-              "data": {"source": "synthetic", "n_bars": 700, "splits": [0.6, 0.2, 0.2]}}
+              "data": data_config("synthetic", seed=3, n_bars=700),
+              "evaluation": {"_target_": "runner.evaluation.holdout.HoldoutEvaluation"}}
     prepared = prepare(config)
     k = prepared.val_end + 40
     rng = np.random.default_rng(4)

@@ -163,11 +163,11 @@ def test_walk_forward_on_a_universe_refits_a_pooled_model_per_fold_without_look_
 
 
 def test_walk_forward_with_a_rule_re_slices_the_holdout_portfolio() -> None:
-    from runner.evaluation.experiment import execute, prepare
+    from runner.evaluation.experiment import compute, prepare
     from runner.evaluation.walk_forward import walk_forward
 
     common = ["+strategy=xs_momentum", "data=synthetic_universe", "data.n_bars=800", "model=none"]
-    holdout = execute(prepare(composed(common))).result
+    holdout = compute(prepare(composed(common))).result
     prepared = prepare(composed([*common, "evaluation=walk_forward", "evaluation.folds=4"]))
     walk = walk_forward(prepared)
     first = prepared.folds[0].test_start

@@ -51,11 +51,15 @@ class Prepared:
 
 @dataclass
 class Outcome:
-    run_id: str | None
+    """What a run computed: the backtest, its selection value, the training and walk-forward details, and the
+    model's dataset (its standardisation travels with the logged model). The ids are set once it is recorded."""
+
     result: BacktestResult
     selection_value: float
     training: Any = None
     walk: Any = None  # evaluation=walk_forward: runner.evaluation.walk_forward.WalkForward
+    dataset: Any = None
+    run_id: str | None = None
     experiment_id: str | None = None
 
 
@@ -90,11 +94,11 @@ def prepare(config: Mapping[str, Any], data_choice: str = "data") -> Prepared:
     strategy = build_strategy(config["strategy"])
     backtest = from_schema(BacktestConf, config["backtest"], "backtest")
     factory, trainer, sequence_length = None, None, 0
-    if config["model"].get("_target_") and not strategy.uses_model:
+    if config["model"]["_target_"] and not strategy.uses_model:
         raise ConfigError(f"{type(strategy).__name__} has no use for a model (its rule ignores forecasts), but a "
                          f"model ({config['model']['_target_'].rsplit('.', 1)[-1]}) was given; use model=none (its "
                          "default).")
-    if config["model"].get("_target_"):
+    if config["model"]["_target_"]:
         from runner.ml.training import pick_device
 
         factory = model_factory(config["model"])
@@ -174,33 +178,24 @@ def compute_weights(prepared: Prepared) -> tuple[np.ndarray, Any, Any]:
     return prepared.strategy.weights_from_forecast(forecast(training.model, dataset)), training, dataset
 
 
-def execute(prepared: Prepared, logger: Any = None, log_extras: Any = None) -> Outcome:
-    """Run the experiment; with a logger, log everything into its active run."""
+def compute(prepared: Prepared) -> Outcome:
+    """The run's computing, from prepared data to metrics: weights (a rule, or models trained on the bars before
+    what they trade), one backtest, metrics per segment or fold. Never touches MLflow (``runner.tracking.recorder``
+    logs the outcome)."""
     metric = prepared.config["selection"]["metric"]
     if prepared.folds:
         from runner.evaluation.walk_forward import walk_forward
 
         walk = walk_forward(prepared, check_stop)
-        dataset, result = walk.dataset, walk.oos
-        outcome = Outcome(logger.run_id if logger else None, result,
-                          float(result.flat_metrics().get(metric, math.nan)),
-                          walk.trainings[-1] if walk.trainings else None, walk)
-        outcome.experiment_id = logger.experiment_id if logger else None
-    else:
-        universe = prepared.universe
-        weights, training, dataset = compute_weights(prepared) if universe is None else universe_weights(prepared)
-        check_stop()
-        close = universe.close if universe is not None else prepared.bars["close"].to_numpy()
-        result = run_backtest(close, weights, prepared.train_end, prepared.val_end, prepared.backtest,
-                              prepared.bars.index, symbols=universe.symbols if universe is not None else None)
-        outcome = Outcome(logger.run_id if logger else None, result,
-                          float(result.flat_metrics().get(metric, math.nan)), training,
-                          experiment_id=logger.experiment_id if logger else None)
-    if logger is not None:
-        from runner.tracking.recorder import log_outcome
-
-        log_outcome(logger, prepared, outcome, dataset, log_extras)
-    return outcome
+        return Outcome(walk.oos, float(walk.oos.flat_metrics().get(metric, math.nan)),
+                       walk.trainings[-1] if walk.trainings else None, walk, walk.dataset)
+    universe = prepared.universe
+    weights, training, dataset = compute_weights(prepared) if universe is None else universe_weights(prepared)
+    check_stop()
+    close = universe.close if universe is not None else prepared.bars["close"].to_numpy()
+    result = run_backtest(close, weights, prepared.train_end, prepared.val_end, prepared.backtest,
+                          prepared.bars.index, symbols=universe.symbols if universe is not None else None)
+    return Outcome(result, float(result.flat_metrics().get(metric, math.nan)), training, dataset=dataset)
 
 
 def _cell(name: str, value: float) -> str:

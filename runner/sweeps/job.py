@@ -1,8 +1,9 @@
 """One sweep job: its child run (or a pointer to the run that already did its config), its value for Hydra's
 sweeper, and how many threads it may use beside the other jobs.
 
-Jobs never raise for a bad config or a failed run (``runner.sweeps.launch`` says why): they end their child run FAILED,
-record the error and return the worst value for the mode.
+A job runs through the same ``runner.pipeline.run_tracked`` as a single run. Jobs never raise for a bad config or a
+failed run (``runner.sweeps.launch`` says why): they end their child run FAILED, record the error (a bug's
+traceback too) and return the worst value for the mode.
 """
 
 from __future__ import annotations
@@ -18,15 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import UserError
-from runner.pipeline import (
-    ServerLost,
-    provenance,
-    require_strategy,
-    run_folder,
-    run_tags,
-    run_title,
-    task_overrides,
-)
+from runner.pipeline import ServerLost, run_folder, run_tags, run_title, run_tracked, task_overrides
 from runner.sweeps.launch import sweep_state
 
 
@@ -97,11 +90,9 @@ def _resumed(logger: Any, tags: dict[str, str], run_name: str, title: str, state
 def _tracked_job(cfg: DictConfig, state: dict[str, str], run_name: str) -> float:
     from mlflow.exceptions import MlflowException
 
-    from runner.evaluation.experiment import execute, prepare
     from runner.sweeps.cluster import is_ray
-    from runner.tracking.lifecycle import close_lost_attempts, tracked_run
+    from runner.tracking.lifecycle import close_lost_attempts
     from runner.tracking.local_record import RECORD_DIR, is_unreachable, mark_server_lost, run_logger
-    from runner.tracking.recorder import RunExtras, log_run_start
 
     hydra_cfg = HydraConfig.get()
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -114,7 +105,7 @@ def _tracked_job(cfg: DictConfig, state: dict[str, str], run_name: str) -> float
         logger = run_logger(state["experiment_name"], state["tracking_uri"], run_folder().absolute() / RECORD_DIR,
                             Path(state["sweep_dir"], RECORD_DIR))
         resumed = (_resumed(logger, tags, run_name, title, state, metric)
-                   if resolved.get("resume", True) or state.get("reuse_runs") else None)
+                   if resolved["resume"] or state.get("reuse_runs") else None)
     except MlflowException as error:  # the server went away before this job could start
         if not is_unreachable(error):
             raise
@@ -134,22 +125,11 @@ def _tracked_job(cfg: DictConfig, state: dict[str, str], run_name: str) -> float
         print(f"[{run_name}] running again: the process of its earlier attempt died (run {', '.join(lost)}, now "
               "FAILED)", file=sys.stderr)
     try:
-        with tracked_run(logger):
-            redacted, hydra_files = provenance(cfg)
-            log_run_start(logger, RunExtras(redacted, hydra_files))  # a job that fails validation still shows it
-            require_strategy()
-            prepared = prepare(resolved, hydra_cfg.runtime.choices["data"])
-            prepared.torch_threads = job_threads(hydra_cfg.launcher)
-            if prepared.torch_threads:  # numpy's BLAS too: its idle threads spin and slow the other jobs
-                logger.set_tags({"runner.threads": str(prepared.torch_threads)})
-                from threadpoolctl import threadpool_limits
-
-                threadpool_limits(limits=prepared.torch_threads, user_api="blas")
-            outcome = execute(prepared, logger, RunExtras(redacted, hydra_files))
+        _, outcome = run_tracked(logger, cfg, threads=job_threads(hydra_cfg.launcher))
     except UserError as error:
         print(f"[{run_name}] error: {error}", file=sys.stderr)
         return math.nan
-    except Exception:  # noqa: BLE001 - the run is FAILED with the traceback logged; the sweep goes on
+    except Exception:  # noqa: BLE001 - a bug: the run is FAILED with the traceback logged; the sweep goes on
         print(f"[{run_name}] failed:\n{traceback.format_exc()}", file=sys.stderr)
         return math.nan
     print(f"[{run_name}] {metric} = {outcome.selection_value:.4f}")

@@ -63,43 +63,26 @@ def _log_training(logger: Any, training: Any) -> None:
     logger.set_tags({"train_device": training.device})  # what trainer.device=auto picked
 
 
-def _stage_files(root: Path, prepared: Any, outcome: Any, dataset: Any, extras: RunExtras) -> None:
+def _stage_files(root: Path, prepared: Any, outcome: Any, extras: RunExtras) -> None:
     """Figures, the config, Hydra's files (redacted) and the model's standardisation, under ``root``."""
-    from runner.views.figures import equity_figure, training_figure
+    from runner.views.figures import run_figures
 
     (root / "figures").mkdir()
-    universe = prepared.universe
-    title = (f"{type(prepared.strategy).__name__} on {prepared.data_name}"
-             + (f" ({universe.n_assets} assets)" if universe is not None else ""))
-    walk = outcome.walk
-    if walk is not None:
-        from runner.views.figures import walk_forward_figure
-
-        walk_forward_figure(walk.oos, [f.test_start - walk.folds[0].test_start + 1 for f in walk.folds],
-                            walk.fold_metrics["sharpe_ratio"], title).savefig(root / "figures" / "walk_forward.png",
-                                                                              **PNG)
-    else:
-        equity_figure(outcome.result, title=title).savefig(root / "figures" / "equity.png", **PNG)
-    if outcome.result.symbols is not None:
-        from runner.views.figures import weights_figure
-
-        weights_figure(outcome.result, title=f"{title}: weights").savefig(root / "figures" / "weights.png", **PNG)
-    if outcome.training is not None:
-        histories = [t.history for t in walk.trainings] if walk is not None else [outcome.training.history]
-        figure = training_figure(histories, outcome.training.best_epoch)
-        figure.savefig(root / "figures" / "training.png", **PNG)
+    for name, figure in run_figures(prepared, outcome).items():
+        figure.savefig(root / "figures" / name, **PNG)
     (root / "config.yaml").write_text(_yaml_text(extras.redacted_config))
     if extras.hydra_files:
         (root / ".hydra").mkdir()
         for name, content in extras.hydra_files.items():
             (root / ".hydra" / name).write_text(_yaml_text(redact_tree(content)))
+    dataset = outcome.dataset
     if dataset is not None:
         (root / "model_inputs").mkdir()
         (root / "model_inputs" / "standardisation.json").write_text(
             json.dumps(to_jsonable(dataset.standardisation()), indent=2))
 
 
-def log_outcome(logger: Any, prepared: Any, outcome: Any, dataset: Any, extras: RunExtras | None) -> None:
+def log_outcome(logger: Any, prepared: Any, outcome: Any, extras: RunExtras | None) -> None:
     """Everything after the backtest: curves, tables, metrics, files and the model, into the active run."""
     extras = extras or RunExtras(redact_tree(prepared.config))
     if outcome.training is not None:
@@ -117,7 +100,7 @@ def log_outcome(logger: Any, prepared: Any, outcome: Any, dataset: Any, extras: 
         logger.log_metric_history({f"fold_test_{k}": v for k, v in outcome.walk.fold_metrics.items()})
     logger.log_backtest_results(results)
     with tempfile.TemporaryDirectory() as tmp:
-        _stage_files(Path(tmp), prepared, outcome, dataset, extras)
+        _stage_files(Path(tmp), prepared, outcome, extras)
         logger.log_artifacts(tmp)
     if outcome.training is not None:
         logger.log_model(outcome.training.model, "model")  # the example comes from model.example_input

@@ -8,9 +8,14 @@ Figures are plain ``matplotlib.figure.Figure`` objects, not pyplot's: nothing to
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only: figures sit below the evaluation layer that produces an outcome
+    from matplotlib.figure import Figure
+
+    from runner.evaluation.experiment import Outcome, Prepared
 
 DRAW_COLUMNS = 2000  # points per curve kept for drawing: ~2x the pixel columns of an 11-inch figure at 90 dpi
 SEGMENT_COLOURS = {"train": "#f2f2f2", "val": "#e3eefc", "test": "#fdeee0"}
@@ -193,3 +198,24 @@ def walk_forward_figure(oos: Any, boundaries: list[int], fold_sharpes: list[floa
     ax_sr.set_ylabel("test Sharpe")
     fig.subplots_adjust(left=0.08, right=0.98, top=0.95, bottom=0.07)
     return fig
+
+
+def run_figures(prepared: Prepared, outcome: Outcome) -> dict[str, Figure]:
+    """A run's figures by file name, built from its outcome (``runner.evaluation.experiment``): the equity (or the
+    walk-forward record), a universe's weights, and the training curves when a model trained."""
+    universe, walk = prepared.universe, outcome.walk
+    title = (f"{type(prepared.strategy).__name__} on {prepared.data_name}"
+             + (f" ({universe.n_assets} assets)" if universe is not None else ""))
+    figures = {}
+    if walk is not None:
+        figures["walk_forward.png"] = walk_forward_figure(
+            walk.oos, [f.test_start - walk.folds[0].test_start + 1 for f in walk.folds],
+            walk.fold_metrics["sharpe_ratio"], title)
+    else:
+        figures["equity.png"] = equity_figure(outcome.result, title=title)
+    if outcome.result.symbols is not None:
+        figures["weights.png"] = weights_figure(outcome.result, title=f"{title}: weights")
+    if outcome.training is not None:
+        histories = [t.history for t in walk.trainings] if walk is not None else [outcome.training.history]
+        figures["training.png"] = training_figure(histories, outcome.training.best_epoch)
+    return figures

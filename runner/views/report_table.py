@@ -20,17 +20,21 @@ MAX_PARAMS = 6
 
 
 @functools.lru_cache(maxsize=1)
-def _data_specific() -> dict[str, str]:
-    """``data.*`` keys that apply to one data source only (their documented meaning says ``data=X: ...``)."""
+def _data_specific() -> dict[str, set[str]]:
+    """``data.*`` keys that only some data options have (``data.n_bars``: the synthetic ones), with those options."""
     from runner.config.docs import group_params
 
-    return {p.key: p.doc.meaning.split(":", 1)[0].removeprefix("data=") for p in group_params("data")[""]
-            if p.doc and p.doc.meaning.startswith("data=")}
+    options: dict[str, set[str]] = {}
+    for option, params in group_params("data").items():
+        for param in params:
+            options.setdefault(param.key, set()).add(option)
+    every = set(group_params("data"))
+    return {key: found for key, found in options.items() if found != every}
 
 
 def applies(key: str, run: Any) -> bool:
-    source = _data_specific().get(key)
-    return source is None or run.data.tags.get("data") == source
+    sources = _data_specific().get(key)
+    return sources is None or run.data.tags.get("data") in sources
 
 
 def shown_params(runs: list[Any]) -> list[str]:
