@@ -133,8 +133,8 @@ def tracking_uri_for(tracking: dict[str, Any]) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or resolve_tracking_uri(tracking.get("uri"))
 
 
-def run_tracked(logger: MLflowLogger, cfg: DictConfig, prepared: Prepared | None = None, threads: int | None = None,
-                ) -> tuple[Prepared, Outcome]:
+def run_tracked(logger: MLflowLogger, cfg: DictConfig, resolved: dict[str, Any], prepared: Prepared | None = None,
+                threads: int | None = None) -> tuple[Prepared, Outcome]:
     """The one path of a run inside its MLflow run, for a single run and a sweep's job alike: its config first
     (a run that fails later still shows it), validation where the caller has not done it (a sweep's job, whose
     bad config must still leave a FAILED child), the computing (no MLflow), then the recorder. The run ends
@@ -149,7 +149,7 @@ def run_tracked(logger: MLflowLogger, cfg: DictConfig, prepared: Prepared | None
         log_run_start(logger, extras)
         if prepared is None:
             require_strategy()
-            prepared = prepare(OmegaConf.to_container(cfg, resolve=True), HydraConfig.get().runtime.choices["data"])
+            prepared = prepare(resolved, HydraConfig.get().runtime.choices["data"])
         if threads:  # a job sharing the CPU with other jobs; numpy's BLAS too: idle threads spin and slow the rest
             from threadpoolctl import threadpool_limits
 
@@ -176,7 +176,7 @@ def run_single(cfg: DictConfig) -> float:
     check_tracking_server(uri)
     logger = run_logger(resolved["experiment_name"], uri, run_folder() / RECORD_DIR)
     logger.start_run(resolved["run_name"] or run_title(), tags=run_tags(resolved))  # pid/host: --stale
-    prepared, outcome = run_tracked(logger, cfg, prepared)
+    prepared, outcome = run_tracked(logger, cfg, resolved, prepared)
     print(summary(outcome, prepared, uri))
     if resolved["verbose"]:
         training = outcome.training

@@ -79,12 +79,18 @@ def moments(returns: np.ndarray) -> tuple[float, float, float, int]:
     n = len(values)
     if n < 2:
         return math.nan, math.nan, math.nan, n
-    deviations = values - values.mean()
-    m2 = float(np.mean(deviations**2))
+    mean = values.mean()
+    deviations = values - mean
+    squares = deviations * deviations  # products, not powers: np.power with 3 or 4 is ~10x slower per element
+    total = float(squares.sum())
+    m2 = total / n
     if not m2 > 0:
         return math.nan, math.nan, math.nan, n
-    sr = float(values.mean() / values.std(ddof=1))
-    return sr, float(np.mean(deviations**3)) / m2**1.5, float(np.mean(deviations**4)) / m2**2, n
+    sr = float(mean / math.sqrt(total / (n - 1)))  # numpy's std(ddof=1): the same sum of squares over n - 1
+    deviations *= squares
+    m3 = float(deviations.sum()) / n
+    squares *= squares
+    return sr, m3 / m2**1.5, float(squares.sum()) / n / m2**2, n
 
 
 def _block_sharpes(returns: np.ndarray, n_partitions: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:

@@ -125,7 +125,7 @@ def _tracked_job(cfg: DictConfig, state: dict[str, str], run_name: str) -> float
         print(f"[{run_name}] running again: the process of its earlier attempt died (run {', '.join(lost)}, now "
               "FAILED)", file=sys.stderr)
     try:
-        _, outcome = run_tracked(logger, cfg, threads=job_threads(hydra_cfg.launcher))
+        _, outcome = run_tracked(logger, cfg, resolved, threads=job_threads(hydra_cfg.launcher))
     except UserError as error:
         print(f"[{run_name}] error: {error}", file=sys.stderr)
         return math.nan
