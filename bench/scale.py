@@ -77,14 +77,14 @@ def phases(csv: Path, work: Path) -> dict[str, float]:
     start = time.perf_counter()
     prepared = prepare(config)
     out["data"] = time.perf_counter() - start
-    out["bars_mb"] = prepared.bars.memory_usage(deep=True).sum() / 1e6
+    out["bars_mb"] = prepared.book.bars.memory_usage(deep=True).sum() / 1e6
     from runner.engine.backtest import run_backtest
-    from runner.evaluation.experiment import Outcome, compute_weights
+    from runner.evaluation.experiment import Outcome, target_weights
 
     start = time.perf_counter()
-    weights, _, _ = compute_weights(prepared)
-    result = run_backtest(prepared.bars["close"].to_numpy(), weights, prepared.train_end, prepared.val_end,
-                          prepared.backtest, prepared.bars.index)
+    weights, _, _ = target_weights(prepared)
+    result = run_backtest(prepared.book.close, weights, prepared.train_end, prepared.val_end, prepared.backtest,
+                          prepared.book.index)
     out["backtest"] = time.perf_counter() - start
     from runner.views.figures import new_figure
 
@@ -95,7 +95,7 @@ def phases(csv: Path, work: Path) -> dict[str, float]:
     logger = MLflowLogger("phases", f"sqlite:///{work}/phases_{csv.stem}/mlflow.db")
     logger.start_run()
     start = time.perf_counter()
-    log_outcome(logger, prepared, Outcome(logger.run_id, result, 0.0), None, RunExtras(config))
+    log_outcome(logger, prepared, Outcome(result, 0.0), RunExtras(config))
     out["logging"] = time.perf_counter() - start - out["figures"]
     logger.end_run()
     return out

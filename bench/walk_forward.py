@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
-    from runner.evaluation.experiment import compute_weights
+    from runner.evaluation.experiment import target_weights
     from runner.evaluation.walk_forward import walk_forward
 
     holdout = prepared(["+strategy=momentum"])
@@ -57,7 +57,7 @@ def main() -> None:
     rows = []
     for _ in range(args.repeat):
         start = time.perf_counter()
-        _, training, _ = compute_weights(holdout)
+        _, training, _ = target_weights(holdout)
         holdout_wall, holdout_train = time.perf_counter() - start, training.seconds
         start = time.perf_counter()
         result = walk_forward(walk)

@@ -18,7 +18,7 @@ def test_sp500_and_nasdaq_load_from_arch_without_importing_it() -> None:
     import sys
 
     for name in ("sp500", "nasdaq"):
-        bars = load_data(data_config(name))
+        bars = load_data(data_config(name)).bars
         assert list(bars.columns) == ["open", "high", "low", "close", "volume"]
         assert bars.index.is_monotonic_increasing and bars.index[0].year == 1999 and bars.index[-1].year == 2018
         assert len(bars) > 4900 and (bars["close"] > 0).all()
@@ -26,7 +26,7 @@ def test_sp500_and_nasdaq_load_from_arch_without_importing_it() -> None:
 
 
 def test_trim_and_splits() -> None:
-    bars = load_data(data_config("sp500", start="2005-01-01", end="2005-12-31"))
+    bars = load_data(data_config("sp500", start="2005-01-01", end="2005-12-31")).bars
     assert bars.index[0] >= pd.Timestamp("2005-01-01") and bars.index[-1] <= pd.Timestamp("2005-12-31")
     assert split_bounds(100, [0.6, 0.2, 0.2]) == (60, 80)
     assert split_bounds(101, [0.6, 0.2, 0.2]) == (60, 80)  # floor for train and val, test the rest
@@ -37,9 +37,9 @@ def test_trim_and_splits() -> None:
 
 
 def test_synthetic_is_seeded() -> None:
-    a = load_data(data_config("synthetic", n_bars=300, seed=1))
-    b = load_data(data_config("synthetic", n_bars=300, seed=1))
-    c = load_data(data_config("synthetic", n_bars=300, seed=2))
+    a = load_data(data_config("synthetic", n_bars=300, seed=1)).bars
+    b = load_data(data_config("synthetic", n_bars=300, seed=1)).bars
+    c = load_data(data_config("synthetic", n_bars=300, seed=2)).bars
     pd.testing.assert_frame_equal(a, b)
     assert not np.allclose(a["close"], c["close"])
 
@@ -48,10 +48,10 @@ def test_csv_with_mixed_case_columns_and_parquet(tmp_path) -> None:
     frame = pd.DataFrame({"Date": pd.bdate_range("2020-01-01", periods=30).strftime("%Y-%m-%d"),
                           "CLOSE": np.linspace(10, 20, 30), "Volume": 1.0})
     frame.to_csv(tmp_path / "p.csv", index=False)
-    bars = load_data(data_config("csv", path=str(tmp_path / "p.csv")))
+    bars = load_data(data_config("csv", path=str(tmp_path / "p.csv"))).bars
     assert bars["close"].iloc[-1] == 20 and (bars["open"] == bars["close"]).all()
     frame.to_parquet(tmp_path / "p.parquet")
-    assert len(load_data(data_config("csv", path=str(tmp_path / "p.parquet")))) == 30
+    assert len(load_data(data_config("csv", path=str(tmp_path / "p.parquet"))).bars) == 30
 
 
 def _write(tmp_path, text: str | bytes, name: str = "bad.csv") -> str:
@@ -81,7 +81,7 @@ def test_unsorted_rows_are_sorted_with_a_warning(tmp_path) -> None:
     path = _write(tmp_path, "date,close\n2020-01-03,3\n2020-01-01,1\n2020-01-02,2\n")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        bars = load_data(data_config("csv", path=path))
+        bars = load_data(data_config("csv", path=path)).bars
     assert list(bars["close"]) == [1, 2, 3]
     assert any("sorted them" in str(w.message) for w in caught)
 
@@ -110,10 +110,19 @@ class ReturnsAnInt:
 
 
 def test_periods_per_year_is_inferred_from_the_bars_density() -> None:
-    assert infer_periods_per_year(load_data(data_config("sp500")).index) == 252
+    assert infer_periods_per_year(load_data(data_config("sp500")).bars.index) == 252
     assert infer_periods_per_year(pd.date_range("2010-01-01", periods=300, freq="W")) == 52
     weekdays = pd.date_range("2020-01-01", periods=24 * 700, freq="h")
     hourly_fx = weekdays[weekdays.dayofweek < 5]  # trades 24 hours, 5 days a week
     assert 6000 < infer_periods_per_year(hourly_fx) < 6400
     with pytest.raises(DataError, match="periods_per_year=auto needs dated bars"):
         infer_periods_per_year(pd.RangeIndex(100))
+
+
+def test_a_series_is_the_one_column_book_from_the_data_boundary_on() -> None:
+    book = load_data(data_config("sp500", start="2010-01-01"))
+    assert book.series and book.symbols == ["sp500"] and book.n_assets == 1
+    assert book.close.shape == (len(book.bars), 1) and book.index.equals(book.bars.index)
+    np.testing.assert_array_equal(book.close[:, 0], book.bars["close"].to_numpy())
+    universe = load_data(data_config("bundled_universe"))
+    assert not universe.series and universe.n_assets == 4

@@ -149,8 +149,8 @@ def test_a_large_csv_loads_the_same_through_pyarrow(tmp_path: Path, monkeypatch:
     path = tmp_path / "minutes.csv"
     frame.to_csv(path, index=False)
     monkeypatch.setattr(series, "PYARROW_CSV_BYTES", 10**12)
-    plain = load_data(data_config("csv", path=str(path)))
+    plain = load_data(data_config("csv", path=str(path))).bars
     monkeypatch.setattr(series, "PYARROW_CSV_BYTES", 0)
-    arrow = load_data(data_config("csv", path=str(path)))
+    arrow = load_data(data_config("csv", path=str(path))).bars
     pd.testing.assert_frame_equal(arrow, plain, check_index_type=False)
     assert (arrow.index == plain.index).all() and arrow.index.name == "timestamp"

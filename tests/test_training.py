@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from runner.config.schema import TrainerConf
-from runner.ml.dataset import build_dataset
+from runner.ml.dataset import build_panel_dataset
 from runner.ml.models import LinearForecaster, LSTMForecaster, MLPForecaster
 from runner.ml.training import forecast, train_model
 from strategies.momentum import Momentum
@@ -27,7 +27,7 @@ def ar_close(n: int = 1500, phi: float = 0.4, seed: int = 0) -> np.ndarray:
 def dataset(close: np.ndarray, seq_len: int = 0):
     bars = pd.DataFrame({"close": close})
     features = Momentum(lookback=5).features(bars)
-    return build_dataset(features, close, int(0.6 * len(close)), int(0.8 * len(close)), seq_len)
+    return build_panel_dataset([features], close[:, None], int(0.6 * len(close)), int(0.8 * len(close)), seq_len)
 
 
 FAST = TrainerConf(epochs=8, batch_size=64, lr=3e-3, patience=3, device="cpu")
@@ -114,7 +114,8 @@ def test_model_path_uses_no_later_bar() -> None:
     column of the bars after a bar k inside the test segment leaves every weight before k unchanged."""
     import dataclasses
 
-    from runner.evaluation.experiment import compute_weights, prepare
+    from runner.data.universe import Universe
+    from runner.evaluation.experiment import prepare, target_weights
 
     config = {"selection": {"metric": "val_sharpe_ratio", "mode": "max"}, "seed": 3,
               "strategy": {"_target_": "strategies.momentum.Momentum", "lookback": 10, "long_only": False},
@@ -125,9 +126,9 @@ def test_model_path_uses_no_later_bar() -> None:
     prepared = prepare(config)
     k = prepared.val_end + 40
     rng = np.random.default_rng(4)
-    perturbed = prepared.bars.copy()
+    perturbed = prepared.book.bars.copy()
     perturbed.iloc[k:] *= np.exp(0.05 * rng.standard_normal((len(perturbed) - k, 1)))
-    base, _, _ = compute_weights(prepared)
-    moved, _, _ = compute_weights(dataclasses.replace(prepared, bars=perturbed))
+    base, _, _ = target_weights(prepared)
+    moved, _, _ = target_weights(dataclasses.replace(prepared, book=Universe.from_series(perturbed, "synthetic")))
     np.testing.assert_array_equal(base[:k], moved[:k])
     assert (base != 0).any() and (base < 0).any()

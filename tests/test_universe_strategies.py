@@ -63,18 +63,18 @@ def test_no_weight_uses_a_later_bar_of_any_asset(strategy) -> None:
 
 @pytest.mark.parametrize("strategy", ["xs_momentum", "momentum"])
 def test_the_pooled_model_uses_no_later_bar(strategy: str) -> None:
-    from runner.evaluation.experiment import prepare, universe_weights
+    from runner.evaluation.experiment import prepare, target_weights
 
     config = composed([f"+strategy={strategy}", "strategy.lookback=10", "data=synthetic_universe", "data.n_assets=6",
                        "data.n_bars=500", "model=linear", "trainer.epochs=3"])
     prepared = prepare(config)
     k = 420  # in the test segment
     base, shocked = perturbed_after(k)
-    prepared.universe, prepared.train_end, prepared.val_end = base, 300, 400
-    w_base, training, dataset = universe_weights(prepared)
+    prepared.book, prepared.train_end, prepared.val_end = base, 300, 400
+    w_base, training, dataset = target_weights(prepared)
     assert training is not None and dataset.features.shape[0] >= 6 * 500
-    prepared.universe = shocked
-    w_shocked, _, _ = universe_weights(prepared)
+    prepared.book = shocked
+    w_shocked, _, _ = target_weights(prepared)
     np.testing.assert_array_equal(w_base[:k], w_shocked[:k])
     assert not np.array_equal(w_base[k:], w_shocked[k:])
 
@@ -149,12 +149,12 @@ def test_walk_forward_on_a_universe_refits_a_pooled_model_per_fold_without_look_
                        "evaluation=walk_forward", "evaluation.folds=3"])
     prepared = prepare(config)
     base, shocked = perturbed_after(420)
-    prepared.universe = base
+    prepared.book = base
     walk = walk_forward(prepared)
     assert len(walk.trainings) == 3 and walk.oos.symbols == base.symbols
     k = 420 - (prepared.folds[0].test_start - 1)  # bar 420 in the stitched record
     assert prepared.folds[-1].test_start <= 420 < prepared.folds[-1].test_end
-    prepared.universe = shocked
+    prepared.book = shocked
     moved = walk_forward(prepared)
     np.testing.assert_array_equal(walk.oos.asset_weights[:k], moved.oos.asset_weights[:k])
     np.testing.assert_array_equal(walk.oos.strategy_returns[:k], moved.oos.strategy_returns[:k])

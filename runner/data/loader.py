@@ -35,9 +35,10 @@ def split_rules(config: Mapping[str, Any]) -> tuple[DataRules, dict[str, Any], d
     return rules, universe, own
 
 
-def load_data(config: Mapping[str, Any], choice: str = "data") -> pd.DataFrame | Universe:
-    """The configured bars: one validated OHLCV frame, or a universe aligned on the union of its timestamps;
-    both trimmed to ``data.start``/``data.end``. ``choice`` names the data option in messages."""
+def load_data(config: Mapping[str, Any], choice: str = "data") -> Universe:
+    """The book's data: a universe aligned on the union of its timestamps, or a single series as the one-column
+    case (``Universe.from_series``), both trimmed to ``data.start``/``data.end``. ``choice`` names the data option
+    in messages (and a series' one asset)."""
     rules, universe_keys, own = split_rules(config)
     source: DataSource = build(own, "data", shared=(*SHARED, *UNIVERSE_SHARED))
     loaded = source.load()
@@ -45,7 +46,8 @@ def load_data(config: Mapping[str, Any], choice: str = "data") -> pd.DataFrame |
         if universe_keys:
             raise DataError(f"data.{next(iter(universe_keys))} applies to universes only, but data={choice} is a "
                             "single series; remove it.")
-        return trim(normalise_ohlcv(loaded, f"data={choice}"), rules.start, rules.end)
+        return Universe.from_series(trim(normalise_ohlcv(loaded, f"data={choice}"), rules.start, rules.end),
+                                    getattr(source, "name", choice))
     if not isinstance(loaded, Mapping):
         raise TypeError(f"{type(source).__name__}.load() returned {type(loaded).__name__}; a data source returns an "
                         "OHLCV DataFrame (a series) or a {symbol: OHLCV DataFrame} mapping (a universe).")

@@ -38,13 +38,26 @@ BUNDLED = {  # symbol: what it is (README: what the bundled universe is and is n
 
 @dataclass
 class Universe:
-    """Assets' closes on one timeline (NaN where an asset has no price) and each asset's own bars."""
+    """The book's data, bars x assets: assets' closes on one timeline (NaN where an asset has no price) and each
+    asset's own bars. A single series is the one-column case (``from_series``), made at the data boundary."""
 
     name: str
     index: pd.DatetimeIndex
     symbols: list[str]
     close: np.ndarray  # (bars, assets): the close, carried max_fill bars; NaN where the asset has no price
     frames: dict[str, pd.DataFrame]  # each asset's own validated OHLCV bars (no filled rows)
+    series: bool = False  # one series' bars (reported as that series: its own close, round trips, no per-asset tables)
+
+    @classmethod
+    def from_series(cls, bars: pd.DataFrame, name: str) -> Universe:
+        """One validated OHLCV frame as a book of one asset."""
+        close = np.ascontiguousarray(bars["close"].to_numpy(dtype=np.float64).reshape(-1, 1))
+        return cls(name, pd.DatetimeIndex(bars.index, name="timestamp"), [name], close, {name: bars}, series=True)
+
+    @property
+    def bars(self) -> pd.DataFrame:
+        """A series' OHLCV bars (the one asset's own)."""
+        return self.frames[self.symbols[0]]
 
     @property
     def n_assets(self) -> int:
@@ -60,8 +73,11 @@ class Universe:
     def on_timeline(self, values: np.ndarray, symbol: str, fill: bool = True) -> np.ndarray:
         """One value per bar of ``symbol``'s own bars placed on the universe's timeline: carried across its
         filled bars (no new information there) when ``fill``, NaN where the asset has no price."""
-        out = pd.Series(values, index=self.frames[symbol].index).reindex(self.index)
+        own = self.frames[symbol].index
         column = self.close[:, self.symbols.index(symbol)]
+        if own.equals(self.index):  # no filled bars to carry across (a series, or assets sharing one calendar)
+            return np.where(np.isfinite(column), np.asarray(values, dtype=float), np.nan)
+        out = pd.Series(values, index=own).reindex(self.index)
         if fill:
             out = out.ffill()
         return np.where(np.isfinite(column), out.to_numpy(dtype=float), np.nan)

@@ -149,9 +149,10 @@ def run_backtest(close: np.ndarray, weights: np.ndarray, train_end: int, val_end
     close = np.asarray(close, dtype=np.float64)
     weights = checked_weights(close, np.asarray(weights, dtype=np.float64))
     n = len(close)
-    single = close.ndim == 1
-    index = index if index is not None else pd.RangeIndex(n)
     panel = close.reshape(n, -1)
+    single = panel.shape[1] == 1  # one asset: reported as that series (its close, its round trips)
+    close = panel[:, 0] if single else panel
+    index = index if index is not None else pd.RangeIndex(n)
     if single:
         costs = np.array([config.cost_rate])
     else:

@@ -20,6 +20,7 @@ from runner.config.build import build, from_schema, model_factory
 from runner.config.schema import MODES, BacktestConf, StrategyRules, TrainerConf
 from runner.data.loader import load_data
 from runner.data.series import infer_periods_per_year, split_bounds
+from runner.data.universe import Universe
 from runner.engine.backtest import BacktestResult, run_backtest
 from runner.errors import ConfigError, DataError
 from runner.tracking.lifecycle import check_stop
@@ -39,13 +40,12 @@ class Prepared:
     model_factory: Callable[..., Any] | None  # the network's constructor awaiting n_features
     trainer: TrainerConf | None
     sequence_length: int  # feature rows a model reads per forecast (0: one row)
-    bars: pd.DataFrame
+    book: Universe  # the bars x assets data (a single series: one column)
     train_end: int
     val_end: int
     seed: int
     torch_threads: int | None = None  # set for sweep jobs sharing the CPU with other jobs
     folds: list[Any] | None = None  # evaluation=walk_forward: runner.evaluation.walk_forward.Fold per fold
-    universe: Any = None  # a universe's data (runner.data.universe.Universe); ``bars`` is then its timeline only
     data_name: str = "data"  # the data option (sp500, csv, ...), for titles and messages
 
 
@@ -107,75 +107,56 @@ def prepare(config: Mapping[str, Any], data_choice: str = "data") -> Prepared:
         pick_device(trainer.device)  # trainer.device=cuda without CUDA fails here, not mid-run
     evaluation = build(config["evaluation"], "evaluation")
     seed = int(config["seed"])
-    loaded = load_data(config["data"], data_choice)
-    universe = None if isinstance(loaded, pd.DataFrame) else loaded
-    if universe is None and strategy.cross_sectional:
+    book = load_data(config["data"], data_choice)
+    if book.series and strategy.cross_sectional:
         raise ConfigError(f"{type(strategy).__name__} ranks assets against each other, but data={data_choice} is a "
                           "single series; use a universe: data=bundled_universe, synthetic_universe or universe "
                           "(data.path=FOLDER_OR_LONG_FILE).")
-    bars = loaded if universe is None else pd.DataFrame(index=universe.index)
-    if universe is not None:
-        from runner.engine.portfolio import cost_vector
-
-        cost_vector(universe.symbols, backtest.cost_rate, backtest.asset_costs)  # names only known symbols
-    elif backtest.asset_costs:
+    if book.series and backtest.asset_costs:
         raise ConfigError(f"backtest.asset_costs={dict(backtest.asset_costs)} sets per-asset costs, but data="
-                         f"{data_choice} is a single series; use backtest.commission.")
-    train_end, val_end = split_bounds(len(bars), config["data"]["splits"])
+                          f"{data_choice} is a single series; use backtest.commission.")
+    from runner.engine.portfolio import cost_vector
+
+    cost_vector(book.symbols, backtest.cost_rate, backtest.asset_costs)  # names only known symbols
+    train_end, val_end = split_bounds(len(book.index), config["data"]["splits"])
     from runner.ml.dataset import MIN_TRAIN_ROWS
 
     min_train = strategy.warmup + sequence_length + (MIN_TRAIN_ROWS + 2 if factory is not None else 2)
-    folds = evaluation.layout(len(bars), factory is not None, min_train)
+    folds = evaluation.layout(len(book.index), factory is not None, min_train)
     if folds is not None:
-        return Prepared(dict(config), strategy, with_periods_per_year(backtest, bars.index), factory, trainer,
-                        sequence_length, bars, train_end, val_end, seed, folds=folds, universe=universe,
-                        data_name=data_choice)
+        return Prepared(dict(config), strategy, with_periods_per_year(backtest, book.index), factory, trainer,
+                        sequence_length, book, train_end, val_end, seed, folds=folds, data_name=data_choice)
     if factory is not None and val_end - train_end < 2:
         raise DataError(f"data.splits={list(config['data']['splits'])} leaves no validation segment, but a model "
                         "needs one for early stopping; give it a share, e.g. data.splits=[0.6,0.2,0.2], or use "
                         "model=none.")
-    backtest = with_periods_per_year(backtest, bars.index)
+    backtest = with_periods_per_year(backtest, book.index)
     needed = strategy.warmup + sequence_length + 2
     if train_end <= needed:
         raise DataError(f"too few bars: the train segment has {train_end} bars but {type(strategy).__name__} "
                         f"needs {needed} before its first weight; use more data (data.start/data.end) or a "
                         "shorter window.")
-    return Prepared(dict(config), strategy, backtest, factory, trainer, sequence_length, bars, train_end, val_end,
-                    seed, universe=universe, data_name=data_choice)
+    return Prepared(dict(config), strategy, backtest, factory, trainer, sequence_length, book, train_end, val_end,
+                    seed, data_name=data_choice)
 
 
-def universe_weights(prepared: Prepared) -> tuple[np.ndarray, Any, Any]:
-    """A universe's target weights (bars x assets): the strategy's rule, or one model pooled over every asset
-    whose forecasts go through the strategy's rule (ranked, for a cross-sectional one)."""
-    universe, strategy = prepared.universe, prepared.strategy
+def target_weights(prepared: Prepared) -> tuple[np.ndarray, Any, Any]:
+    """The book's target weights (bars x assets): the strategy's rule, or one model trained on the train split,
+    pooled over every asset, whose forecasts go through the strategy's rule (ranked, for a cross-sectional one).
+    ``(weights, training, dataset)``."""
+    book, strategy = prepared.book, prepared.strategy
     if prepared.model_factory is None:
-        return strategy.portfolio_weights(universe), None, None
+        return strategy.portfolio_weights(book), None, None
     from runner.ml.dataset import build_panel_dataset, panel_forecast
     from runner.ml.training import forecast, train_model
 
-    dataset = build_panel_dataset(universe.features(strategy.features), universe.close, prepared.train_end,
+    dataset = build_panel_dataset(book.features(strategy.features), book.close, prepared.train_end,
                                   prepared.val_end, prepared.sequence_length)
     n_features = dataset.features.shape[1]
     training = train_model(lambda: prepared.model_factory(n_features=n_features), dataset, prepared.trainer,
                            prepared.seed, threads=prepared.torch_threads, check_stop=check_stop)
-    forecasts = panel_forecast(forecast(training.model, dataset), len(universe.index), universe.n_assets)
-    return strategy.portfolio_weights_from_forecast(forecasts, universe), training, dataset
-
-
-def compute_weights(prepared: Prepared) -> tuple[np.ndarray, Any, Any]:
-    """Target weights from the strategy's classic rule, or from a model trained on the train split."""
-    if prepared.model_factory is None:
-        return prepared.strategy.target_weights(prepared.bars), None, None
-    from runner.ml.dataset import build_dataset
-    from runner.ml.training import forecast, train_model
-
-    features = prepared.strategy.features(prepared.bars)
-    dataset = build_dataset(features, prepared.bars["close"].to_numpy(), prepared.train_end, prepared.val_end,
-                            prepared.sequence_length)
-    n_features = dataset.features.shape[1]
-    training = train_model(lambda: prepared.model_factory(n_features=n_features), dataset, prepared.trainer,
-                           prepared.seed, threads=prepared.torch_threads, check_stop=check_stop)
-    return prepared.strategy.weights_from_forecast(forecast(training.model, dataset)), training, dataset
+    forecasts = panel_forecast(forecast(training.model, dataset), len(book.index), book.n_assets)
+    return strategy.portfolio_weights_from_forecast(forecasts, book), training, dataset
 
 
 def compute(prepared: Prepared) -> Outcome:
@@ -189,12 +170,11 @@ def compute(prepared: Prepared) -> Outcome:
         walk = walk_forward(prepared, check_stop)
         return Outcome(walk.oos, float(walk.oos.flat_metrics().get(metric, math.nan)),
                        walk.trainings[-1] if walk.trainings else None, walk, walk.dataset)
-    universe = prepared.universe
-    weights, training, dataset = compute_weights(prepared) if universe is None else universe_weights(prepared)
+    book = prepared.book
+    weights, training, dataset = target_weights(prepared)
     check_stop()
-    close = universe.close if universe is not None else prepared.bars["close"].to_numpy()
-    result = run_backtest(close, weights, prepared.train_end, prepared.val_end, prepared.backtest,
-                          prepared.bars.index, symbols=universe.symbols if universe is not None else None)
+    result = run_backtest(book.close, weights, prepared.train_end, prepared.val_end, prepared.backtest, book.index,
+                          symbols=book.symbols)
     return Outcome(result, float(result.flat_metrics().get(metric, math.nan)), training, dataset=dataset)
 
 

@@ -131,30 +131,21 @@ def _fold_forecasts(prepared: Any, folds: list[Fold], check_stop: Any) -> tuple[
     """One model per fold (same seed, that fold's bars and standardisation only); its forecasts of the fold's
     test bars, placed in one forecast per bar (per bar and asset for a universe; NaN before the first test
     bar: flat)."""
-    from runner.ml.dataset import build_dataset, build_panel_dataset, panel_forecast
+    from runner.ml.dataset import build_panel_dataset, panel_forecast
     from runner.ml.training import forecast, train_model
 
-    universe = prepared.universe
-    if universe is None:
-        features, close = prepared.strategy.features(prepared.bars), prepared.bars["close"].to_numpy()
-    else:
-        features, close = universe.features(prepared.strategy.features), universe.close
+    book = prepared.book
+    features, close = book.features(prepared.strategy.features), book.close
     combined = np.full(close.shape, np.nan)
     trainings, dataset = [], None
     for fold in folds:
         a = fold.train_start
-        if universe is None:
-            dataset = build_dataset(features.iloc[a:], close[a:], fold.val_start - a, fold.train_end - a,
-                                    prepared.sequence_length)
-        else:
-            dataset = build_panel_dataset([f.iloc[a:] for f in features], close[a:], fold.val_start - a,
-                                          fold.train_end - a, prepared.sequence_length)
+        dataset = build_panel_dataset([f.iloc[a:] for f in features], close[a:], fold.val_start - a,
+                                      fold.train_end - a, prepared.sequence_length)
         n_features = dataset.features.shape[1]
         training = train_model(lambda n=n_features: prepared.model_factory(n_features=n), dataset, prepared.trainer,
                                prepared.seed, threads=prepared.torch_threads, check_stop=check_stop)
-        predicted = forecast(training.model, dataset)
-        if universe is not None:
-            predicted = panel_forecast(predicted, len(close) - a, universe.n_assets)
+        predicted = panel_forecast(forecast(training.model, dataset), len(close) - a, book.n_assets)
         combined[fold.test_start:fold.test_end] = predicted[fold.test_start - a:fold.test_end - a]
         trainings.append(training)
         check_stop()
@@ -163,18 +154,15 @@ def _fold_forecasts(prepared: Any, folds: list[Fold], check_stop: Any) -> tuple[
 
 def walk_forward(prepared: Any, check_stop: Any = lambda: None) -> WalkForward:
     """Weights per fold (refitted models, or the rule), then the stitched and the per-fold backtests."""
-    folds, universe, strategy = prepared.folds, prepared.universe, prepared.strategy
+    folds, book, strategy = prepared.folds, prepared.book, prepared.strategy
     trainings, dataset = [], None
     if prepared.model_factory is None:
-        weights = strategy.target_weights(prepared.bars) if universe is None else strategy.portfolio_weights(universe)
+        weights = strategy.portfolio_weights(book)
     else:
         forecasts, trainings, dataset = _fold_forecasts(prepared, folds, check_stop)
-        weights = (strategy.weights_from_forecast(forecasts) if universe is None
-                   else strategy.portfolio_weights_from_forecast(forecasts, universe))
+        weights = strategy.portfolio_weights_from_forecast(forecasts, book)
     first, stop = folds[0].test_start - 1, folds[-1].test_end  # one bar before: it holds the weight traded into
-    close = prepared.bars["close"].to_numpy() if universe is None else universe.close
-    close, index = close[first:stop], prepared.bars.index[first:stop]
-    symbols = None if universe is None else universe.symbols
+    close, index, symbols = book.close[first:stop], book.index[first:stop], book.symbols
     oos = run_backtest(close, weights[first:stop], 0, 0, prepared.backtest, index,
                        segments={"oos": (1, stop - first)}, symbols=symbols)
     per_fold = run_backtest(close, weights[first:stop], 0, 0, prepared.backtest, index,

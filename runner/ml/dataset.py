@@ -48,37 +48,13 @@ def usable_rows(values: np.ndarray, seq_len: int) -> np.ndarray:
     return window_complete & (np.arange(len(values)) >= seq_len - 1)
 
 
-def build_dataset(features: pd.DataFrame, close: np.ndarray, train_end: int, val_end: int,
-                  seq_len: int = 0) -> Dataset:
-    """Targets are next-bar returns; a row trains only if its target lies in its own split (so the last
-    train row, whose target is the first val return, is dropped; likewise the last val row)."""
-    values = features.to_numpy(dtype=float)
-    n = len(values)
-    target = np.full(n, np.nan)
-    target[:-1] = close[1:] / close[:-1] - 1.0
-    defined = usable_rows(values, seq_len)
-    fit_rows = np.flatnonzero(defined[: train_end - 1] & np.isfinite(target[: train_end - 1]))
-    if len(fit_rows) < MIN_TRAIN_ROWS:
-        raise ConfigError(f"only {len(fit_rows)} train rows have complete features; use more data or a shorter "
-                         f"strategy window (the model needs at least {MIN_TRAIN_ROWS}).")
-    train_values = values[: train_end - 1]
-    complete = train_values[np.isfinite(train_values).all(axis=1)]
-    mean, std = complete.mean(axis=0), complete.std(axis=0)
-    std[std == 0] = 1.0
-    scale = float(np.std(target[fit_rows])) or 1.0
-    bounds = {"train": (0, train_end - 1), "val": (train_end, val_end - 1), "test": (val_end, n)}
-    rows = {name: np.arange(a, b)[defined[a:b] & np.isfinite(target[a:b])] for name, (a, b) in bounds.items()}
-    rows["all"] = np.flatnonzero(defined)
-    standardised = np.nan_to_num((values - mean) / std, nan=0.0).astype(np.float32)
-    return Dataset(standardised, target / scale, rows, mean, std, scale, list(features.columns), seq_len)
-
-
 def build_panel_dataset(features: list[pd.DataFrame], close: np.ndarray, train_end: int, val_end: int,
                         seq_len: int = 0) -> Dataset:
-    """One dataset pooling a universe's assets: each asset's feature rows (on the universe's timeline) stacked
-    asset after asset, ``seq_len`` empty rows between them so that no window spans two assets; targets are
-    each asset's next-bar return (NaN where it has no price) and a row trains only inside its own split, as in
-    ``build_dataset``. Standardised with the train rows of every asset; ``forecast`` rows reshape back with
+    """One dataset pooling the book's assets (one, for a series): each asset's feature rows (on the book's
+    timeline) stacked asset after asset, ``seq_len`` empty rows between them so that no window spans two assets;
+    targets are each asset's next-bar return (NaN where it has no price). A row trains only if its target lies
+    in its own split (so the last train row, whose target is the first val return, is dropped; likewise the
+    last val row). Standardised with the train rows of every asset; ``forecast`` rows reshape back with
     ``panel_forecast``."""
     n, pad = len(close), max(seq_len, 1)
     width = n + pad

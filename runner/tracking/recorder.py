@@ -88,15 +88,15 @@ def log_outcome(logger: Any, prepared: Any, outcome: Any, extras: RunExtras | No
     if outcome.training is not None:
         _log_training(logger, outcome.training)
     logger.log_params({"backtest.periods_per_year_used": prepared.backtest.periods_per_year})
-    if prepared.universe is not None:  # which universe, and how many assets it held
-        universe = prepared.universe
+    if not prepared.book.series:  # which universe, and how many assets it held
+        universe = prepared.book
         logger.log_params({"universe.name": universe.name, "universe.n_assets": universe.n_assets,
                            "universe.symbols": universe.symbols})
         logger.set_tags({"universe": universe.name, "n_assets": str(universe.n_assets)})
     results = outcome.result.to_results()
     if outcome.walk is not None:  # the stitched record and the folds stand for the per-bar table
         results.pop("portfolio_values")
-        results.update(walk_forward=outcome.walk.stitched_table(), folds=outcome.walk.folds_table(prepared.bars.index))
+        results.update(walk_forward=outcome.walk.stitched_table(), folds=outcome.walk.folds_table(prepared.book.index))
         logger.log_metric_history({f"fold_test_{k}": v for k, v in outcome.walk.fold_metrics.items()})
     logger.log_backtest_results(results)
     with tempfile.TemporaryDirectory() as tmp:

@@ -203,9 +203,9 @@ def walk_forward_figure(oos: Any, boundaries: list[int], fold_sharpes: list[floa
 def run_figures(prepared: Prepared, outcome: Outcome) -> dict[str, Figure]:
     """A run's figures by file name, built from its outcome (``runner.evaluation.experiment``): the equity (or the
     walk-forward record), a universe's weights, and the training curves when a model trained."""
-    universe, walk = prepared.universe, outcome.walk
+    book, walk = prepared.book, outcome.walk
     title = (f"{type(prepared.strategy).__name__} on {prepared.data_name}"
-             + (f" ({universe.n_assets} assets)" if universe is not None else ""))
+             + ("" if book.series else f" ({book.n_assets} assets)"))
     figures = {}
     if walk is not None:
         figures["walk_forward.png"] = walk_forward_figure(
