@@ -120,7 +120,7 @@ def test_periods_per_year_is_inferred_from_the_bars_density() -> None:
 
 
 def test_a_series_is_the_one_column_book_from_the_data_boundary_on() -> None:
-    book = load_data(data_config("sp500", start="2010-01-01"))
+    book = load_data(data_config("sp500", start="2010-01-01"), "sp500")
     assert book.series and book.symbols == ["sp500"] and book.n_assets == 1
     assert book.close.shape == (len(book.bars), 1) and book.index.equals(book.bars.index)
     np.testing.assert_array_equal(book.close[:, 0], book.bars["close"].to_numpy())
