@@ -90,8 +90,10 @@ def entry() -> None:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
-    os.environ.setdefault("RUNNER_LAUNCH_DIR", os.getcwd())
-    os.environ["RUNNER_LAUNCH_ID"] = secrets.token_hex(3)  # this launch's folder suffix (conf/config.yaml)
+    # This launch's folder suffix. An environment variable on purpose: Hydra's run and sweep folders are
+    # interpolations in conf/config.yaml (${oc.env:RUNNER_LAUNCH_ID}), resolved again in every Ray job, which gets
+    # the same value through Ray's job environment (runner.sweeps.cluster.FORWARDED).
+    os.environ["RUNNER_LAUNCH_ID"] = secrets.token_hex(3)
     register()
     bounded_http_retries()
     try:

@@ -8,6 +8,7 @@ tracking URI. User errors print one line and exit 2; Ctrl-C/SIGTERM/SIGHUP exit 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -133,12 +134,13 @@ def tracking_uri_for(tracking: dict[str, Any]) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or resolve_tracking_uri(tracking.get("uri"))
 
 
-def run_tracked(logger: MLflowLogger, cfg: DictConfig, resolved: dict[str, Any], prepared: Prepared | None = None,
-                threads: int | None = None) -> tuple[Prepared, Outcome]:
+def run_tracked(logger: MLflowLogger, cfg: DictConfig, prepared: Prepared | None = None, threads: int | None = None,
+                ) -> tuple[Prepared, Outcome]:
     """The one path of a run inside its MLflow run, for a single run and a sweep's job alike: its config first
     (a run that fails later still shows it), validation where the caller has not done it (a sweep's job, whose
     bad config must still leave a FAILED child), the computing (no MLflow), then the recorder. The run ends
     FINISHED, FAILED with the error logged, or KILLED on a signal."""
+    from runner.config.schema import typed
     from runner.evaluation.experiment import compute, prepare
     from runner.tracking.lifecycle import tracked_run
     from runner.tracking.recorder import RunExtras, log_outcome, log_run_start
@@ -149,7 +151,7 @@ def run_tracked(logger: MLflowLogger, cfg: DictConfig, resolved: dict[str, Any],
         log_run_start(logger, extras)
         if prepared is None:
             require_strategy()
-            prepared = prepare(resolved, HydraConfig.get().runtime.choices["data"])
+            prepared = prepare(typed(cfg), HydraConfig.get().runtime.choices["data"])
         if threads:  # a job sharing the CPU with other jobs; numpy's BLAS too: idle threads spin and slow the rest
             from threadpoolctl import threadpool_limits
 
@@ -164,19 +166,21 @@ def run_tracked(logger: MLflowLogger, cfg: DictConfig, resolved: dict[str, Any],
 
 def run_single(cfg: DictConfig) -> float:
     """One experiment: validate (no MLflow run yet), run it tracked, print the summary."""
+    from runner.config.schema import typed
     from runner.evaluation.experiment import prepare, summary
     from runner.tracking.local_record import RECORD_DIR, run_logger, server_lost
     from runner.tracking.store import check_tracking_server
 
     started = time.perf_counter()
     require_strategy()
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    prepared = prepare(resolved, HydraConfig.get().runtime.choices["data"])
+    config = typed(cfg)  # composed once into typed objects; a bad value fails here, before any MLflow run
+    prepared = prepare(config, HydraConfig.get().runtime.choices["data"])
+    resolved = dataclasses.asdict(config)  # the plain view the run's identity (tags, config hash) is computed on
     uri = tracking_uri_for(resolved["tracking"])
     check_tracking_server(uri)
     logger = run_logger(resolved["experiment_name"], uri, run_folder() / RECORD_DIR)
     logger.start_run(resolved["run_name"] or run_title(), tags=run_tags(resolved))  # pid/host: --stale
-    prepared, outcome = run_tracked(logger, cfg, resolved, prepared)
+    prepared, outcome = run_tracked(logger, cfg, prepared)
     print(summary(outcome, prepared, uri))
     if resolved["verbose"]:
         training = outcome.training

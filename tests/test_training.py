@@ -122,7 +122,7 @@ def test_model_path_uses_no_later_bar() -> None:
               "backtest": {}, "trainer": {"epochs": 3, "device": "cpu"},
               "model": {"_target_": "runner.ml.models.MLPForecaster", "_partial_": True, "hidden_sizes": [8]},
               "data": data_config("synthetic", seed=3, n_bars=700),
-              "evaluation": {"_target_": "runner.evaluation.holdout.HoldoutEvaluation"}}
+              "evaluation": {"_target_": "runner.evaluation.holdout.HoldoutEvaluation"}, "tracking": {}}
     prepared = prepare(config)
     k = prepared.val_end + 40
     rng = np.random.default_rng(4)

@@ -180,6 +180,17 @@ SCHEMAS: dict[str, type] = {"backtest": BacktestConf, "trainer": TrainerConf,
                             "tracking": TrackingConf, "selection": SelectionConf}
 
 
+def typed(config: Any) -> Config:
+    """The composed config as typed objects, once (``OmegaConf.to_object``): the schemas become their dataclasses
+    (each checking its values), and the ``_target_`` groups (strategy, model, data, evaluation) stay plain
+    mappings for their builders. ``config``: Hydra's composed config, or a resolved mapping of one."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.is_config(config):
+        config = OmegaConf.merge(OmegaConf.structured(Config), config)
+    return OmegaConf.to_object(config)  # type: ignore[return-value]
+
+
 def register() -> None:
     """Put the schemas in Hydra's ConfigStore (``/schema/<name>``), before composition."""
     from hydra.core.config_store import ConfigStore

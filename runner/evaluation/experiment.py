@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from runner.config.build import build, from_schema, model_factory
-from runner.config.schema import MODES, BacktestConf, StrategyRules, TrainerConf
+from runner.config.schema import MODES, BacktestConf, Config, StrategyRules, TrainerConf, typed
 from runner.data.loader import load_data
 from runner.data.series import infer_periods_per_year, split_bounds
 from runner.data.universe import Universe
@@ -34,7 +34,7 @@ COUNT_METRICS = ("num_trades", "num_bars", "max_drawdown_duration")
 class Prepared:
     """A validated experiment, ready to run."""
 
-    config: dict[str, Any]  # resolved config (not redacted: used, never logged as is)
+    config: Config  # the typed config (not redacted: used, never logged as is)
     strategy: Any
     backtest: BacktestConf
     model_factory: Callable[..., Any] | None  # the network's constructor awaiting n_features
@@ -86,28 +86,29 @@ def with_periods_per_year(backtest: BacktestConf, index: pd.Index) -> BacktestCo
     return backtest
 
 
-def prepare(config: Mapping[str, Any], data_choice: str = "data") -> Prepared:
-    """Check every part of the config and load the data; raises ValueError/TypeError/LookupError."""
-    selection = config["selection"]
-    if selection["mode"] not in MODES:
-        raise ConfigError(f"selection.mode={selection['mode']!r} is not valid; allowed: {', '.join(MODES)}.")
-    strategy = build_strategy(config["strategy"])
-    backtest = from_schema(BacktestConf, config["backtest"], "backtest")
+def prepare(config: Config | Mapping[str, Any], data_choice: str = "data") -> Prepared:
+    """Check every part of the config and load the data, before any MLflow run exists; a mistake raises a
+    ``UserError``. ``config``: the typed config (``runner.config.schema.typed``), or a resolved mapping of it."""
+    config = config if isinstance(config, Config) else typed(config)
+    if config.selection.mode not in MODES:
+        raise ConfigError(f"selection.mode={config.selection.mode!r} is not valid; allowed: {', '.join(MODES)}.")
+    strategy = build_strategy(config.strategy)
+    backtest = config.backtest
     factory, trainer, sequence_length = None, None, 0
-    if config["model"]["_target_"] and not strategy.uses_model:
+    if config.model["_target_"] and not strategy.uses_model:
         raise ConfigError(f"{type(strategy).__name__} has no use for a model (its rule ignores forecasts), but a "
-                         f"model ({config['model']['_target_'].rsplit('.', 1)[-1]}) was given; use model=none (its "
+                         f"model ({config.model['_target_'].rsplit('.', 1)[-1]}) was given; use model=none (its "
                          "default).")
-    if config["model"]["_target_"]:
+    if config.model["_target_"]:
         from runner.ml.training import pick_device
 
-        factory = model_factory(config["model"])
-        trainer = from_schema(TrainerConf, config["trainer"], "trainer")
+        factory = model_factory(config.model)
+        trainer = config.trainer
         sequence_length = int(getattr(factory(n_features=1), "sequence_length", 0))  # checks the model's values
         pick_device(trainer.device)  # trainer.device=cuda without CUDA fails here, not mid-run
-    evaluation = build(config["evaluation"], "evaluation")
-    seed = int(config["seed"])
-    book = load_data(config["data"], data_choice)
+    evaluation = build(config.evaluation, "evaluation")
+    seed = config.seed
+    book = load_data(config.data, data_choice)
     if book.series and strategy.cross_sectional:
         raise ConfigError(f"{type(strategy).__name__} ranks assets against each other, but data={data_choice} is a "
                           "single series; use a universe: data=bundled_universe, synthetic_universe or universe "
@@ -118,16 +119,16 @@ def prepare(config: Mapping[str, Any], data_choice: str = "data") -> Prepared:
     from runner.engine.portfolio import cost_vector
 
     cost_vector(book.symbols, backtest.cost_rate, backtest.asset_costs)  # names only known symbols
-    train_end, val_end = split_bounds(len(book.index), config["data"]["splits"])
+    train_end, val_end = split_bounds(len(book.index), config.data["splits"])
     from runner.ml.dataset import MIN_TRAIN_ROWS
 
     min_train = strategy.warmup + sequence_length + (MIN_TRAIN_ROWS + 2 if factory is not None else 2)
     folds = evaluation.layout(len(book.index), factory is not None, min_train)
     if folds is not None:
-        return Prepared(dict(config), strategy, with_periods_per_year(backtest, book.index), factory, trainer,
+        return Prepared(config, strategy, with_periods_per_year(backtest, book.index), factory, trainer,
                         sequence_length, book, train_end, val_end, seed, folds=folds, data_name=data_choice)
     if factory is not None and val_end - train_end < 2:
-        raise DataError(f"data.splits={list(config['data']['splits'])} leaves no validation segment, but a model "
+        raise DataError(f"data.splits={list(config.data['splits'])} leaves no validation segment, but a model "
                         "needs one for early stopping; give it a share, e.g. data.splits=[0.6,0.2,0.2], or use "
                         "model=none.")
     backtest = with_periods_per_year(backtest, book.index)
@@ -136,7 +137,7 @@ def prepare(config: Mapping[str, Any], data_choice: str = "data") -> Prepared:
         raise DataError(f"too few bars: the train segment has {train_end} bars but {type(strategy).__name__} "
                         f"needs {needed} before its first weight; use more data (data.start/data.end) or a "
                         "shorter window.")
-    return Prepared(dict(config), strategy, backtest, factory, trainer, sequence_length, book, train_end, val_end,
+    return Prepared(config, strategy, backtest, factory, trainer, sequence_length, book, train_end, val_end,
                     seed, data_name=data_choice)
 
 
@@ -163,7 +164,7 @@ def compute(prepared: Prepared) -> Outcome:
     """The run's computing, from prepared data to metrics: weights (a rule, or models trained on the bars before
     what they trade), one backtest, metrics per segment or fold. Never touches MLflow (``runner.tracking.recorder``
     logs the outcome)."""
-    metric = prepared.config["selection"]["metric"]
+    metric = prepared.config.selection.metric
     if prepared.folds:
         from runner.evaluation.walk_forward import walk_forward
 
@@ -203,8 +204,7 @@ def summary(outcome: Outcome, prepared: Prepared, tracking_uri: str | None = Non
                      "nothing is fitted, so oos re-slices one backtest into the folds' test stretches)")
     elif outcome.training:
         lines.append("(the model was fitted on train and early-stopped on val: only test is out of sample)")
-    selection = prepared.config["selection"]
-    lines.append(f"\n{selection['metric']} = {outcome.selection_value:.4f}")
+    lines.append(f"\n{prepared.config.selection.metric} = {outcome.selection_value:.4f}")
     if outcome.run_id:
         lines.append(f"run id: {outcome.run_id}")
     if tracking_uri and outcome.experiment_id:

@@ -24,7 +24,7 @@ STATE_ENV = "RUNNER_SWEEP_STATE"
 LOCAL_OBJECT_STORE = 78_643_200  # what hydra-ray-launcher gives a cluster it starts (75 MB)
 # The launching process's settings a job keeps wherever it runs (never credentials: Ray shows a job's
 # environment variables in its dashboard; a node's MLflow credentials come from that node's environment).
-FORWARDED = ("RUNNER_LAUNCH_ID", "RUNNER_LAUNCH_DIR", "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+FORWARDED = ("RUNNER_LAUNCH_ID", "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
              "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "MLFLOW_HTTP_REQUEST_TIMEOUT",
              "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT")
 
@@ -83,10 +83,10 @@ def job_env(state: dict[str, Any]) -> dict[str, str]:
             "MLFLOW_TRACKING_URI": state["tracking_uri"]}
 
 
-def enter_launch_dir() -> None:
+def enter_launch_dir(state: dict[str, Any]) -> None:
     """In a Ray job on the launching machine, work from the launch dir (relative ``data.path`` and the like
     mean what they meant there); on another machine, where it does not exist, from the worker's own."""
-    launch = os.environ.get("RUNNER_LAUNCH_DIR")
+    launch = state.get("launch_dir")
     if launch and os.path.isdir(launch):
         os.chdir(launch)
 

@@ -54,7 +54,7 @@ def run_job(cfg: DictConfig) -> float:
     from runner.sweeps.cluster import enter_launch_dir, is_ray
 
     if is_ray(hydra_cfg.launcher):
-        enter_launch_dir()
+        enter_launch_dir(state)
     run_name = f"{state['sweep_name']}-{hydra_cfg.job.num}"  # the job's label in the console and reports
     if server_lost(state["tracking_uri"]):  # a joblib worker that lost it in an earlier job
         print(f"[{run_name}] not run: the tracking server was lost", file=sys.stderr)
@@ -125,7 +125,7 @@ def _tracked_job(cfg: DictConfig, state: dict[str, str], run_name: str) -> float
         print(f"[{run_name}] running again: the process of its earlier attempt died (run {', '.join(lost)}, now "
               "FAILED)", file=sys.stderr)
     try:
-        _, outcome = run_tracked(logger, cfg, resolved, threads=job_threads(hydra_cfg.launcher))
+        _, outcome = run_tracked(logger, cfg, threads=job_threads(hydra_cfg.launcher))
     except UserError as error:
         print(f"[{run_name}] error: {error}", file=sys.stderr)
         return math.nan

@@ -189,7 +189,8 @@ class SweepCallback(Callback):
         state = {"parent_run_id": run.info.run_id, "sweep_name": name, "tracking_uri": uri,
                  "experiment_name": str(config.experiment_name), "experiment_id": logger.experiment_id,
                  "metric": str(config.selection.metric), "mode": str(config.selection.mode),
-                 "sweep_dir": str(sweep_dir.absolute()), "pid": os.getpid(), "reuse_runs": bool(config.reuse_runs),
+                 "sweep_dir": str(sweep_dir.absolute()), "launch_dir": os.getcwd(), "pid": os.getpid(),
+                 "reuse_runs": bool(config.reuse_runs),
                  "planned_jobs": planned_jobs(override_list, config.hydra.sweeper), "started": time.time(),
                  "fixed_overrides": fixed_overrides(override_list)}
         (sweep_dir / STATE_FILE).write_text(json.dumps(state))

@@ -6,6 +6,7 @@ so the number of MLflow calls does not grow with bars or epochs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from dataclasses import dataclass, field
@@ -84,7 +85,7 @@ def _stage_files(root: Path, prepared: Any, outcome: Any, extras: RunExtras) -> 
 
 def log_outcome(logger: Any, prepared: Any, outcome: Any, extras: RunExtras | None) -> None:
     """Everything after the backtest: curves, tables, metrics, files and the model, into the active run."""
-    extras = extras or RunExtras(redact_tree(prepared.config))
+    extras = extras or RunExtras(redact_tree(dataclasses.asdict(prepared.config)))
     if outcome.training is not None:
         _log_training(logger, outcome.training)
     logger.log_params({"backtest.periods_per_year_used": prepared.backtest.periods_per_year})

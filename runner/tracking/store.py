@@ -55,8 +55,9 @@ def bounded_http_retries() -> None:
 
 
 def launch_dir() -> Path:
-    """Where the user launched the command (Hydra never changes cwd with version_base 1.3)."""
-    return Path(os.environ.get("RUNNER_LAUNCH_DIR", os.getcwd())).resolve()
+    """Where the user launched the command: the working directory, which Hydra never changes here
+    (``hydra.job.chdir: false``); a Ray job enters it from its sweep's state first (``runner.sweeps.cluster``)."""
+    return Path.cwd().resolve()
 
 
 def default_tracking_uri(base: Path | None = None) -> str:
