@@ -17,9 +17,12 @@ import datetime as dt
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.errors import ConfigError, NotFoundError, UserError
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,7 +43,7 @@ def megabytes(size: int | None) -> str:
     return "n/a" if size is None else f"{size / 1e6:.2f} MB"
 
 
-def _row(run: Any, size: int | None) -> dict[str, Any]:
+def _row(run: Run, size: int | None) -> dict[str, Any]:
     from runner.tracking.queries import engine_version
 
     started = dt.datetime.fromtimestamp((run.info.start_time or 0) / 1000).isoformat(timespec="seconds")

@@ -16,10 +16,13 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.engine import ENGINE_VERSION
 from runner.errors import NotFoundError, UserError
+
+if TYPE_CHECKING:
+    from runner.tracking.logger import MLflowLogger
 
 FORMATS = ("table", "json", "csv")
 
@@ -61,7 +64,7 @@ def open_experiment(name: str, tracking_uri: str | None) -> Any:
     return MLflowLogger.open_existing(name, tracking_uri)
 
 
-def sweep_filter(logger: Any, sweep: str) -> str:
+def sweep_filter(logger: MLflowLogger, sweep: str) -> str:
     """A filter for the runs of one sweep (by parent run id or sweep name), resumed jobs included."""
     from runner.tracking.queries import members_filter, sweep_children, sweep_members
 
@@ -77,7 +80,7 @@ def sweep_filter(logger: Any, sweep: str) -> str:
     return members_filter([r.info.run_id for r in members])
 
 
-def stale_report(logger: Any, older_than_hours: float | None, mark: bool, as_json: bool) -> int:
+def stale_report(logger: MLflowLogger, older_than_hours: float | None, mark: bool, as_json: bool) -> int:
     """List (and with ``mark``, end KILLED) the runs left RUNNING by a process that is gone."""
     from runner.tracking.queries import find_stale, mark_killed
 
@@ -159,7 +162,7 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
-def top_run_belief(logger: Any, top: Any, metric: str, filter_string: str | None) -> dict[str, Any]:
+def top_run_belief(logger: MLflowLogger, top: Any, metric: str, filter_string: str | None) -> dict[str, Any]:
     """The top run's deflated Sharpe given the trials in scope: the sweep's runs, else every finished run."""
     from runner.sweeps.trials import dsr_from_metrics
 

@@ -17,11 +17,16 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.errors import NotFoundError, UserError
 from runner.tracking.local_record import RECORD_DIR, RunRecord
 from runner.tracking.sanitize import MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH, REDACTED
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from runner.tracking.logger import MLflowLogger
 
 SYNCED = "synced.json"
 
@@ -40,7 +45,7 @@ def _batches(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-def _complete_on_server(client: Any, record: RunRecord) -> Any:
+def _complete_on_server(client: MlflowClient, record: RunRecord) -> Any:
     """The original run, if the server holds it ended with the record's own final status."""
     from mlflow.exceptions import MlflowException
 
@@ -53,7 +58,7 @@ def _complete_on_server(client: Any, record: RunRecord) -> Any:
     return original if original.info.status == record.run["status"] != "RUNNING" else None
 
 
-def _upload_model(client: Any, record: RunRecord, run_id: str, source_uri: str) -> None:
+def _upload_model(client: MlflowClient, record: RunRecord, run_id: str, source_uri: str) -> None:
     name = record.run.get("model")
     if not name:
         return
@@ -67,7 +72,7 @@ def _upload_model(client: Any, record: RunRecord, run_id: str, source_uri: str) 
         client.log_artifacts(run_id, local, name)
 
 
-def upload(record: RunRecord, logger: Any, parents: dict[str, str]) -> str:
+def upload(record: RunRecord, logger: MLflowLogger, parents: dict[str, str]) -> str:
     """Create (or re-attach) the record's run; returns its run id on the target store."""
     from mlflow.entities import Metric, Param, RunTag
 
@@ -107,7 +112,7 @@ def upload(record: RunRecord, logger: Any, parents: dict[str, str]) -> str:
     return new_id
 
 
-def _orphan(client: Any, experiment_id: str, record: RunRecord) -> str | None:
+def _orphan(client: MlflowClient, experiment_id: str, record: RunRecord) -> str | None:
     """The run the server created for a record that never learnt its id (the server went away before it
     answered): RUNNING, same name, started by the same process on the same host."""
     tags = record.tags()
@@ -119,7 +124,7 @@ def _orphan(client: Any, experiment_id: str, record: RunRecord) -> str | None:
     return runs[0].info.run_id if len(runs) == 1 else None
 
 
-def _supersede(client: Any, original_id: str, new_id: str) -> None:
+def _supersede(client: MlflowClient, original_id: str, new_id: str) -> None:
     """The partial original, if the target store has it: ended KILLED, pointing at its recovered copy."""
     from mlflow.exceptions import MlflowException
 

@@ -10,13 +10,16 @@ weights to ``backtest.max_leverage``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from runner.config.schema import StrategyRules
 from runner.errors import ConfigError, ConfigTypeError
+
+if TYPE_CHECKING:
+    from runner.data.universe import Universe
 
 
 class Strategy:
@@ -64,13 +67,13 @@ class Strategy:
         weights = np.where(forecast > threshold, 1.0, np.where(forecast < -threshold, -1.0, 0.0))
         return self._apply_rules(weights)
 
-    def portfolio_weights(self, universe: Any) -> np.ndarray:
+    def portfolio_weights(self, universe: Universe) -> np.ndarray:
         """On a universe: the rule on each asset's own bars, each asset given an equal share of the book
         (``1/N_t``, N_t the assets priced at bar t); a target is carried across its asset's filled bars."""
         columns = [universe.on_timeline(self.target_weights(universe.asset_bars(s)), s) for s in universe.symbols]
         return equal_shares(np.column_stack(columns))
 
-    def portfolio_weights_from_forecast(self, forecasts: np.ndarray, universe: Any) -> np.ndarray:
+    def portfolio_weights_from_forecast(self, forecasts: np.ndarray, universe: Universe) -> np.ndarray:
         """A pooled model's forecasts (bars x assets) through the per-asset rule, each asset an equal share."""
         columns = [self.weights_from_forecast(forecasts[:, i]) for i in range(forecasts.shape[1])]
         return equal_shares(np.where(np.isfinite(universe.close), np.column_stack(columns), np.nan))
@@ -93,20 +96,20 @@ class CrossSectionalStrategy(Strategy):
 
     cross_sectional = True
 
-    def scores(self, universe: Any) -> np.ndarray:
+    def scores(self, universe: Universe) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} must implement scores(universe)")
 
-    def weights_from_scores(self, scores: np.ndarray, universe: Any) -> np.ndarray:
+    def weights_from_scores(self, scores: np.ndarray, universe: Universe) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} must implement weights_from_scores(scores, universe)")
 
     def signal(self, bars: pd.DataFrame) -> np.ndarray:
         raise ConfigError(f"{type(self).__name__} ranks assets against each other: it needs a universe (data="
                          "bundled_universe, synthetic_universe or universe), not a single series.")
 
-    def portfolio_weights(self, universe: Any) -> np.ndarray:
+    def portfolio_weights(self, universe: Universe) -> np.ndarray:
         return self._apply_rules(self.weights_from_scores(self.scores(universe), universe))
 
-    def portfolio_weights_from_forecast(self, forecasts: np.ndarray, universe: Any) -> np.ndarray:
+    def portfolio_weights_from_forecast(self, forecasts: np.ndarray, universe: Universe) -> np.ndarray:
         return self._apply_rules(self.weights_from_scores(forecasts, universe))
 
 

@@ -4,12 +4,15 @@ sum to 1. Its rule has no use for a forecast: it runs with model=none."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 
 from runner.config.schema import Doc
 from strategies.base import CrossSectionalStrategy, require_int, row_shares, trailing_volatility
+
+if TYPE_CHECKING:
+    from runner.data.universe import Universe
 
 
 class InverseVolatility(CrossSectionalStrategy):
@@ -22,8 +25,8 @@ class InverseVolatility(CrossSectionalStrategy):
     def warmup(self) -> int:
         return self.window
 
-    def scores(self, universe: Any) -> np.ndarray:
+    def scores(self, universe: Universe) -> np.ndarray:
         return 1.0 / trailing_volatility(universe.close, self.window)
 
-    def weights_from_scores(self, scores: np.ndarray, universe: Any) -> np.ndarray:
+    def weights_from_scores(self, scores: np.ndarray, universe: Universe) -> np.ndarray:
         return row_shares(np.where(np.isfinite(universe.close), scores, 0.0))

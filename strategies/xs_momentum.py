@@ -8,13 +8,16 @@ instead of the trailing returns.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 
 from runner.config.schema import Doc
 from runner.errors import ConfigError
 from strategies.base import CrossSectionalStrategy, require_int, row_shares, top_k, trailing_volatility
+
+if TYPE_CHECKING:
+    from runner.data.universe import Universe
 
 SIZINGS = ("equal", "inverse_volatility")
 
@@ -39,13 +42,13 @@ class XsMomentum(CrossSectionalStrategy):
     def warmup(self) -> int:
         return max(self.lookback, self.vol_window if self.sizing == "inverse_volatility" else 0)
 
-    def scores(self, universe: Any) -> np.ndarray:
+    def scores(self, universe: Universe) -> np.ndarray:
         close = universe.close
         past = np.full_like(close, np.nan)
         past[self.lookback:] = close[: -self.lookback]
         return close / past - 1.0
 
-    def weights_from_scores(self, scores: np.ndarray, universe: Any) -> np.ndarray:
+    def weights_from_scores(self, scores: np.ndarray, universe: Universe) -> np.ndarray:
         scores = np.where(np.isfinite(universe.close), scores, np.nan)
         longs = top_k(scores, self.top_k)
         sides = [(longs, 1.0)]

@@ -11,7 +11,7 @@ import math
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,11 @@ from runner.engine.backtest import BacktestResult, run_backtest
 from runner.errors import ConfigError, DataError
 from runner.tracking.lifecycle import check_stop
 
+if TYPE_CHECKING:
+    from runner.ml.dataset import Dataset
+    from runner.ml.training import TrainingResult
+    from strategies.base import Strategy
+
 SUMMARY_METRICS = ("total_return", "cagr", "sharpe_ratio", "sortino_ratio", "max_drawdown", "calmar_ratio",
                    "exposure", "num_trades", "win_rate", "benchmark_total_return", "benchmark_sharpe_ratio")
 COUNT_METRICS = ("num_trades", "num_bars", "max_drawdown_duration")
@@ -35,7 +40,7 @@ class Prepared:
     """A validated experiment, ready to run."""
 
     config: Config  # the typed config (not redacted: used, never logged as is)
-    strategy: Any
+    strategy: Strategy
     backtest: BacktestConf
     model_factory: Callable[..., Any] | None  # the network's constructor awaiting n_features
     trainer: TrainerConf | None
@@ -56,9 +61,9 @@ class Outcome:
 
     result: BacktestResult
     selection_value: float
-    training: Any = None
+    training: TrainingResult | None = None
     walk: Any = None  # evaluation=walk_forward: runner.evaluation.walk_forward.WalkForward
-    dataset: Any = None
+    dataset: Dataset | None = None
     run_id: str | None = None
     experiment_id: str | None = None
 

@@ -13,7 +13,7 @@ portfolio backtest of the stitched weights.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import pandas as pd
@@ -21,6 +21,10 @@ import pandas as pd
 from runner.config.schema import Doc
 from runner.data.series import DataError
 from runner.engine.backtest import BacktestResult, run_backtest
+
+if TYPE_CHECKING:
+    from runner.evaluation.experiment import Prepared
+    from runner.ml.dataset import Dataset
 
 MIN_TEST_BARS = 2
 FOLD_COLUMNS = ("fold", "train_start", "train_end", "val_start", "val_end", "test_start", "test_end")
@@ -44,7 +48,7 @@ class WalkForward:
     oos: BacktestResult  # over bars [folds[0].test_start - 1, folds[-1].test_end); segment "oos" from bar 1
     fold_metrics: dict[str, list[float]]  # metric -> one value per fold (the fold's own test stretch)
     trainings: list[Any]
-    dataset: Any  # the last fold's (its standardisation goes with the logged model)
+    dataset: Dataset  # the last fold's (its standardisation goes with the logged model)
 
     def folds_table(self, index: pd.Index) -> pd.DataFrame:
         """First and last bar (timestamps) of each fold's ranges: ``backtest/folds``."""
@@ -127,7 +131,7 @@ def fold_layout(n_bars: int, conf: WalkForwardEvaluation, with_model: bool, min_
     return out
 
 
-def _fold_forecasts(prepared: Any, folds: list[Fold], check_stop: Any) -> tuple[np.ndarray, list[Any], Any]:
+def _fold_forecasts(prepared: Prepared, folds: list[Fold], check_stop: Any) -> tuple[np.ndarray, list[Any], Any]:
     """One model per fold (same seed, that fold's bars and standardisation only); its forecasts of the fold's
     test bars, placed in one forecast per bar (per bar and asset for a universe; NaN before the first test
     bar: flat)."""
@@ -152,7 +156,7 @@ def _fold_forecasts(prepared: Any, folds: list[Fold], check_stop: Any) -> tuple[
     return combined, trainings, dataset
 
 
-def walk_forward(prepared: Any, check_stop: Any = lambda: None) -> WalkForward:
+def walk_forward(prepared: Prepared, check_stop: Any = lambda: None) -> WalkForward:
     """Weights per fold (refitted models, or the rule), then the stitched and the per-fold backtests."""
     folds, book, strategy = prepared.folds, prepared.book, prepared.strategy
     trainings, dataset = [], None

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,10 +17,13 @@ from runner.config.schema import TrainerConf
 from runner.errors import ConfigError
 from runner.ml.dataset import Dataset
 
+if TYPE_CHECKING:
+    import torch
+
 
 @dataclass
 class TrainingResult:
-    model: Any
+    model: torch.nn.Module
     history: dict[str, list[float]] = field(default_factory=dict)
     best_epoch: int = 0
     seconds: float = 0.0
@@ -54,7 +57,7 @@ def _tensors(data: Dataset, split: str, device: str) -> tuple[Any, Any]:
             torch.as_tensor(data.target[rows], dtype=torch.float32, device=device))
 
 
-def _train_epoch(model: Any, optimiser: Any, x: Any, y: Any, batch_size: int, generator: Any,
+def _train_epoch(model: torch.nn.Module, optimiser: Any, x: Any, y: Any, batch_size: int, generator: Any,
                  check_stop: Callable[[], None]) -> float:
     """One pass over the shuffled training rows; returns the mean training loss."""
     import torch
@@ -73,7 +76,7 @@ def _train_epoch(model: Any, optimiser: Any, x: Any, y: Any, batch_size: int, ge
     return total / max(len(order), 1)
 
 
-def _loss(model: Any, x: Any, y: Any) -> float:
+def _loss(model: torch.nn.Module, x: Any, y: Any) -> float:
     import torch
 
     model.eval()
@@ -134,7 +137,7 @@ def train_model(build: Callable[[], Any], data: Dataset, config: TrainerConf, se
     return TrainingResult(model.cpu(), history, best_epoch, seconds, device)
 
 
-def forecast(model: Any, data: Dataset) -> np.ndarray:
+def forecast(model: torch.nn.Module, data: Dataset) -> np.ndarray:
     """The model's forecast for every bar with complete features (NaN elsewhere), in target units."""
     import torch
 

@@ -13,7 +13,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
@@ -21,6 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 from runner.errors import UserError
 from runner.pipeline import ServerLost, run_folder, run_tags, run_title, run_tracked, task_overrides
 from runner.sweeps.launch import sweep_state
+
+if TYPE_CHECKING:
+    from runner.tracking.logger import MLflowLogger
 
 
 def job_threads(launcher: Any) -> int | None:
@@ -68,7 +71,7 @@ def run_job(cfg: DictConfig) -> float:
     return value if math.isfinite(value) else worst(state["mode"])
 
 
-def _resumed(logger: Any, tags: dict[str, str], run_name: str, title: str, state: dict[str, str],
+def _resumed(logger: MLflowLogger, tags: dict[str, str], run_name: str, title: str, state: dict[str, str],
              metric: str) -> float | None:
     """If this sweep already finished this config, a light child that points at that run, and its value."""
     from runner.tracking.queries import version_filter

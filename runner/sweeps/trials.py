@@ -10,11 +10,15 @@ the segment that the selection metric names (``val`` for ``val_sharpe_ratio``).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from runner.stats import deflated_sharpe_ratio, moments, probability_of_backtest_overfitting
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
 
 SEGMENTS = ("train", "val", "test", "oos")  # oos: walk-forward's stitched out-of-sample record
 COMPARED = ("sharpe_ratio", "total_return", "max_drawdown", "num_trades")
@@ -25,7 +29,7 @@ def selection_segment(metric: str) -> str | None:
     return prefix if prefix in SEGMENTS else None
 
 
-def segment_returns(run: Any, segment: str) -> np.ndarray:
+def segment_returns(run: Run, segment: str) -> np.ndarray:
     """The run's per-bar strategy returns on one segment, from its full ``portfolio_values`` record (read
     from the run's artifact location directly: a ``runs:/`` URI would look the run up twice more)."""
     from runner.tracking.tables import read_backtest_table
@@ -64,7 +68,7 @@ def _pbo(matrix_rows: list[np.ndarray]) -> tuple[float | None, str | None]:
     return probability_of_backtest_overfitting(np.column_stack(matrix_rows), partitions)[0], None
 
 
-def trials_statistics(client: Any, metric: str, children: list[Any], members: list[Any],
+def trials_statistics(client: MlflowClient, metric: str, children: list[Run], members: list[Any],
                       winner_id: str) -> dict[str, Any]:
     """The trials statistics of a sweep's winner (see the module docstring), with the reasons for any left out."""
     segment = selection_segment(metric)
@@ -97,14 +101,14 @@ def trials_statistics(client: Any, metric: str, children: list[Any], members: li
     return stats
 
 
-def dsr_from_metrics(top: Any, trials: list[Any], metric: str) -> dict[str, Any]:
+def dsr_from_metrics(top: Any, trials: list[Run], metric: str) -> dict[str, Any]:
     """The deflated Sharpe of ``top`` given ``trials`` (runs in scope), from their logged metrics alone: the
     per-bar Sharpe is ``{seg}_sharpe_ratio / sqrt(backtest.periods_per_year)``."""
     segment = selection_segment(metric)
     if segment is None:
         return {"n_trials": len(trials), "reason": f"{metric} names no segment"}
 
-    def per_bar(run: Any) -> float:
+    def per_bar(run: Run) -> float:
         params = run.data.params
         ppy = float(params.get("backtest.periods_per_year_used", params.get("backtest.periods_per_year", "nan")))
         return run.data.metrics.get(f"{segment}_sharpe_ratio", math.nan) / math.sqrt(ppy)

@@ -6,11 +6,16 @@ import json
 import math
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.tracking.lifecycle import LOST_TAG
 from runner.tracking.queries import differing_params, members_filter, sweep_children, sweep_members
 from runner.tracking.sanitize import to_jsonable
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
+    from runner.tracking.logger import MLflowLogger
 
 SHOWN_METRICS = ("sharpe_ratio", "total_return", "max_drawdown", "num_trades")
 
@@ -27,7 +32,7 @@ def _number(text: str | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def sweep_figure(runs: list[Any], metric: str, keys: list[str]) -> Any:
+def sweep_figure(runs: list[Run], metric: str, keys: list[str]) -> Any:
     """The selection metric against the swept parameter(s): a line for one, a heatmap for two."""
     from runner.views.figures import new_figure
 
@@ -62,17 +67,17 @@ def sweep_figure(runs: list[Any], metric: str, keys: list[str]) -> Any:
     return fig
 
 
-def job_label(run: Any, sweep_name: str) -> str:
+def job_label(run: Run, sweep_name: str) -> str:
     """``<sweep name>-<job number>``: how the console and ``failed_jobs`` name a job (its run says what it is)."""
     return f"{sweep_name}-{run.data.tags.get('job_number', '?')}"
 
 
-def _job_order(run: Any) -> int:
+def _job_order(run: Run) -> int:
     number = run.data.tags.get("job_number", "")
     return int(number) if number.isdigit() else 0
 
 
-def summarise(logger: Any, state: dict[str, str]) -> tuple[dict[str, Any], list[Any]]:
+def summarise(logger: MLflowLogger, state: dict[str, str]) -> tuple[dict[str, Any], list[Any]]:
     """(the sweep's summary with its winner, the runs that stand for its jobs)."""
     parent, metric, mode = state["parent_run_id"], state["metric"], state["mode"]
     attempts = sweep_children(logger.client, logger.experiment_id, parent)
@@ -106,7 +111,7 @@ def summarise(logger: Any, state: dict[str, str]) -> tuple[dict[str, Any], list[
     return summary, members
 
 
-def _record_on_parent(logger: Any, summary: dict[str, Any], members: list[Any]) -> None:
+def _record_on_parent(logger: MLflowLogger, summary: dict[str, Any], members: list[Any]) -> None:
     """Tags, ``best_run.json`` and the sweep figure on the parent run, which then ends."""
     winner = summary["winner"]
     logger.attach(summary["parent_run_id"])

@@ -10,12 +10,16 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.errors import ConfigError
 from runner.tracking.queries import engine_version
 from runner.tracking.registry import registered_run_ids
 from runner.tracking.store import local_path
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
 
 CLEANABLE = ("FINISHED", "FAILED", "KILLED")
 _RUN_DIR = re.compile(r"^[0-9a-f]{32}$")
@@ -28,7 +32,7 @@ class Plan:
     """Runs to delete (with their logged models), matching runs kept (a registered version or a kept run needs
     them), orphaned folders, and the bytes each frees (None where the artifacts are not on this disk)."""
 
-    runs: list[Any] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)
     models: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # run id -> [(model id, location)]
     kept: list[tuple[Any, str]] = field(default_factory=list)  # (run, why it stays)
     orphans: list[Path] = field(default_factory=list)
@@ -66,7 +70,8 @@ def folder_bytes(path: Path | None) -> int | None:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def all_runs(client: Any, experiment_ids: list[str], filter_string: str = "", deleted_too: bool = False) -> list[Any]:
+def all_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str = "",
+             deleted_too: bool = False) -> list[Any]:
     from mlflow.entities import ViewType
 
     runs, token = [], None
@@ -79,7 +84,7 @@ def all_runs(client: Any, experiment_ids: list[str], filter_string: str = "", de
             return runs
 
 
-def logged_models(client: Any, experiment_ids: list[str]) -> list[Any]:
+def logged_models(client: MlflowClient, experiment_ids: list[str]) -> list[Any]:
     models, token = [], None
     while True:
         page = client.search_logged_models(experiment_ids=experiment_ids, max_results=1000, page_token=token)
@@ -89,7 +94,7 @@ def logged_models(client: Any, experiment_ids: list[str]) -> list[Any]:
             return models
 
 
-def plan_cleanup(client: Any, experiments: list[Any], statuses: list[str] | None, older_than_s: float | None,
+def plan_cleanup(client: MlflowClient, experiments: list[Any], statuses: list[str] | None, older_than_s: float | None,
                  before_version: int | None) -> Plan:
     """Select the runs matching every criterion given (none given: no runs, orphans only) and size them.
     Runs already soft-deleted (in the UI, or by an interrupted clean) that match are purged too.
@@ -130,7 +135,7 @@ def plan_cleanup(client: Any, experiments: list[Any], statuses: list[str] | None
     return plan
 
 
-def needed_runs(client: Any, candidates: list[Any], store_runs: list[Any]) -> dict[str, str]:
+def needed_runs(client: MlflowClient, candidates: list[Any], store_runs: list[Run]) -> dict[str, str]:
     """Candidates that must stay, and why: the run behind a registered model version, the sweep parent of a run
     that stays, the run a resumed job that stays points at (``resumed_from``)."""
     needed = {run_id: f"backs registered {', '.join(versions)}" for run_id, versions in
@@ -152,7 +157,8 @@ def needed_runs(client: Any, candidates: list[Any], store_runs: list[Any]) -> di
     return needed
 
 
-def find_orphans(client: Any, experiments: list[Any], run_ids: set[str], every_experiment: list[str]) -> list[Path]:
+def find_orphans(client: MlflowClient, experiments: list[Any], run_ids: set[str],
+                 every_experiment: list[str]) -> list[Path]:
     """Run folders (``<root>/<run id>``) and model folders (``<root>/models/m-...``) under the experiments'
     local artifact roots that no run or logged model of the store owns (``run_ids``: every run, deleted too)."""
     from mlflow.exceptions import MlflowException
@@ -172,7 +178,7 @@ def find_orphans(client: Any, experiments: list[Any], run_ids: set[str], every_e
     return orphans
 
 
-def purge(client: Any, plan: Plan, backend_store_uri: str, tracking_uri: str) -> str:
+def purge(client: MlflowClient, plan: Plan, backend_store_uri: str, tracking_uri: str) -> str:
     """Soft-delete the planned runs and their logged models, then purge them with MLflow's own ``mlflow gc``
     (artifacts and rows), then remove the orphaned folders and the emptied run folders. Returns gc's output."""
     from mlflow.cli import gc

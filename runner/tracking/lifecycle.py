@@ -13,7 +13,13 @@ import signal
 import threading
 import traceback
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+
+    from runner.tracking.logger import MLflowLogger
 
 # SIGINT too: a process started in the background by a non-interactive shell inherits SIGINT as ignored,
 # and Python then never raises KeyboardInterrupt; inside a tracked run Ctrl-C must always end it KILLED.
@@ -54,7 +60,7 @@ def signals_as_interrupts() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def tracked_run(logger: Any) -> Iterator[Any]:
+def tracked_run(logger: MLflowLogger) -> Iterator[Any]:
     """End the logger's active run FINISHED, FAILED (error logged as tag + artifact) or KILLED."""
     try:
         with signals_as_interrupts():
@@ -71,7 +77,7 @@ def tracked_run(logger: Any) -> Iterator[Any]:
         logger.end_run("FINISHED")
 
 
-def _record_error(logger: Any, message: str, details: str) -> None:
+def _record_error(logger: MLflowLogger, message: str, details: str) -> None:
     """Best effort: the run must still be ended even if the store refuses the error record."""
     with contextlib.suppress(Exception):
         logger.set_tags({"error": message[:1000]})
@@ -82,7 +88,8 @@ def _record_error(logger: Any, message: str, details: str) -> None:
 LOST_TAG = "runner.lost"
 
 
-def close_lost_attempts(client: Any, experiment_id: str, parent_run_id: str, job_number: str, rerun: Any) -> list[str]:
+def close_lost_attempts(client: MlflowClient, experiment_id: str, parent_run_id: str, job_number: str,
+                        rerun: Run) -> list[str]:
     """A job started again in the same sweep (Ray reruns a task whose worker died): its earlier attempts' runs,
     still RUNNING with no process behind them, end FAILED and tagged ``runner.lost`` naming the new attempt.
     Returns their run ids."""
@@ -97,7 +104,8 @@ def close_lost_attempts(client: Any, experiment_id: str, parent_run_id: str, job
     return [r.info.run_id for r in lost]
 
 
-def end_running_children(client: Any, experiment_id: str, parent_run_id: str, status: str, reason: str) -> list[str]:
+def end_running_children(client: MlflowClient, experiment_id: str, parent_run_id: str, status: str,
+                         reason: str) -> list[str]:
     """A stopped sweep's children still RUNNING (their processes were stopped with it) end ``status``."""
     runs = client.search_runs([experiment_id], filter_string=(
         f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"))

@@ -23,12 +23,16 @@ import time
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.engine import ENGINE_VERSION
 from runner.tracking.logger import MLflowLogger
 from runner.tracking.queries import ENGINE_VERSION_TAG
 from runner.tracking.sanitize import redact_uri, redact_value
+
+if TYPE_CHECKING:
+    import torch
+    from mlflow.entities import Run
 
 RECORD_DIR = "record"
 _server_lost: dict[str, str] = {}  # tracking URI -> the error: no later run or job of this process waits on it
@@ -83,7 +87,7 @@ class RunRecord:
         temporary.write_text(json.dumps(value, indent=1, allow_nan=True))
         temporary.replace(path)  # a kill mid-write leaves the previous version, never half a file
 
-    def start(self, **run: Any) -> None:
+    def start(self, **run: Run) -> None:
         """A new record; the tracking URI is kept without credentials (``runner.sync`` asks for it then)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         run["tracking_uri"] = redact_uri(str(run.get("tracking_uri", "")))
@@ -172,7 +176,7 @@ class RecordingLogger(MLflowLogger):
         self.record.add("tags.json", recorded)
         return run
 
-    def log_model(self, model: Any, artifact_path: str = "model", input_example: Any = None) -> str:
+    def log_model(self, model: torch.nn.Module, artifact_path: str = "model", input_example: Any = None) -> str:
         if not self.server_lost:
             return super().log_model(model, artifact_path, input_example)
         self._send_model(model, artifact_path, input_example)  # no MLflow run to be active: into the record
@@ -193,7 +197,7 @@ class RecordingLogger(MLflowLogger):
             self.record.add_artifacts(local_dir, artifact_path)
         self._forward(super()._send_artifacts, run_id, local_dir, artifact_path)
 
-    def _send_model(self, model: Any, name: str, input_example: Any) -> None:
+    def _send_model(self, model: torch.nn.Module, name: str, input_example: Any) -> None:
         self._forward(super()._send_model, model, name, input_example)
         self.record.update_run(model=name)
         if self.server_lost:  # the trained model exists only here: keep it in the record

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.engine import ENGINE_VERSION
 from runner.errors import ConfigError, ConfigTypeError, NotFoundError
@@ -36,6 +36,9 @@ from runner.tracking.sanitize import (
 )
 from runner.tracking.store import EXPERIMENT_TAGS, artifact_root_for, resolve_tracking_uri, sqlite_path, store_lock
 from runner.tracking.tables import write_backtest_files
+
+if TYPE_CHECKING:
+    import torch
 
 
 class NoActiveRunError(LookupError):
@@ -243,7 +246,7 @@ class MLflowLogger:
     def _send_artifacts(self, run_id: str, local_dir: str, artifact_path: str | None) -> None:
         self.client.log_artifacts(run_id, local_dir, artifact_path)
 
-    def _send_model(self, model: Any, name: str, input_example: Any) -> None:
+    def _send_model(self, model: torch.nn.Module, name: str, input_example: Any) -> None:
         log_torch_model(model, name, input_example)
 
     def _send_end(self, run_id: str, status: str) -> None:
@@ -273,7 +276,7 @@ class MLflowLogger:
         if results.get("metrics"):
             self.log_metrics(dict(results["metrics"]))
 
-    def log_model(self, model: Any, artifact_path: str = "model", input_example: Any = None) -> str:
+    def log_model(self, model: torch.nn.Module, artifact_path: str = "model", input_example: Any = None) -> str:
         """Log a torch model in the safe ``pt2`` format; returns ``runs:/<run id>/<artifact_path>``."""
         run_id = self._require_run()
         self._mlflow.set_tracking_uri(self.tracking_uri)

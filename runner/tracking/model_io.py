@@ -6,9 +6,12 @@ import contextlib
 import os
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.errors import ConfigTypeError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def pip_requirements() -> list[str]:
@@ -18,7 +21,7 @@ def pip_requirements() -> list[str]:
     return [f"torch=={torch.__version__.split('+')[0]}"]
 
 
-def example_input(model: Any, batch: int = 2) -> Any:
+def example_input(model: torch.nn.Module, batch: int = 2) -> Any:
     """An input example inferred from the model's first layer (pt2 needs one to trace the graph).
 
     Batch 2, not 1: torch.export specialises size-1 dimensions, and the batch must stay dynamic.
@@ -40,7 +43,7 @@ def example_input(model: Any, batch: int = 2) -> Any:
     )
 
 
-def _model_kwargs(model: Any, input_example: Any) -> dict[str, Any]:
+def _model_kwargs(model: torch.nn.Module, input_example: Any) -> dict[str, Any]:
     import torch
 
     example = example_input(model) if input_example is None else input_example
@@ -50,7 +53,7 @@ def _model_kwargs(model: Any, input_example: Any) -> dict[str, Any]:
             "pip_requirements": pip_requirements()}
 
 
-def log_torch_model(model: Any, artifact_path: str, input_example: Any = None) -> None:
+def log_torch_model(model: torch.nn.Module, artifact_path: str, input_example: Any = None) -> None:
     """Log to MLflow's active run (``mlflow.pytorch.log_model``, pt2, explicit requirements)."""
     import mlflow.pytorch
 
@@ -74,7 +77,7 @@ def export_warnings_handled() -> Iterator[None]:
         yield
 
 
-def save_torch_model(model: Any, path: str, input_example: Any = None) -> None:
+def save_torch_model(model: torch.nn.Module, path: str, input_example: Any = None) -> None:
     """The same model files in a local folder (``mlflow.pytorch.save_model``), to be uploaded later."""
     import mlflow.pytorch
 

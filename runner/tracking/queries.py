@@ -14,11 +14,15 @@ import re
 import socket
 import time
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.config.schema import MODES
 from runner.engine import ENGINE_VERSION
 from runner.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
 
 ENGINE_VERSION_TAG = "runner.engine_version"
 
@@ -66,7 +70,7 @@ def version_filter(filter_string: str | None = None, version: int = ENGINE_VERSI
     return and_filter(filter_string, f"tags.`{ENGINE_VERSION_TAG}` = '{version}'") or ""
 
 
-def count_runs(client: Any, experiment_ids: list[str], filter_string: str) -> int:
+def count_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str) -> int:
     """How many runs match, page by page (MLflow has no count query)."""
     total, token = 0, None
     while True:
@@ -77,39 +81,40 @@ def count_runs(client: Any, experiment_ids: list[str], filter_string: str) -> in
             return total
 
 
-def count_older(client: Any, experiment_ids: list[str], metric_name: str, filter_string: str | None = None) -> int:
+def count_older(client: MlflowClient, experiment_ids: list[str], metric_name: str,
+                filter_string: str | None = None) -> int:
     """Finished runs with a finite ``metric_name`` logged by an older engine version (or before the tag existed)."""
     base = finite_filter(metric_name, filter_string)
     return sum(count_runs(client, experiment_ids, f"{base} and tags.`{ENGINE_VERSION_TAG}` {clause}")
                for clause in ("IS NULL", f"!= '{ENGINE_VERSION}'"))
 
 
-def engine_version(run: Any) -> int:
+def engine_version(run: Run) -> int:
     """The engine version a run was logged with (1: before the tag existed)."""
     text = run.data.tags.get(ENGINE_VERSION_TAG, "1")
     return int(text) if text.isdigit() else 1
 
 
-def run_to_dict(run: Any) -> dict[str, Any]:
+def run_to_dict(run: Run) -> dict[str, Any]:
     return {"run_id": run.info.run_id, "metrics": dict(run.data.metrics), "params": dict(run.data.params)}
 
 
-def _value(run: Any, metric_name: str) -> float:
+def _value(run: Run, metric_name: str) -> float:
     return float(run.data.metrics.get(metric_name, math.nan))
 
 
-def _rank(runs: list[Any], metric_name: str, mode: str) -> list[Any]:
+def _rank(runs: list[Run], metric_name: str, mode: str) -> list[Any]:
     """Best first; ties go to the most recently started run, then run id (MLflow's own secondary order)."""
     sign = -1.0 if mode == "max" else 1.0
     return sorted(runs, key=lambda r: (sign * _value(r, metric_name), -(r.info.start_time or 0), r.info.run_id))
 
 
-def _finite(run: Any, metric_name: str) -> bool:
+def _finite(run: Run, metric_name: str) -> bool:
     value = _value(run, metric_name)
     return math.isfinite(value) and abs(value) < MLFLOW_INF
 
 
-def search_ranked(client: Any, experiment_ids: list[str], metric_name: str, mode: str = "max",
+def search_ranked(client: MlflowClient, experiment_ids: list[str], metric_name: str, mode: str = "max",
                   filter_string: str | None = None, max_results: int = 1) -> list[Any]:
     """The top ``max_results`` finished runs by a finite metric, best first (MLflow ``Run`` objects).
 
@@ -144,7 +149,7 @@ def search_ranked(client: Any, experiment_ids: list[str], metric_name: str, mode
         raise ConfigError(f"invalid run filter {filter_string!r}: {error.message}") from None
 
 
-def best_run(client: Any, experiment_ids: list[str], metric_name: str, mode: str = "max",
+def best_run(client: MlflowClient, experiment_ids: list[str], metric_name: str, mode: str = "max",
              filter_string: str | None = None, all_versions: bool = False) -> dict[str, Any] | None:
     """``{"run_id", "metrics", "params", "older_runs_left_out"}`` of the best finished run, or None when no
     run has the metric. Only runs of the current engine version compete unless ``all_versions``; the count
@@ -155,12 +160,12 @@ def best_run(client: Any, experiment_ids: list[str], metric_name: str, mode: str
     return {**run_to_dict(runs[0]), "older_runs_left_out": older} if runs else None
 
 
-def sweep_children(client: Any, experiment_id: str, parent_run_id: str) -> list[Any]:
+def sweep_children(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Any]:
     return client.search_runs([experiment_id], max_results=10000,
                               filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
 
 
-def sweep_members(client: Any, experiment_id: str, children: list[Any]) -> list[Any]:
+def sweep_members(client: MlflowClient, experiment_id: str, children: list[Run]) -> list[Any]:
     """The runs that stand for a sweep's jobs: a resumed job's child only points (tag ``resumed_from``)
     at the earlier FINISHED run of the same config, which then stands in for it."""
     resumed = [r.data.tags["resumed_from"] for r in children if "resumed_from" in r.data.tags]
@@ -175,7 +180,7 @@ def members_filter(run_ids: list[str]) -> str:
     return "attributes.run_id IN ({})".format(", ".join(f"'{run_id}'" for run_id in run_ids))
 
 
-def differing_params(runs: list[Any]) -> list[str]:
+def differing_params(runs: list[Run]) -> list[str]:
     """Param keys whose values are not the same across the runs that logged them (what the sweep varied)."""
     keys = sorted({k for r in runs for k in r.data.params})
     return [k for k in keys if len({r.data.params[k] for r in runs if k in r.data.params}) > 1]
@@ -191,7 +196,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def find_stale(client: Any, experiment_id: str, older_than_hours: float | None = None) -> list[tuple[Any, str]]:
+def find_stale(client: MlflowClient, experiment_id: str, older_than_hours: float | None = None) -> list[tuple[Any,
+               str]]:
     """RUNNING runs whose process is gone: started on this host by a pid that no longer exists (tags
     ``runner.host``/``runner.pid``, sweep parents included), or, with ``older_than_hours``, started longer ago."""
     runs = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=5000)
@@ -207,7 +213,7 @@ def find_stale(client: Any, experiment_id: str, older_than_hours: float | None =
     return stale
 
 
-def mark_killed(client: Any, run_ids: list[str], reason: str) -> None:
+def mark_killed(client: MlflowClient, run_ids: list[str], reason: str) -> None:
     for run_id in run_ids:
         client.set_terminated(run_id, "KILLED")
         client.set_tag(run_id, "error", reason)

@@ -11,11 +11,16 @@ import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from runner.tracking.sanitize import flatten, redact_tree, to_jsonable
+
+if TYPE_CHECKING:
+    from runner.evaluation.experiment import Outcome, Prepared
+    from runner.ml.training import TrainingResult
+    from runner.tracking.logger import MLflowLogger
 
 PARAM_GROUPS = ("data", "model", "trainer", "strategy", "backtest", "evaluation", "selection")
 DESCRIPTIONS_ARTIFACT = "params/descriptions.json"
@@ -47,7 +52,7 @@ def run_params(redacted_config: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def log_run_start(logger: Any, extras: RunExtras) -> None:
+def log_run_start(logger: MLflowLogger, extras: RunExtras) -> None:
     """Params first (ints of float keys as floats), so a run that fails or is killed later still shows its
     config, with what each key means in ``params/descriptions.json``."""
     from runner.config.docs import LOGGED_ONLY, config_params, consistent_types, descriptions
@@ -58,13 +63,13 @@ def log_run_start(logger: Any, extras: RunExtras) -> None:
     logger.log_dict(descriptions(config, [*logged, *LOGGED_ONLY], known), DESCRIPTIONS_ARTIFACT)
 
 
-def _log_training(logger: Any, training: Any) -> None:
+def _log_training(logger: MLflowLogger, training: TrainingResult) -> None:
     logger.log_metric_history(training.history)
     logger.log_metrics({"best_epoch": float(training.best_epoch), "train_seconds": float(training.seconds)})
     logger.set_tags({"train_device": training.device})  # what trainer.device=auto picked
 
 
-def _stage_files(root: Path, prepared: Any, outcome: Any, extras: RunExtras) -> None:
+def _stage_files(root: Path, prepared: Prepared, outcome: Outcome, extras: RunExtras) -> None:
     """Figures, the config, Hydra's files (redacted) and the model's standardisation, under ``root``."""
     from runner.views.figures import run_figures
 
@@ -83,7 +88,7 @@ def _stage_files(root: Path, prepared: Any, outcome: Any, extras: RunExtras) -> 
             json.dumps(to_jsonable(dataset.standardisation()), indent=2))
 
 
-def log_outcome(logger: Any, prepared: Any, outcome: Any, extras: RunExtras | None) -> None:
+def log_outcome(logger: MLflowLogger, prepared: Prepared, outcome: Outcome, extras: RunExtras | None) -> None:
     """Everything after the backtest: curves, tables, metrics, files and the model, into the active run."""
     extras = extras or RunExtras(redact_tree(dataclasses.asdict(prepared.config)))
     if outcome.training is not None:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.errors import ConfigError, NotFoundError
 from runner.tracking.queries import ENGINE_VERSION_TAG, engine_version
 
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+
 MODEL_NAME = "model"  # the name a run logs its model under (runs:/<run id>/model)
 
 
-def registered_run_ids(client: Any) -> dict[str, list[str]]:
+def registered_run_ids(client: MlflowClient) -> dict[str, list[str]]:
     """Every run that backs a registered model version: run id -> ["NAME v3", ...]."""
     found: dict[str, list[str]] = {}
     token = None
@@ -25,7 +29,7 @@ def registered_run_ids(client: Any) -> dict[str, list[str]]:
             return found
 
 
-def logged_model_id(client: Any, run: Any) -> str:
+def logged_model_id(client: MlflowClient, run: Run) -> str:
     """The id of the model the run logged under ``model``; LookupError when it logged none."""
     models = client.search_logged_models(experiment_ids=[run.info.experiment_id],
                                          filter_string=f"source_run_id = '{run.info.run_id}'", max_results=100)
@@ -37,7 +41,7 @@ def logged_model_id(client: Any, run: Any) -> str:
     return ids[-1]
 
 
-def register_model(client: Any, tracking_uri: str, run: Any, name: str, metric: str,
+def register_model(client: MlflowClient, tracking_uri: str, run: Run, name: str, metric: str,
                    deflated_sharpe: float | None = None) -> Any:
     """Register the run's model as a new version of ``name`` (the registered model is created when new).
 

@@ -10,7 +10,10 @@ default metric columns with any metrics, params or tags.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
 
 SHOWN_METRICS = ("sharpe_ratio", "total_return", "max_drawdown")
 DEFAULT_COLUMNS = ("val_sharpe_ratio", "test_sharpe_ratio", "test_total_return", "test_max_drawdown")
@@ -32,12 +35,12 @@ def _data_specific() -> dict[str, set[str]]:
     return {key: found for key, found in options.items() if found != every}
 
 
-def applies(key: str, run: Any) -> bool:
+def applies(key: str, run: Run) -> bool:
     sources = _data_specific().get(key)
     return sources is None or run.data.tags.get("data") in sources
 
 
-def shown_params(runs: list[Any]) -> list[str]:
+def shown_params(runs: list[Run]) -> list[str]:
     """Params whose values differ among the runs where they apply (no class paths: strategy/model name them)."""
     from runner.tracking.queries import differing_params
 
@@ -46,7 +49,7 @@ def shown_params(runs: list[Any]) -> list[str]:
     return varied[:MAX_PARAMS]
 
 
-def rows_for(runs: list[Any], metric: str, columns: list[str] | None = None) -> list[dict[str, Any]]:
+def rows_for(runs: list[Run], metric: str, columns: list[str] | None = None) -> list[dict[str, Any]]:
     """One dict per run: ids, the ranking metric, val/test metrics, strategy/model/data, differing params, and
     the ``columns`` asked for (a metric, else a param, else a tag)."""
     keys = shown_params(runs) if len(runs) > 1 else []
