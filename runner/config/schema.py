@@ -185,10 +185,15 @@ def typed(config: Any) -> Config:
     (each checking its values), and the ``_target_`` groups (strategy, model, data, evaluation) stay plain
     mappings for their builders. ``config``: Hydra's composed config, or a resolved mapping of one."""
     from omegaconf import OmegaConf
+    from omegaconf.errors import MissingMandatoryValue
 
     if not OmegaConf.is_config(config):
         config = OmegaConf.merge(OmegaConf.structured(Config), config)
-    return OmegaConf.to_object(config)  # type: ignore[return-value]
+    try:
+        return OmegaConf.to_object(config)  # type: ignore[return-value]
+    except MissingMandatoryValue as missing:  # a YAML's ``???``: the user must give it
+        key = missing.full_key
+        raise ConfigError(f"{key} is required and has no value; set it on the command line: {key}=...") from None
 
 
 def register() -> None:
