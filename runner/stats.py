@@ -21,6 +21,7 @@ from statistics import NormalDist
 import numpy as np
 
 EULER_MASCHERONI = 0.5772156649015329
+ZERO_STD = 1e-14  # a per-bar standard deviation this small is floating-point noise, not risk: no Sharpe is defined
 _NORMAL = NormalDist()
 
 
@@ -74,7 +75,10 @@ def deflated_sharpe_ratio(sr: float, n_obs: int, skew: float, kurtosis: float, n
 
 def moments(returns: np.ndarray) -> tuple[float, float, float, int]:
     """(per-bar Sharpe with ddof=1, skew, plain kurtosis, n) of a return series (population moments for the
-    skew and kurtosis, as in the papers); NaN where undefined."""
+    skew and kurtosis, as in the papers); NaN where undefined: fewer than 2 returns, or a standard deviation of
+    at most ``ZERO_STD`` (constant returns), where ``runner.engine.metrics.sharpe`` is NaN too. The plain
+    kurtosis is at least 1 for any distribution (it is ``>= 1 + skew**2``); a value below 1 is rounding (two-valued
+    returns sit on that bound) and is reported as 1."""
     values = np.asarray(returns, dtype=float)
     n = len(values)
     if n < 2:
@@ -84,13 +88,14 @@ def moments(returns: np.ndarray) -> tuple[float, float, float, int]:
     squares = deviations * deviations  # products, not powers: np.power with 3 or 4 is ~10x slower per element
     total = float(squares.sum())
     m2 = total / n
-    if not m2 > 0:
+    std = math.sqrt(total / (n - 1))  # numpy's std(ddof=1): the same sum of squares over n - 1
+    if not std > ZERO_STD:
         return math.nan, math.nan, math.nan, n
-    sr = float(mean / math.sqrt(total / (n - 1)))  # numpy's std(ddof=1): the same sum of squares over n - 1
+    sr = float(mean / std)
     deviations *= squares
     m3 = float(deviations.sum()) / n
     squares *= squares
-    return sr, m3 / m2**1.5, float(squares.sum()) / n / m2**2, n
+    return sr, m3 / m2**1.5, max(1.0, float(squares.sum()) / n / m2**2), n
 
 
 def _block_sharpes(returns: np.ndarray, n_partitions: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:

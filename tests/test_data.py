@@ -70,6 +70,9 @@ def _write(tmp_path, text: str | bytes, name: str = "bad.csv") -> str:
     ("date,close\n2020-01-01,1\n2020-01-01,2\n", "duplicate timestamps 2020-01-01"),
     ("date,close\nyesterday,1\ntoday,2\n", "does not hold dates"),
     ("date,close\n2020-01-01,abc\n", "non-numeric values"),
+    ("Open,High,Low,Close\n1,2,0.5,1.5\n1.5,2,1,1.8\n", r"no date column found \(none named date, datetime, "
+     r"timestamp, time, and the first column, 'Open', holds numbers\); columns are \['Open', 'High', 'Low', "
+     r"'Close'\]. Name the column of timestamps with data.date_column=NAME."),
 ])
 def test_bad_files_get_one_clear_message(tmp_path, content, message) -> None:
     path = str(tmp_path / "missing.csv") if content is None else _write(tmp_path, content)

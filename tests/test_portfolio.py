@@ -69,6 +69,8 @@ def test_equal_weight_daily_matches_an_independent_computation_per_bar() -> None
     assert result.metrics["test"]["total_return"] == pytest.approx(np.prod(1 + test) - 1, rel=1e-12)
     # per-asset contributions add up to the per-bar returns of the segment
     assert sum(result.contributions["test"].values()) == pytest.approx(test.sum(), rel=1e-12)
+    # the first segment's too: its bar-0 entry cost is in the starting equity, not in the summed returns
+    assert sum(result.contributions["train"].values()) == pytest.approx(expected[1:240].sum(), rel=1e-12)
     assert result.metrics["test"]["avg_holdings"] == pytest.approx(tradable[320:].sum() / 80)
 
 

@@ -84,3 +84,17 @@ def test_a_real_edge_gives_a_pbo_near_zero() -> None:
 def test_bad_input_is_a_clear_value_error(call, message) -> None:
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_edge_cases_are_nan_or_defined_alike_in_sharpe_psr_and_sharpe_se() -> None:
+    from runner.engine.metrics import belief_metrics, sharpe
+
+    constant = np.full(250, 0.001)  # zero variance: no Sharpe, so no PSR or standard error either
+    assert math.isnan(sharpe(constant, 252)) and all(math.isnan(v) for v in belief_metrics(constant).values())
+    assert all(math.isnan(v) for v in moments(constant)[:3])
+    two_valued = np.tile([0.001, -0.003], 500)  # sits on the bound kurtosis = 1 + skew**2: rounding went below 1
+    sr, skew, kurtosis, n = moments(two_valued)
+    assert kurtosis == 1.0 and skew == 0.0 and n == 1000
+    belief = belief_metrics(two_valued)
+    assert math.isfinite(sharpe(two_valued, 252)) and 0 <= belief["psr"] <= 1 and belief["sharpe_se"] > 0
+    assert 0 <= deflated_sharpe_ratio(sr, n, skew, kurtosis, 10, 0.01) <= 1

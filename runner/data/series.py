@@ -96,6 +96,10 @@ def _index_by_date(frame: pd.DataFrame, date_column: str | None, where: str) -> 
     else:
         found = [lower[name] for name in DATE_COLUMNS if name in lower]
         column = found[0] if found else frame.columns[0]
+        if not found and pd.api.types.is_numeric_dtype(frame[column]):  # numbers (prices) are not dates
+            raise DataError(f"{where}: no date column found (none named {', '.join(DATE_COLUMNS)}, and the first "
+                            f"column, {str(column)!r}, holds numbers); columns are {list(map(str, frame.columns))}. "
+                            "Name the column of timestamps with data.date_column=NAME.")
     try:
         dates = pd.to_datetime(frame[column], format="mixed")
     except (ValueError, TypeError):

@@ -194,7 +194,7 @@ def run_backtest(close: np.ndarray, weights: np.ndarray, train_end: int, val_end
         if not single:
             metrics[name]["avg_holdings"] = float(np.count_nonzero(held_weights[start:stop]) / (stop - start))
             earned = np.einsum("ij,ij->j", held_weights[first - 1:stop - 1], r[first:stop])
-            earned -= costs * asset_turnover[start:stop].sum(axis=0)
+            earned -= costs * asset_turnover[first:stop].sum(axis=0)  # as s[t]: bar 0's entry cost is in equity
             contributions[name] = dict(zip(symbols, earned.tolist(), strict=True))
     return BacktestResult(index, level, exposure if not single else held_weights, bar_returns, strategy_returns,
                           equity, benchmark_equity, drawdown, bounds, fills, trades, metrics,

@@ -11,10 +11,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from runner.stats import moments, probabilistic_sharpe_ratio, sharpe_standard_error
-
-# A standard deviation this small is floating-point noise, not risk.
-_ZERO_STD = 1e-14
+from runner.stats import ZERO_STD, moments, probabilistic_sharpe_ratio, sharpe_standard_error
 
 
 def _nan_div(numerator: float, denominator: float) -> float:
@@ -26,7 +23,7 @@ def sharpe(returns: np.ndarray, periods_per_year: int, risk_free_rate: float = 0
     if len(returns) < 2:
         return math.nan
     std = float(np.std(returns, ddof=1))
-    if not std > _ZERO_STD:
+    if not std > ZERO_STD:
         return math.nan
     return float((np.mean(returns) - risk_free_rate / periods_per_year) / std * math.sqrt(periods_per_year))
 
@@ -37,7 +34,7 @@ def sortino(returns: np.ndarray, periods_per_year: int, risk_free_rate: float = 
         return math.nan
     excess = returns - risk_free_rate / periods_per_year
     downside = math.sqrt(float(np.mean(np.minimum(excess, 0.0) ** 2)))
-    if downside <= _ZERO_STD:
+    if downside <= ZERO_STD:
         return math.nan
     return float(np.mean(excess) / downside * math.sqrt(periods_per_year))
 
