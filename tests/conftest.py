@@ -62,5 +62,5 @@ def synthetic_frames(n_assets: int, n_bars: int, seed: int = 0, **keys: object) 
     from runner.data.sources import SyntheticUniverse
 
     config = data_config("synthetic_universe", seed=seed, n_assets=n_assets, n_bars=n_bars, **keys)
-    shared = ("_target_", "start", "end", "splits", "max_fill")
+    shared = ("_target_", "start", "end", "splits", "max_fill", "resample")
     return SyntheticUniverse(**{k: v for k, v in config.items() if k not in shared}).load()

@@ -206,6 +206,42 @@ def test_a_folder_and_a_long_file_give_the_same_aligned_universe(tmp_path: Path)
     assert weights[32, 1] == 0 and weights[31, 1] > 0 and weights[33, 1] > 0
 
 
+def test_two_files_for_one_symbol_are_refused_naming_both(tmp_path: Path) -> None:
+    frames = synthetic_frames(3, 60, seed=1)
+    write_folder(tmp_path / "prices", frames)
+    frames["A1"].rename(columns=str.upper).rename_axis("Date").to_csv(tmp_path / "prices" / "A1.csv.gz")
+    with pytest.raises(DataError, match=r"more than one file for a symbol \(A1: A1.csv, A1.csv.gz\)"):
+        load_data(data_config("universe", path=str(tmp_path / "prices")))
+
+
+def hourly_and_daily(tmp_path: Path) -> Path:
+    """A daily asset (closes stamped at midnight) beside an hourly one, 24 bars a day, over the same 60 days."""
+    days = pd.bdate_range("2020-01-01", periods=60)
+    hours = pd.DatetimeIndex([d + pd.Timedelta(hours=h) for d in days for h in range(24)])
+    rng = np.random.default_rng(3)
+    daily = pd.DataFrame({"close": 100 * np.exp(np.cumsum(0.01 * rng.standard_normal(len(days))))}, index=days)
+    hourly = pd.DataFrame({"close": 50 * np.exp(np.cumsum(0.002 * rng.standard_normal(len(hours)))),
+                           "volume": 1.0}, index=hours)
+    write_folder(tmp_path / "mixed", {"DAILY": daily, "HOURLY": hourly})
+    return tmp_path / "mixed"
+
+
+def test_daily_beside_intraday_bars_is_refused_unless_resampled(tmp_path: Path) -> None:
+    folder = hourly_and_daily(tmp_path)
+    with pytest.raises(DataError, match=r"mixes intraday and daily bars \(DAILY every 1 days 00:00:00, HOURLY every "
+                                        r"0 days 01:00:00\).*data.resample=1D"):
+        load_data(data_config("universe", path=str(folder)))
+    book = load_data(data_config("universe", path=str(folder), resample="1D"))
+    assert len(book.index) == 60 and np.isfinite(book.close).all()  # one bar a day for both, on one calendar
+    hourly = book.frames["HOURLY"]
+    source = pd.read_csv(folder / "HOURLY.csv", index_col=0, parse_dates=True)
+    day = hourly.index[10]  # a day's bar: that day's last hourly close, its summed volume, nothing later
+    assert hourly.loc[day, "close"] == source.loc[source.index.normalize() == day, "CLOSE"].iloc[-1]
+    assert hourly.loc[day, "volume"] == 24.0
+    with pytest.raises(DataError, match="data.resample='often' is not a frequency"):
+        load_data(data_config("universe", path=str(folder), resample="often"))
+
+
 def test_a_position_whose_asset_stops_trading_is_closed_at_its_last_price() -> None:
     universe = ragged_universe()
     weights = np.zeros(universe.close.shape)

@@ -57,6 +57,10 @@ class UniverseRules:
     max_fill: int = documented(5, "bars an asset's last price is carried over where it has no bar (return 0); past "
                                "them, and before its first bar, it is not tradable (a position is sold at its last "
                                "price)", "bars", ">= 0")
+    resample: str | None = documented(None, "aggregate every asset's bars to this frequency first (open first, high "
+                                      "max, low min, close last, volume summed; a bar labelled by its period's "
+                                      "start), so that intraday and daily assets share one calendar", "",
+                                      "null (assets must share a spacing), or a pandas offset: 1D, 1h, 1W")
 
 
 @dataclass

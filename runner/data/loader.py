@@ -14,7 +14,7 @@ import pandas as pd
 from runner.config.build import build, from_schema
 from runner.config.schema import DataRules, UniverseRules
 from runner.data.series import normalise_ohlcv, trim
-from runner.data.universe import Universe, align
+from runner.data.universe import Universe, align, check_spacings, resample
 from runner.errors import DataError
 
 if TYPE_CHECKING:
@@ -51,13 +51,21 @@ def load_data(config: Mapping[str, Any], choice: str = "data") -> Universe:
     if not isinstance(loaded, Mapping):
         raise TypeError(f"{type(source).__name__}.load() returned {type(loaded).__name__}; a data source returns an "
                         "OHLCV DataFrame (a series) or a {symbol: OHLCV DataFrame} mapping (a universe).")
-    fill = from_schema(UniverseRules, universe_keys, "data")
+    universe = from_schema(UniverseRules, universe_keys, "data")
+    name = getattr(source, "name", choice)
     frames = {}
     for symbol, frame in loaded.items():
+        frame = normalise_ohlcv(frame, f"data={choice} symbol {symbol!r}")
+        if universe.resample:
+            try:
+                frame = resample(frame, universe.resample)
+            except ValueError:
+                raise DataError(f"data.resample={universe.resample!r} is not a frequency; allowed: null or a pandas "
+                                "offset such as 1D, 1h, 1W.") from None
         try:
-            frames[str(symbol)] = trim(normalise_ohlcv(frame, f"data={choice} symbol {symbol!r}"), rules.start,
-                                       rules.end)
+            frames[str(symbol)] = trim(frame, rules.start, rules.end)
         except DataError as error:
             if "no bars between" not in str(error):
                 raise
-    return align(frames, fill.max_fill, getattr(source, "name", choice))
+    check_spacings(frames, name)
+    return align(frames, universe.max_fill, name)

@@ -111,12 +111,49 @@ def align(frames: Mapping[str, pd.DataFrame], max_fill: int, name: str) -> Unive
     if present.sum() < MIN_ASSETS:
         counts = np.isfinite(close).sum(axis=1)
         ready = np.flatnonzero(counts >= MIN_ASSETS)
-        hint = (f"set data.start={index[ready[0]].date()} (the first date {MIN_ASSETS} of them have prices)"
-                if len(ready) else "add assets whose histories overlap")
+        hint = (f"set data.start={_stamp(index[ready[0]], index[0])} (the first bar {MIN_ASSETS} of them have "
+                f"prices)" if len(ready) else "add assets whose histories overlap")
         raise DataError(f"{name}: only {int(present.sum())} asset(s) ({', '.join(np.array(symbols)[present])}) "
-                        f"have a price at the first bar, {index[0].date()}; a universe needs at least {MIN_ASSETS} "
+                        f"have a price at the first bar, {_stamp(index[0])}; a universe needs at least {MIN_ASSETS} "
                         f"from its first bar: {hint}.")
     return Universe(name, pd.DatetimeIndex(index, name="timestamp"), symbols, close, dict(frames))
+
+
+def _stamp(when: pd.Timestamp, beside: pd.Timestamp | None = None) -> str:
+    """A date, or the whole timestamp where the time of day matters (intraday bars, or a bar on the same date as
+    ``beside``: a suggestion never repeats the setting that just failed)."""
+    same_day = beside is not None and when.normalize() == beside.normalize()
+    return str(when) if same_day or when != when.normalize() else str(when.date())
+
+
+INTRADAY = pd.Timedelta(hours=20)  # a typical spacing below this: intraday bars; at or above it: daily or longer
+
+
+def spacing(index: pd.DatetimeIndex) -> pd.Timedelta:
+    """An asset's typical bar spacing: the median gap between its timestamps."""
+    return pd.Series(index).diff().median() if len(index) > 1 else pd.Timedelta(0)
+
+
+def check_spacings(frames: Mapping[str, pd.DataFrame], name: str) -> None:
+    """Assets of one universe share a calendar kind: intraday bars beside daily ones (stamped at midnight, ahead
+    of that day's intraday bars) would put a day's close before the hours it summarises, a look-ahead for any
+    rule that compares assets, and price the daily asset on a fraction of the bars."""
+    kinds = {symbol: spacing(frame.index) for symbol, frame in frames.items()}
+    intraday = {s for s, gap in kinds.items() if gap < INTRADAY}
+    if intraday and len(intraday) < len(kinds):
+        listed = ", ".join(f"{s} every {gap}" for s, gap in sorted(kinds.items()))
+        raise DataError(f"{name} mixes intraday and daily bars ({listed}); give files of one spacing, or set "
+                        "data.resample=1D to aggregate every asset to daily bars at each day's close (README, "
+                        "'Universes').")
+
+
+def resample(frame: pd.DataFrame, rule: str) -> pd.DataFrame:
+    """OHLCV bars aggregated to ``rule`` (a pandas offset, e.g. 1D): first open, highest high, lowest low, last
+    close, summed volume, each bar labelled by its period's start (a day's bar by its date, as daily files are)
+    and holding only that period's bars; periods without bars are dropped."""
+    out = frame.resample(rule).agg({"open": "first", "high": "max", "low": "min", "close": "last",
+                                    "volume": lambda v: v.sum(min_count=1)})
+    return out[out["close"].notna()]
 
 
 def read_folder(folder: Path, date_column: str | None) -> dict[str, pd.DataFrame]:
@@ -125,12 +162,17 @@ def read_folder(folder: Path, date_column: str | None) -> dict[str, pd.DataFrame
     if not files:
         raise DataError(f"data.path={str(folder)!r} is a folder without CSV or Parquet files (one per symbol, e.g. "
                         "AAPL.csv).")
-    frames = {}
+    by_symbol: dict[str, list[Path]] = {}
     for file in files:
         symbol = next(file.name[: -len(s)] for s in FILE_SUFFIXES if file.name.lower().endswith(s))
-        where = f"data.path={str(file)!r}"
-        frames[symbol] = normalise_ohlcv(read_table(file, date_column, label="data.path"), where)
-    return frames
+        by_symbol.setdefault(symbol, []).append(file)
+    twice = {symbol: named for symbol, named in by_symbol.items() if len(named) > 1}
+    if twice:
+        pairs = "; ".join(f"{symbol}: {', '.join(f.name for f in named)}" for symbol, named in twice.items())
+        raise DataError(f"data.path={str(folder)!r} has more than one file for a symbol ({pairs}); keep one file per "
+                        "symbol (the symbol is the file name without its suffix).")
+    return {symbol: normalise_ohlcv(read_table(file, date_column, label="data.path"), f"data.path={str(file)!r}")
+            for symbol, (file,) in by_symbol.items()}
 
 
 def read_long(file: Path, date_column: str | None) -> dict[str, pd.DataFrame]:
