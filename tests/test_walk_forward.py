@@ -134,3 +134,29 @@ def test_a_walk_forward_sweep_selects_by_the_out_of_sample_record(tmp_path: Path
     trials = summary["trials"]
     assert trials["segment"] == "oos" and trials["n_trials"] == 3 and 0 <= trials["deflated_sharpe_ratio"] <= 1
     assert summary["winner"]["test_metrics"]["sharpe_ratio"] == summary["winner"]["value"]
+
+
+@pytest.mark.parametrize("rebalance", [5, "weekly", "monthly"])
+@pytest.mark.parametrize("data", [["data=sp500", "data.start=2010-01-01"],
+                                  ["data=synthetic_universe", "data.n_assets=6", "data.n_bars=1200"]])
+def test_a_rules_walk_forward_returns_are_the_holdout_backtests_on_the_same_bars(rebalance, data) -> None:
+    """The rebalance schedule is anchored to the whole series, not restarted at the first test bar: with fold
+    boundaries off the schedule (503 + 1 gap, then 97-bar folds: neither multiples of 5 nor week or month ends)
+    the stitched record's returns equal the holdout run's on those bars, bar for bar."""
+    from runner.evaluation.experiment import compute, prepare
+    from runner.evaluation.walk_forward import walk_forward
+    from tests.test_universe_strategies import composed
+
+    common = ["+strategy=momentum", "strategy.lookback=20", "model=none", f"backtest.rebalance={rebalance}", *data]
+    holdout = compute(prepare(composed(common))).result
+    prepared = prepare(composed([*common, "evaluation=walk_forward", "evaluation.folds=4", "evaluation.train_bars=503",
+                                 "evaluation.test_bars=97"]))
+    walk = walk_forward(prepared)
+    start, stop = prepared.folds[0].test_start, prepared.folds[-1].test_end
+    assert start % 5 != 0 and walk.offset >= 1
+    record = walk.oos.strategy_returns[walk.offset:]
+    assert len(record) == stop - start == 4 * 97
+    np.testing.assert_allclose(record, holdout.strategy_returns[start:stop], rtol=0, atol=1e-15)
+    assert holdout.strategy_returns[start:stop].std() > 0  # the rule trades there
+    table = walk.stitched_table()
+    assert len(table) == 4 * 97 and table["timestamp"].iloc[0] == prepared.book.index[start]

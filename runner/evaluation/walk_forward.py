@@ -21,6 +21,7 @@ import pandas as pd
 from runner.config.schema import Doc
 from runner.data.series import DataError
 from runner.engine.backtest import BacktestResult, run_backtest
+from runner.engine.portfolio import rebalance_mask
 
 if TYPE_CHECKING:
     from runner.evaluation.experiment import Prepared
@@ -45,10 +46,11 @@ class WalkForward:
     """What a walk-forward run produced: the stitched record, per-fold test metrics and each fold's training."""
 
     folds: list[Fold]
-    oos: BacktestResult  # over bars [folds[0].test_start - 1, folds[-1].test_end); segment "oos" from bar 1
+    oos: BacktestResult  # over bars [folds[0].test_start - offset, folds[-1].test_end); segment "oos" from offset
     fold_metrics: dict[str, list[float]]  # metric -> one value per fold (the fold's own test stretch)
     trainings: list[Any]
     dataset: Dataset  # the last fold's (its standardisation goes with the logged model)
+    offset: int = 1  # bars of ``oos`` before the record: back to the rebalance the first test bar's book comes from
 
     def folds_table(self, index: pd.Index) -> pd.DataFrame:
         """First and last bar (timestamps) of each fold's ranges: ``backtest/folds``."""
@@ -58,7 +60,7 @@ class WalkForward:
 
     def stitched_table(self) -> pd.DataFrame:
         """The out-of-sample record, one row per test bar: ``backtest/walk_forward``."""
-        frame = self.oos.portfolio_values().iloc[1:].drop(columns="segment")
+        frame = self.oos.portfolio_values().iloc[self.offset:].drop(columns="segment")
         fold = np.concatenate([np.full(f.test_end - f.test_start, f.number) for f in self.folds])
         frame.insert(1, "fold", fold)
         return frame.reset_index(drop=True)
@@ -165,13 +167,23 @@ def walk_forward(prepared: Prepared, check_stop: Any = lambda: None) -> WalkForw
     else:
         forecasts, trainings, dataset = _fold_forecasts(prepared, folds, check_stop)
         weights = strategy.portfolio_weights_from_forecast(forecasts, book)
-    first, stop = folds[0].test_start - 1, folds[-1].test_end  # one bar before: it holds the weight traded into
+    first = schedule_anchor(prepared.backtest.rebalance, book.index, folds[0].test_start - 1)
+    stop = folds[-1].test_end
     close, index, symbols = book.close[first:stop], book.index[first:stop], book.symbols
     oos = run_backtest(close, weights[first:stop], 0, 0, prepared.backtest, index,
-                       segments={"oos": (1, stop - first)}, symbols=symbols)
+                       segments={"oos": (folds[0].test_start - first, stop - first)}, symbols=symbols)
     per_fold = run_backtest(close, weights[first:stop], 0, 0, prepared.backtest, index,
                             segments={f"fold{f.number}": (f.test_start - first, f.test_end - first) for f in folds},
                             symbols=symbols)
     names = list(oos.metrics["oos"])
     fold_metrics = {name: [per_fold.metrics[f"fold{f.number}"][name] for f in folds] for name in names}
-    return WalkForward(folds, oos, fold_metrics, trainings, dataset)
+    return WalkForward(folds, oos, fold_metrics, trainings, dataset, folds[0].test_start - first)
+
+
+def schedule_anchor(rebalance: int | str, index: pd.DatetimeIndex, bar: int) -> int:
+    """Where the out-of-sample book starts: the whole series' last rebalance at or before ``bar`` (the bar before
+    the first test bar). From there on its rebalance schedule (every k bars, weekly, monthly), its drift between
+    rebalances and so its returns are the holdout backtest's on the same bars; only that start's own trade, into
+    the book from cash, costs what the holdout's trade there did not."""
+    mask = rebalance_mask(rebalance, index, len(index))
+    return bar if mask is None else int(np.flatnonzero(mask[:bar + 1])[-1])

@@ -168,16 +168,18 @@ def training_figure(histories: list[dict[str, list[float]]], best_epoch: int) ->
     return fig
 
 
-def walk_forward_figure(oos: Any, boundaries: list[int], fold_sharpes: list[float], title: str = "") -> Any:
+def walk_forward_figure(oos: Any, boundaries: list[int], fold_sharpes: list[float], title: str = "",
+                        offset: int = 1) -> Any:
     """The stitched out-of-sample equity against buy & hold with the folds marked, and each fold's test Sharpe.
 
-    ``oos``: the stitched backtest (its bar 0 precedes the record); ``boundaries``: each fold's first bar in it."""
+    ``oos``: the stitched backtest (its first ``offset`` bars precede the record); ``boundaries``: each fold's
+    first bar in the record, plus one."""
     from matplotlib.lines import Line2D
 
     fig = new_figure(11, 6.5)
     ax_eq, ax_sr = fig.subplots(2, 1, gridspec_kw={"height_ratios": [3, 1.3], "hspace": 0.35})
     x, ticks, labels = time_axis(oos.index)
-    x, equity, benchmark = x[1:], oos.equity[1:], oos.benchmark_equity[1:]
+    x, equity, benchmark = x[offset:], oos.equity[offset:], oos.benchmark_equity[offset:]
     ax_eq.plot(*reduce_for_drawing(x, equity), color=STRATEGY, lw=1.1)
     ax_eq.plot(*reduce_for_drawing(x, benchmark), color=BENCHMARK, lw=0.9, alpha=0.8)
     for number, start in enumerate(boundaries):
@@ -210,7 +212,7 @@ def run_figures(prepared: Prepared, outcome: Outcome) -> dict[str, Figure]:
     if walk is not None:
         figures["walk_forward.png"] = walk_forward_figure(
             walk.oos, [f.test_start - walk.folds[0].test_start + 1 for f in walk.folds],
-            walk.fold_metrics["sharpe_ratio"], title)
+            walk.fold_metrics["sharpe_ratio"], title, walk.offset)
     else:
         figures["equity.png"] = equity_figure(outcome.result, title=title)
     if outcome.result.symbols is not None:
