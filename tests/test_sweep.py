@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 from tests.conftest import run_cli
 
 FAST = ["model=none", "data.start=2010-01-01", "data.end=2014-12-31"]
+SYNTHETIC = ["model=none", "data=synthetic", "data.n_bars=600"]
 
 
 def _sweep_dir(launch: Path) -> Path:
@@ -203,3 +204,77 @@ def test_a_submitit_local_sweep_tracks_like_the_basic_launcher(tmp_path: Path, c
     parent = client.get_run(best["parent_run_id"])
     assert all(r.data.tags["runner.pid"] != parent.data.tags["runner.pid"] for r in children)  # own processes
     assert best["winner"]["run_id"] == max(children, key=lambda r: r.data.metrics["val_sharpe_ratio"]).info.run_id
+
+
+def _parents(tracking_uri: str, name: str) -> list:
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("trading_experiment")
+    if experiment is None:
+        return []
+    return client.search_runs([experiment.experiment_id],
+                              f"tags.`runner.role` = 'sweep_parent' and tags.sweep_name = '{name}'")
+
+
+@pytest.mark.slow
+def test_a_second_launch_of_a_running_sweep_name_stops_before_creating_anything(tmp_path: Path, cli_env: dict,
+                                                                                  tracking_uri: str) -> None:
+    import subprocess
+    import sys
+    import time
+
+    lookbacks = ",".join(str(k) for k in range(2, 42))  # 40 rule jobs: the first launch runs for a while
+    first = subprocess.Popen([sys.executable, "-m", "runner", "-m", "+strategy=momentum", *SYNTHETIC,
+                              f"strategy.lookback={lookbacks}", "sweep_name=same"], env=cli_env, cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not [p for p in _parents(tracking_uri, "same") if p.info.status == "RUNNING"] and time.time() < deadline:
+        time.sleep(0.5)
+    [parent] = _parents(tracking_uri, "same")
+    second = run_cli(["runner", "-m", "+strategy=momentum", *SYNTHETIC, "strategy.lookback=3,4",
+                      "sweep_name=same"], cli_env, tmp_path)
+    out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err[-2000:]
+    assert second.returncode == 2, second.stderr[-2000:]
+    [line] = second.stderr.strip().splitlines()
+    assert line.startswith(f"error: sweep_name='same' is running already: parent run {parent.info.run_id} (pid ")
+    assert "sweep_name=NEW_NAME" in line and "resume" in line
+    assert [p.info.run_id for p in _parents(tracking_uri, "same")] == [parent.info.run_id]  # nothing created
+    assert len(sorted(tmp_path.glob("outputs/multirun/*/*"))) == 1  # nor a folder
+
+
+def test_a_stale_parent_of_the_same_name_does_not_block_a_launch(tmp_path: Path, cli_env: dict,
+                                                                 tracking_uri: str) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from runner.tracking.logger import MLflowLogger
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    logger = MLflowLogger("trading_experiment", tracking_uri)
+    dead = logger.client.create_run(logger.experiment_id, run_name="stale", tags={  # its process has ended
+        "runner.role": "sweep_parent", "sweep_name": "stale", "runner.host": socket.gethostname(),
+        "runner.pid": gone.stdout.strip()})
+    done = run_cli(["runner", "-m", "+strategy=momentum", *SYNTHETIC,
+                    "strategy.lookback=5,10", "sweep_name=stale"], cli_env, tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(_parents(tracking_uri, "stale")) == 2 and dead.info.status == "RUNNING"
+
+
+@pytest.mark.slow
+def test_two_launches_of_one_sweep_name_at_once_create_one_parent(tmp_path: Path, cli_env: dict,
+                                                                   tracking_uri: str) -> None:
+    import subprocess
+    import sys
+
+    lookbacks = ",".join(str(k) for k in range(2, 42))
+    command = [sys.executable, "-m", "runner", "-m", "+strategy=momentum", *SYNTHETIC, f"strategy.lookback={lookbacks}",
+               "sweep_name=twice"]
+    launches = [subprocess.Popen(command, env=cli_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True) for _ in range(2)]
+    outputs = [launch.communicate(timeout=600) for launch in launches]
+    codes = sorted(launch.returncode for launch in launches)
+    assert codes == [0, 2], [err[-1500:] for _, err in outputs]
+    refused = next(err for (_, err), launch in zip(outputs, launches, strict=True) if launch.returncode == 2)
+    assert refused.strip().startswith("error: sweep_name='twice' is running already: parent run ")
+    assert len(_parents(tracking_uri, "twice")) == 1

@@ -15,21 +15,30 @@ first one's.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import re
 import socket
 import sys
+import tempfile
 import time
+import traceback
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from runner.errors import NotFoundError
+from runner.errors import ConfigError, NotFoundError, UserError
 from runner.pipeline import ServerLost, tracking_uri_for
+
+if TYPE_CHECKING:
+    from filelock import FileLock
+
+    from runner.tracking.logger import MLflowLogger
 
 STATE_FILE = ".mlflow_sweep.json"
 LOCK_FILE = ".mlflow_sweep.lock"
@@ -104,15 +113,50 @@ def end_active_sweep(error: BaseException) -> None:
             lock.release()
 
 
+def name_lock(tracking_uri: str, experiment_id: str, sweep_name: str) -> FileLock:
+    """A lock on this machine for one sweep name of one experiment and store, held while a launch checks that
+    the name is free and creates its parent: two launches at once cannot both pass the check. (Launches from
+    two machines against one server are not serialised by it: the check alone stands there.)"""
+    from filelock import FileLock
+
+    key = hashlib.sha256(f"{tracking_uri}|{experiment_id}|{sweep_name}".encode()).hexdigest()[:16]
+    return FileLock(str(Path(tempfile.gettempdir()) / f"runner-sweep-name-{key}.lock"), timeout=60)
+
+
+def refuse_a_running_name(logger: MLflowLogger, sweep_name: str) -> None:
+    """A sweep name whose parent is RUNNING with a live process is not launched again: one line naming it."""
+    from runner.tracking.queries import running_sweep_parents
+
+    running = running_sweep_parents(logger.client, logger.experiment_id, sweep_name)
+    if running:
+        parent = running[0]
+        tags = parent.data.tags
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(parent.info.start_time / 1000))
+        raise ConfigError(f"sweep_name={sweep_name!r} is running already: parent run {parent.info.run_id} (pid "
+                          f"{tags.get('runner.pid', '?')} on {tags.get('runner.host', '?')}, started {started}); "
+                          f"wait for it and launch again to resume it (its FINISHED configs are skipped), or give "
+                          "this launch another name: sweep_name=NEW_NAME.")
+
+
+def _remove_if_empty(sweep_dir: Path) -> None:
+    """A launch that stopped before its parent existed leaves no folder behind (its lock file only)."""
+    with contextlib.suppress(OSError):
+        (sweep_dir / LOCK_FILE).unlink(missing_ok=True)
+        sweep_dir.rmdir()
+
+
 class SweepCallback(Callback):
     """Creates the store, experiment and parent run before any job; reports the winner at the end."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             self._start(config)
-        except Exception as error:  # noqa: BLE001 - Hydra would only warn and run jobs without a parent
-            print(f"error: the sweep could not start: {error}", file=sys.stderr)
+        except UserError as error:  # Hydra would only warn and run jobs without a parent
+            print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
+        except Exception:  # noqa: BLE001 - a bug: its traceback, and no job runs without a parent
+            print(f"error: the sweep could not start:\n{traceback.format_exc()}", file=sys.stderr)
+            sys.exit(1)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from runner.sweeps.winner import report_sweep
@@ -179,12 +223,16 @@ class SweepCallback(Callback):
             name = config.get("sweep_name") or default_sweep_name(sweep_dir)
             override_list = [str(o) for o in OmegaConf.to_container(config.hydra.overrides.task, resolve=False)]
             overrides = " ".join(override_list)
-            run = logger.client.create_run(logger.experiment_id, run_name=name, tags={
-                "runner.role": "sweep_parent", "sweep_name": name, "overrides": overrides, "argv": " ".join(sys.argv),
-                "sweep_dir": str(sweep_dir.absolute()), "runner.host": socket.gethostname(),
-                "runner.pid": str(os.getpid()), ENGINE_VERSION_TAG: str(ENGINE_VERSION)})
+            with name_lock(uri, logger.experiment_id, name):  # one launch at a time may check and create
+                refuse_a_running_name(logger, name)
+                run = logger.client.create_run(logger.experiment_id, run_name=name, tags={
+                    "runner.role": "sweep_parent", "sweep_name": name, "overrides": overrides,
+                    "argv": " ".join(sys.argv), "sweep_dir": str(sweep_dir.absolute()),
+                    "runner.host": socket.gethostname(), "runner.pid": str(os.getpid()),
+                    ENGINE_VERSION_TAG: str(ENGINE_VERSION)})
         except BaseException:
             lock.release()
+            _remove_if_empty(sweep_dir)
             raise
         state = {"parent_run_id": run.info.run_id, "sweep_name": name, "tracking_uri": uri,
                  "experiment_name": str(config.experiment_name), "experiment_id": logger.experiment_id,

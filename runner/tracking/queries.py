@@ -201,16 +201,28 @@ def find_stale(client: MlflowClient, experiment_id: str, older_than_hours: float
     """RUNNING runs whose process is gone: started on this host by a pid that no longer exists (tags
     ``runner.host``/``runner.pid``, sweep parents included), or, with ``older_than_hours``, started longer ago."""
     runs = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=5000)
-    host, now_ms = socket.gethostname(), time.time() * 1000
+    now_ms = time.time() * 1000
     stale = []
     for run in runs:
-        tags = run.data.tags
-        pid = tags.get("runner.pid")
-        if tags.get("runner.host") == host and pid and pid.isdigit() and not _alive(int(pid)):
-            stale.append((run, f"process {pid} on this host is gone"))
+        if process_gone(run):
+            stale.append((run, f"process {run.data.tags['runner.pid']} on this host is gone"))
         elif older_than_hours is not None and now_ms - run.info.start_time > older_than_hours * 3.6e6:
             stale.append((run, f"RUNNING for more than {older_than_hours} h"))
     return stale
+
+
+def process_gone(run: Run) -> bool:
+    """Whether a RUNNING run's process is known to be gone: started on this host by a pid that no longer exists."""
+    tags = run.data.tags
+    pid = tags.get("runner.pid")
+    return tags.get("runner.host") == socket.gethostname() and bool(pid) and pid.isdigit() and not _alive(int(pid))
+
+
+def running_sweep_parents(client: MlflowClient, experiment_id: str, sweep_name: str) -> list[Run]:
+    """The parents of ``sweep_name`` still RUNNING with a live process (a stale one, ``process_gone``, is not)."""
+    runs = client.search_runs([experiment_id], filter_string=(
+        f"tags.`runner.role` = 'sweep_parent' and tags.sweep_name = '{sweep_name}' and attributes.status = 'RUNNING'"))
+    return [run for run in runs if not process_gone(run)]
 
 
 def mark_killed(client: MlflowClient, run_ids: list[str], reason: str) -> None:
