@@ -84,6 +84,7 @@ def entry() -> None:
     atexit.register(gc.freeze)
     from runner.config.overrides import check_overrides
     from runner.config.schema import register
+    from runner.tracking.lifecycle import exit_status, ignore_signals, interrupted, stop_on_signals
     from runner.tracking.store import bounded_http_retries
 
     problem = check_overrides(sys.argv[1:])
@@ -96,8 +97,17 @@ def entry() -> None:
     os.environ["RUNNER_LAUNCH_ID"] = secrets.token_hex(3)
     register()
     bounded_http_retries()
+    stop_on_signals()
     try:
         main()
+    except KeyboardInterrupt as stop:  # a sweep stopped by a signal: its runs end KILLED, one line, 128 + signal
+        from runner.sweeps.launch import end_active_sweep
+
+        ignore_signals()
+        ended = end_active_sweep(stop)
+        print(f"interrupted ({interrupted(stop)}): {ended or 'nothing was running'}; no job starts after it",
+              file=sys.stderr)
+        sys.exit(exit_status(stop))
     except BaseException as stop:
         from runner.sweeps.launch import end_active_sweep
 

@@ -192,12 +192,16 @@ def run_single(cfg: DictConfig) -> float:
 
 
 def run(cfg: DictConfig) -> float:
-    """``run_single`` with the command-line contract: one line and exit 2 for user errors, 130 on a stop."""
+    """``run_single`` with the command-line contract: one line and exit 2 for user errors, 128 + the signal's
+    number on a stop (130 for Ctrl-C, 143 for SIGTERM)."""
+    from runner.tracking.lifecycle import exit_status, ignore_signals, interrupted
+
     try:
         return run_single(cfg)
     except KeyboardInterrupt as interrupt:  # the run, if any, already ended KILLED
-        print(f"interrupted ({str(interrupt) or 'received SIGINT (Ctrl-C)'}): the run ended KILLED", file=sys.stderr)
-        sys.exit(130)
+        ignore_signals()
+        print(f"interrupted ({interrupted(interrupt)}): the run ended KILLED", file=sys.stderr)
+        sys.exit(exit_status(interrupt))
     except UserError as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -95,8 +95,8 @@ def test_an_unknown_source_or_key_is_named_with_what_is_allowed() -> None:
     with pytest.raises(NotFoundError, match="data._target_='my.missing.Source' cannot be imported"):
         load_data(data_config("sp500", _target_="my.missing.Source"))
     with pytest.raises(ConfigTypeError, match="data.n_bar is not a known key; allowed: seed, n_bars, drift, "
-                                              "volatility, regimes, start, end, splits, max_fill. Did you mean "
-                                              "data.n_bars?"):
+                                              "volatility, regimes, start, end, splits, max_fill, resample. Did you "
+                                              "mean data.n_bars?"):
         load_data(data_config("synthetic", n_bar=10))
     with pytest.raises(DataError, match="data.max_fill applies to universes only, but data=data is a single series"):
         load_data(data_config("synthetic", max_fill=2))

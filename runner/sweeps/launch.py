@@ -72,10 +72,11 @@ def default_sweep_name(sweep_dir: Path) -> str:
     return "sweep_{}{}{}_{}{}{}".format(*match.groups()) if match else datetime.now().strftime("sweep_%Y%m%d_%H%M%S")
 
 
-def end_active_sweep(error: BaseException) -> None:
-    """A sweep stopped by an exception ends its parent run FAILED (KILLED for Ctrl-C) instead of leaving it
-    RUNNING: Hydra skips ``on_multirun_end`` then. Hydra turns an error into ``sys.exit(1)`` raised while
-    handling it, so the error itself is the exit's ``__context__``."""
+def end_active_sweep(error: BaseException) -> str | None:
+    """A sweep stopped by an exception ends its parent run FAILED (KILLED for a signal) instead of leaving it
+    RUNNING, and its children still RUNNING likewise: Hydra skips ``on_multirun_end`` then. Hydra turns an error
+    into ``sys.exit(1)`` raised while handling it, so the error itself is the exit's ``__context__``. Returns
+    what it ended, for the one line a stopped sweep prints (None: no sweep was running)."""
     state = _active.pop("state", None)
     lock = _active.pop("lock", None)
     if _active.pop("ray", False):  # first: Ray stops the jobs still running, so none can outlive the sweep
@@ -83,10 +84,10 @@ def end_active_sweep(error: BaseException) -> None:
 
         disconnect()
     if state is None:
-        return
+        return None
     cause = error.__context__ if isinstance(error, SystemExit) and error.__context__ is not None else error
     if isinstance(error, SystemExit) and error.code in (0, None):
-        return
+        return None
     try:
         from runner.tracking.local_record import server_lost
         from runner.tracking.logger import MLflowLogger
@@ -94,20 +95,29 @@ def end_active_sweep(error: BaseException) -> None:
         status = "KILLED" if isinstance(cause, KeyboardInterrupt) else "FAILED"
         if server_lost(state["tracking_uri"]):  # only the record can be ended now
             parent_record(state).finish(status)
-            return
+            return f"sweep {state['sweep_name']}'s record ended {status} (the tracking server was lost)"
         logger = MLflowLogger(state["experiment_name"], state["tracking_uri"])
+        import mlflow
+
+        while mlflow.active_run() is not None:  # a job stopped inside MLflow's own end_run: MLflow's exit hook
+            mlflow.end_run(status)  # would otherwise end that run FINISHED after this one ended it KILLED
         from runner.tracking.lifecycle import end_running_children
 
         stopped = end_running_children(logger.client, logger.experiment_id, state["parent_run_id"], status,
                                        f"the sweep stopped: {type(cause).__name__}: {cause}")
-        if stopped:
+        if stopped and not isinstance(cause, KeyboardInterrupt):
             print(f"ended {status}: {', '.join(stopped)} (stopped with the sweep)", file=sys.stderr)
         if logger.client.get_run(state["parent_run_id"]).info.status == "RUNNING":
             parent_record(state).finish(status)
             logger.client.set_tag(state["parent_run_id"], "error", f"{type(cause).__name__}: {cause}"[:5000])
             logger.client.set_terminated(state["parent_run_id"], status)
+        killed = [r.info.run_name for r in logger.client.search_runs([logger.experiment_id], filter_string=(
+            f"tags.mlflow.parentRunId = '{state['parent_run_id']}' and attributes.status = '{status}'"))]
+        running = f" and its running job(s) ({', '.join(killed)})" if killed else ""
+        return f"sweep {state['sweep_name']}'s parent run{running} ended {status}"
     except Exception as problem:  # noqa: BLE001 - the original error is what the user must see
         print(f"warning: the sweep's parent run could not be ended: {problem}", file=sys.stderr)
+        return None
     finally:
         if lock is not None:
             lock.release()
@@ -217,6 +227,10 @@ class SweepCallback(Callback):
             check_tracking_server(uri)
             logger = MLflowLogger(str(config.experiment_name), uri)  # creates the schema once, here
             on_ray = is_ray(config.hydra.launcher)
+            if "joblib" in str(OmegaConf.select(config, "hydra.launcher._target_", default="")):
+                # Workers stopped with the sweep leave semaphores for the resource tracker process (started by
+                # the workers' pool, inheriting this) to clean, which it does, with a warning on stderr per sweep.
+                os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning:multiprocessing.resource_tracker")
             if on_ray:
                 check_shared_store(config.hydra.launcher, uri,
                                    logger.client.get_experiment(logger.experiment_id).artifact_location)

@@ -38,19 +38,47 @@ def check_stop() -> None:
         raise Terminated(_pending_stop)
 
 
+def _raise_terminated(signum: int, frame: Any) -> None:
+    global _pending_stop
+    _pending_stop = f"received {signal.Signals(signum).name}"
+    raise Terminated(_pending_stop)
+
+
+def stop_on_signals() -> None:
+    """For the whole process (``python -m runner``): SIGINT, SIGTERM and SIGHUP raise ``Terminated`` wherever it
+    is, between a sweep's jobs and inside Hydra too, so that the entry point ends what is running KILLED and
+    exits ``exit_status`` (SIGTERM alone would otherwise end the process with its runs left RUNNING)."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in HANDLED_SIGNALS:
+            signal.signal(sig, _raise_terminated)
+
+
+def ignore_signals() -> None:
+    """While a stopped process ends its runs: a second Ctrl-C must not interrupt the clean-up."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in HANDLED_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+
+
+def exit_status(interrupt: KeyboardInterrupt) -> int:
+    """128 + the signal's number, as a shell reports a process stopped by it: 130 for Ctrl-C (SIGINT), 143 for
+    SIGTERM, 129 for SIGHUP."""
+    name = str(interrupt).removeprefix("received ") or "SIGINT"
+    return 128 + int(getattr(signal, name, signal.SIGINT))
+
+
+def interrupted(interrupt: KeyboardInterrupt) -> str:
+    """What stopped the process, for its one line: ``received SIGTERM``, or Ctrl-C's."""
+    return str(interrupt) or "received SIGINT (Ctrl-C)"
+
+
 @contextlib.contextmanager
 def signals_as_interrupts() -> Iterator[None]:
     global _pending_stop
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def handler(signum: int, frame: Any) -> None:
-        global _pending_stop
-        _pending_stop = f"received {signal.Signals(signum).name}"
-        raise Terminated(_pending_stop)
-
-    previous = {sig: signal.signal(sig, handler) for sig in HANDLED_SIGNALS}
+    previous = {sig: signal.signal(sig, _raise_terminated) for sig in HANDLED_SIGNALS}
     try:
         yield
     finally:
