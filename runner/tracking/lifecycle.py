@@ -15,6 +15,8 @@ import traceback
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from runner.tracking.store import when_unlocked
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
@@ -138,6 +140,6 @@ def end_running_children(client: MlflowClient, experiment_id: str, parent_run_id
     runs = client.search_runs([experiment_id], filter_string=(
         f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"))
     for run in runs:
-        client.set_tag(run.info.run_id, "error", reason[:1000])
-        client.set_terminated(run.info.run_id, status)
+        when_unlocked(client.set_tag, run.info.run_id, "error", reason[:1000])
+        when_unlocked(client.set_terminated, run.info.run_id, status)
     return [r.info.run_name for r in runs]

@@ -34,7 +34,14 @@ from runner.tracking.sanitize import (
     to_jsonable,
     validate_key,
 )
-from runner.tracking.store import EXPERIMENT_TAGS, artifact_root_for, resolve_tracking_uri, sqlite_path, store_lock
+from runner.tracking.store import (
+    EXPERIMENT_TAGS,
+    artifact_root_for,
+    resolve_tracking_uri,
+    sqlite_path,
+    store_lock,
+    when_unlocked,
+)
 from runner.tracking.tables import write_backtest_files
 
 if TYPE_CHECKING:
@@ -109,8 +116,8 @@ class MLflowLogger:
         if parent_run_id:
             run_tags["mlflow.parentRunId"] = parent_run_id
         self._mlflow.set_tracking_uri(self.tracking_uri)
-        run = self._mlflow.start_run(experiment_id=self.experiment_id, tags=run_tags,
-                                     run_name=run_name or datetime.now().strftime("run_%Y%m%d_%H%M%S"))
+        run = when_unlocked(self._mlflow.start_run, experiment_id=self.experiment_id, tags=run_tags,
+                            run_name=run_name or datetime.now().strftime("run_%Y%m%d_%H%M%S"))
         self.run_id = run.info.run_id
         return run
 
@@ -241,21 +248,22 @@ class MLflowLogger:
 
     # ----- what reaches the store: one place, so that a subclass can also keep a local record -----
     def _send_batch(self, run_id: str, metrics: Any = (), params: Any = (), tags: Any = ()) -> None:
-        self.client.log_batch(run_id, metrics=list(metrics), params=list(params), tags=list(tags), synchronous=True)
+        when_unlocked(self.client.log_batch, run_id, metrics=list(metrics), params=list(params), tags=list(tags),
+                      synchronous=True)
 
     def _send_artifacts(self, run_id: str, local_dir: str, artifact_path: str | None) -> None:
         self.client.log_artifacts(run_id, local_dir, artifact_path)
 
     def _send_model(self, model: torch.nn.Module, name: str, input_example: Any) -> None:
-        log_torch_model(model, name, input_example)
+        when_unlocked(log_torch_model, model, name, input_example)
 
     def _send_end(self, run_id: str, status: str) -> None:
         self._mlflow.set_tracking_uri(self.tracking_uri)
         active = self._mlflow.active_run()
         if active is not None and active.info.run_id == run_id:
-            self._mlflow.end_run(status=status)
+            when_unlocked(self._mlflow.end_run, status=status)
         else:
-            self.client.set_terminated(run_id, status)
+            when_unlocked(self.client.set_terminated, run_id, status)
 
     def log_backtest_results(self, results: Mapping[str, Any], artifact_path: str = "backtest",
                              tables: str = "auto") -> None:

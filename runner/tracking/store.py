@@ -11,13 +11,25 @@ import contextlib
 import logging
 import os
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
-from runner.errors import NotFoundError
+from runner.errors import NotFoundError, UserError
+
+T = TypeVar("T")
+# sqlite takes one writer at a time. MLflow's sessions wait up to 20 s for the lock (PRAGMA busy_timeout), but a
+# transaction that read first and then writes is refused at once while another process writes; so each write of
+# a run is tried again, waiting 0.5, 1, 2, 4, then 5 s between tries, for LOCKED_WAIT_SECONDS in all.
+LOCKED_WAIT_SECONDS = 120.0
+
+
+class StoreBusy(UserError):
+    """A sqlite store stayed locked by other processes' writes for longer than ``LOCKED_WAIT_SECONDS``."""
 
 HEALTH_TIMEOUT_SECONDS = 5.0
 # What MLflow's UI reads: a model-development experiment (not GenAI traces), with a short description.
@@ -52,6 +64,31 @@ def bounded_http_retries() -> None:
     for key, value in HTTP_RETRY_DEFAULTS.items():
         os.environ.setdefault(key, value)
     logging.getLogger("urllib3.connectionpool").addFilter(_OneRetryNotice())
+
+
+def is_locked(error: BaseException) -> bool:
+    """sqlite's "database is locked", however MLflow and SQLAlchemy wrap it."""
+    return "database is locked" in str(error)
+
+
+def when_unlocked(call: Callable[..., T], *args: object, **kwargs: object) -> T:
+    """``call(*args, **kwargs)``, tried again while a sqlite store is locked by another process's write, for
+    ``LOCKED_WAIT_SECONDS`` at most; then one line that says sqlite cannot serve this many writers at once."""
+    started, delay = time.monotonic(), 0.5
+    while True:
+        try:
+            return call(*args, **kwargs)
+        except Exception as error:
+            if not is_locked(error):
+                raise
+            waited = time.monotonic() - started
+            if waited > LOCKED_WAIT_SECONDS:
+                raise StoreBusy(f"the sqlite store stayed locked by other processes' writes for {waited:.0f} s: "
+                                "sqlite takes one writer at a time, too few for this many runs at once; log to a "
+                                "tracking server instead (tracking=server, README 'Running an MLflow server "
+                                "safely'), or run fewer jobs at once.") from None
+            time.sleep(delay)
+            delay = min(2 * delay, 5.0)
 
 
 def launch_dir() -> Path:
