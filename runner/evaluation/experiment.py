@@ -68,7 +68,7 @@ class Outcome:
     experiment_id: str | None = None
 
 
-def build_strategy(config: Mapping[str, Any]) -> Any:
+def build_strategy(config: Mapping[str, Any]) -> Strategy:
     """The strategy from its own keys, with the shared rules (``long_only``, ``forecast_threshold``) set."""
     shared = {f.name for f in dataclasses.fields(StrategyRules)}
     rules = from_schema(StrategyRules, {k: v for k, v in config.items() if k in shared}, "strategy")

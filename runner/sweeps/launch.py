@@ -38,6 +38,7 @@ from runner.pipeline import ServerLost, tracking_uri_for
 if TYPE_CHECKING:
     from filelock import FileLock
 
+    from runner.tracking.local_record import RunRecord
     from runner.tracking.logger import MLflowLogger
 
 STATE_FILE = ".mlflow_sweep.json"
@@ -57,7 +58,7 @@ def sweep_state(sweep_dir: str | Path) -> dict[str, str]:
     return json.loads(path.read_text())
 
 
-def parent_record(state: dict[str, Any]) -> Any:
+def parent_record(state: dict[str, Any]) -> RunRecord:
     """The sweep parent's local record, in the sweep's folder (the children's are in their job folders)."""
     from runner.tracking.local_record import RECORD_DIR, RunRecord
 

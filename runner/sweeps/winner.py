@@ -13,6 +13,7 @@ from runner.tracking.queries import differing_params, members_filter, sweep_chil
 from runner.tracking.sanitize import to_jsonable
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
     from mlflow.entities import Run
 
     from runner.tracking.logger import MLflowLogger
@@ -32,7 +33,7 @@ def _number(text: str | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def sweep_figure(runs: list[Run], metric: str, keys: list[str]) -> Any:
+def sweep_figure(runs: list[Run], metric: str, keys: list[str]) -> Figure:
     """The selection metric against the swept parameter(s): a line for one, a heatmap for two."""
     from runner.views.figures import new_figure
 

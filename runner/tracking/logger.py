@@ -46,6 +46,7 @@ from runner.tracking.tables import write_backtest_files
 
 if TYPE_CHECKING:
     import torch
+    from mlflow.entities import Run
 
 
 class NoActiveRunError(LookupError):
@@ -106,7 +107,7 @@ class MLflowLogger:
             return experiment.experiment_id
 
     def start_run(self, run_name: str | None = None, tags: Mapping[str, str] | None = None,
-                  parent_run_id: str | None = None) -> Any:
+                  parent_run_id: str | None = None) -> Run:
         """Start a run (default name ``run_YYYYmmdd_HHMMSS``), tagged with the engine version, and make it
         MLflow's active run."""
         if self.run_id is not None:

@@ -21,7 +21,7 @@ def pip_requirements() -> list[str]:
     return [f"torch=={torch.__version__.split('+')[0]}"]
 
 
-def example_input(model: torch.nn.Module, batch: int = 2) -> Any:
+def example_input(model: torch.nn.Module, batch: int = 2) -> torch.Tensor:
     """An input example inferred from the model's first layer (pt2 needs one to trace the graph).
 
     Batch 2, not 1: torch.export specialises size-1 dimensions, and the batch must stay dynamic.
@@ -90,7 +90,7 @@ def save_torch_model(model: torch.nn.Module, path: str, input_example: Any = Non
         model.train(was_training)
 
 
-def load_torch_model(model_uri: str, tracking_uri: str | None = None) -> Any:
+def load_torch_model(model_uri: str, tracking_uri: str | None = None) -> torch.nn.Module:
     """Load a logged model with pickle deserialisation disabled (a crafted pickle is refused).
 
     ``runs:/`` URIs resolve against ``tracking_uri`` (default: MLFLOW_TRACKING_URI, then the project

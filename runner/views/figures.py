@@ -15,6 +15,7 @@ import numpy as np
 if TYPE_CHECKING:  # annotations only: figures sit below the evaluation layer that produces an outcome
     from matplotlib.figure import Figure
 
+    from runner.engine.backtest import BacktestResult
     from runner.evaluation.experiment import Outcome, Prepared
 
 DRAW_COLUMNS = 2000  # points per curve kept for drawing: ~2x the pixel columns of an 11-inch figure at 90 dpi
@@ -22,7 +23,7 @@ SEGMENT_COLOURS = {"train": "#f2f2f2", "val": "#e3eefc", "test": "#fdeee0"}
 STRATEGY, BENCHMARK, DRAWDOWN, WEIGHT = "tab:blue", "tab:orange", "tab:red", "tab:green"
 
 
-def new_figure(width: float, height: float) -> Any:
+def new_figure(width: float, height: float) -> Figure:
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height))
@@ -70,7 +71,7 @@ def time_axis(index: Any) -> tuple[np.ndarray, list[float], list[str]]:
     return x, ticks, list(dates.ConciseDateFormatter(locator).format_ticks(ticks))
 
 
-def equity_figure(result: Any, title: str = "") -> Any:
+def equity_figure(result: BacktestResult, title: str = "") -> Figure:
     """Equity vs buy & hold per segment (each restarts at initial capital), drawdown, and weights.
 
     The three panels share one x range without matplotlib's shared axes: only the bottom one carries x
@@ -115,7 +116,7 @@ def equity_figure(result: Any, title: str = "") -> Any:
     return fig
 
 
-def weights_figure(result: Any, title: str = "", named: int = 8) -> Any:
+def weights_figure(result: BacktestResult, title: str = "", named: int = 8) -> Figure:
     """A universe's weights over time as stacked areas (longs above zero, shorts below): the ``named`` assets
     with the largest mean |weight| by name, the rest summed as "others"; at most ``DRAW_COLUMNS`` bars drawn
     (evenly spaced: areas have no spikes to keep)."""
@@ -149,7 +150,7 @@ def weights_figure(result: Any, title: str = "", named: int = 8) -> Any:
     return fig
 
 
-def training_figure(histories: list[dict[str, list[float]]], best_epoch: int) -> Any:
+def training_figure(histories: list[dict[str, list[float]]], best_epoch: int) -> Figure:
     """Loss by epoch: one model's train and val loss, or (walk-forward) each fold's, fold by fold; the
     dashed line marks the best epoch of the last (logged) model."""
     fig = new_figure(6, 3.5)
@@ -168,8 +169,8 @@ def training_figure(histories: list[dict[str, list[float]]], best_epoch: int) ->
     return fig
 
 
-def walk_forward_figure(oos: Any, boundaries: list[int], fold_sharpes: list[float], title: str = "",
-                        offset: int = 1) -> Any:
+def walk_forward_figure(oos: BacktestResult, boundaries: list[int], fold_sharpes: list[float], title: str = "",
+                        offset: int = 1) -> Figure:
     """The stitched out-of-sample equity against buy & hold with the folds marked, and each fold's test Sharpe.
 
     ``oos``: the stitched backtest (its first ``offset`` bars precede the record); ``boundaries``: each fold's
