@@ -122,17 +122,18 @@ def test_runner_keeps_its_entry_points_and_one_subpackage_per_concern() -> None:
     assert sorted(p.name for p in (ROOT / "runner").iterdir() if (p / "__init__.py").is_file()) == sorted(PACKAGES)
 
 
-def readme_example() -> tuple[str, str, str]:
-    """The README's "Adding a strategy" module, YAML and command."""
-    section = (ROOT / "README.md").read_text().split("## Adding a strategy", 1)[1].split("\n## ", 1)[0]
-    module = re.search(r"```python\n(# my_strategies/breakout\.py\n.*?)```", section, re.S).group(1)
-    config = re.search(r"```yaml\n(# conf/strategy/breakout\.yaml\n.*?)```", section, re.S).group(1)
+def readme_example(section_title: str, module_path: str, yaml_path: str) -> tuple[str, str, str]:
+    """A README "Adding a ..." section's module, YAML and command (the first of each, by their path comments)."""
+    section = (ROOT / "README.md").read_text().split(f"## {section_title}", 1)[1].split("\n## ", 1)[0]
+    module = re.search(rf"```python\n(# {re.escape(module_path)}\n.*?)```", section, re.S).group(1)
+    config = re.search(rf"```yaml\n(# {re.escape(yaml_path)}\n.*?)```", section, re.S).group(1)
     command = re.search(r"```bash\n(python -m runner .*?)\n```", section, re.S).group(1)
     return module, config, command
 
 
 def test_the_readme_strategy_example_runs_through_the_cli(tmp_path: Path, cli_env: dict, tracking_uri: str) -> None:
-    module, config, command = readme_example()
+    module, config, command = readme_example("Adding a strategy", "my_strategies/breakout.py",
+                                             "conf/strategy/breakout.yaml")
     assert len(module.splitlines()) + len(config.splitlines()) <= 25
     (tmp_path / "my_strategies").mkdir()
     (tmp_path / "my_strategies" / "breakout.py").write_text(module)
@@ -151,19 +152,11 @@ def test_the_readme_strategy_example_runs_through_the_cli(tmp_path: Path, cli_en
     assert run.data.metrics["test_num_trades"] > 0
 
 
-def readme_data_example() -> tuple[str, str, str]:
-    """The README's "Adding a data source" module, YAML and command."""
-    section = (ROOT / "README.md").read_text().split("## Adding a data source", 1)[1].split("\n## ", 1)[0]
-    module = re.search(r"```python\n(# my_data/mean_reverting\.py\n.*?)```", section, re.S).group(1)
-    config = re.search(r"```yaml\n(# conf/data/mean_reverting\.yaml\n.*?)```", section, re.S).group(1)
-    command = re.search(r"```bash\n(python -m runner .*?)\n```", section, re.S).group(1)
-    return module, config, command
-
-
 def test_the_readme_data_source_example_runs_through_the_cli(tmp_path: Path, cli_env: dict,
                                                              tracking_uri: str) -> None:
     """One module and one YAML from the user's own folder, a key overridden on the command line."""
-    module, config, command = readme_data_example()
+    module, config, command = readme_example("Adding a data source", "my_data/mean_reverting.py",
+                                             "conf/data/mean_reverting.yaml")
     (tmp_path / "my_data").mkdir()
     (tmp_path / "my_data" / "mean_reverting.py").write_text(module)
     (tmp_path / "conf" / "data").mkdir(parents=True)
