@@ -79,7 +79,8 @@ def phases(csv: Path, work: Path) -> dict[str, float]:
     out["data"] = time.perf_counter() - start
     out["bars_mb"] = prepared.book.bars.memory_usage(deep=True).sum() / 1e6
     from runner.engine.backtest import run_backtest
-    from runner.evaluation.experiment import Outcome, target_weights
+    from runner.evaluation.experiment import target_weights
+    from runner.evaluation.outcome import Outcome
 
     start = time.perf_counter()
     weights, _, _ = target_weights(prepared)

@@ -25,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 if TYPE_CHECKING:
-    from runner.evaluation.experiment import Outcome, Prepared
+    from runner.evaluation.outcome import Outcome, Prepared
     from runner.logger import MLflowLogger
 
 from runner.errors import NotFoundError, UserError

@@ -9,63 +9,27 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from runner.config.build import build, from_schema, model_factory
-from runner.config.schema import MODES, BacktestConf, Config, StrategyRules, TrainerConf, typed
+from runner.config.schema import MODES, BacktestConf, Config, StrategyRules, typed
 from runner.data.loader import load_data
 from runner.data.series import infer_periods_per_year, split_bounds
-from runner.data.universe import Universe
-from runner.engine.backtest import BacktestResult, run_backtest
+from runner.engine.backtest import run_backtest
 from runner.errors import ConfigError, DataError
+from runner.evaluation.outcome import Outcome, Prepared
 from runner.tracking.lifecycle import check_stop
 
 if TYPE_CHECKING:
-    from runner.ml.dataset import Dataset
-    from runner.ml.training import TrainingResult
     from strategies.base import Strategy
 
 SUMMARY_METRICS = ("total_return", "cagr", "sharpe_ratio", "sortino_ratio", "max_drawdown", "calmar_ratio",
                    "exposure", "num_trades", "win_rate", "benchmark_total_return", "benchmark_sharpe_ratio")
 COUNT_METRICS = ("num_trades", "num_bars", "max_drawdown_duration")
-
-
-@dataclass
-class Prepared:
-    """A validated experiment, ready to run."""
-
-    config: Config  # the typed config (not redacted: used, never logged as is)
-    strategy: Strategy
-    backtest: BacktestConf
-    model_factory: Callable[..., Any] | None  # the network's constructor awaiting n_features
-    trainer: TrainerConf | None
-    sequence_length: int  # feature rows a model reads per forecast (0: one row)
-    book: Universe  # the bars x assets data (a single series: one column)
-    train_end: int
-    val_end: int
-    seed: int
-    torch_threads: int | None = None  # set for sweep jobs sharing the CPU with other jobs
-    folds: list[Any] | None = None  # evaluation=walk_forward: runner.evaluation.walk_forward.Fold per fold
-    data_name: str = "data"  # the data option (sp500, csv, ...), for titles and messages
-
-
-@dataclass
-class Outcome:
-    """What a run computed: the backtest, its selection value, the training and walk-forward details, and the
-    model's dataset (its standardisation travels with the logged model). The ids are set once it is recorded."""
-
-    result: BacktestResult
-    selection_value: float
-    training: TrainingResult | None = None
-    walk: Any = None  # evaluation=walk_forward: runner.evaluation.walk_forward.WalkForward
-    dataset: Dataset | None = None
-    run_id: str | None = None
-    experiment_id: str | None = None
 
 
 def build_strategy(config: Mapping[str, Any]) -> Strategy:

@@ -24,7 +24,7 @@ from runner.engine.backtest import BacktestResult, run_backtest
 from runner.engine.portfolio import rebalance_mask
 
 if TYPE_CHECKING:
-    from runner.evaluation.experiment import Prepared
+    from runner.evaluation.outcome import Prepared
     from runner.ml.dataset import Dataset
 
 MIN_TEST_BARS = 2

@@ -18,7 +18,7 @@ import yaml
 from runner.tracking.sanitize import flatten, redact_tree, to_jsonable
 
 if TYPE_CHECKING:
-    from runner.evaluation.experiment import Outcome, Prepared
+    from runner.evaluation.outcome import Outcome, Prepared
     from runner.ml.training import TrainingResult
     from runner.tracking.logger import MLflowLogger
 

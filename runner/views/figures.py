@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # annotations only: figures sit below the evaluation layer th
     from matplotlib.figure import Figure
 
     from runner.engine.backtest import BacktestResult
-    from runner.evaluation.experiment import Outcome, Prepared
+    from runner.evaluation.outcome import Outcome, Prepared
 
 DRAW_COLUMNS = 2000  # points per curve kept for drawing: ~2x the pixel columns of an 11-inch figure at 90 dpi
 SEGMENT_COLOURS = {"train": "#f2f2f2", "val": "#e3eefc", "test": "#fdeee0"}
