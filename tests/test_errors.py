@@ -71,3 +71,19 @@ def test_a_bug_in_one_sweep_job_fails_that_child_with_its_traceback(tmp_path: Pa
                               filter_string="tags.sweep_name = 'bugs'")
     statuses = sorted((r.data.tags["strategy"], r.info.status) for r in runs if "job_number" in r.data.tags)
     assert statuses == [("buggy", "FAILED"), ("momentum", "FINISHED")]
+
+
+def test_a_module_that_raises_while_importing_is_a_bug_not_a_missing_target(tmp_path: Path,
+                                                                             monkeypatch) -> None:
+    import pytest
+
+    from runner.config.build import import_target
+    from runner.errors import NotFoundError
+
+    (tmp_path / "broken_strategies.py").write_text('SETTINGS = {}["missing_key"]\n\n\nclass Broken:\n    pass\n')
+    (tmp_path / "fine_strategies.py").write_text("class Fine:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(KeyError, match="missing_key"):  # the user's own error, not "cannot be imported"
+        import_target("broken_strategies.Broken", "strategy")
+    with pytest.raises(NotFoundError, match="strategy._target_='fine_strategies.Nope' cannot be imported"):
+        import_target("fine_strategies.Nope", "strategy")

@@ -35,9 +35,12 @@ def import_target(target: str, group: str) -> Any:
 
     try:
         return get_object(target)
-    except Exception as error:  # Hydra raises ImportError/ValueError variants depending on the failure
+    except (ImportError, ValueError) as error:  # Hydra wraps every failure in one of these
+        cause = error.__cause__
+        if cause is not None and not isinstance(cause, (ModuleNotFoundError, AttributeError)):
+            raise cause from None  # the module exists but raised while importing: a bug in it, with its traceback
         raise NotFoundError(f"{group}._target_={target!r} cannot be imported ({error}). Point it at a class, "
-                          f"e.g. strategies.momentum.Momentum.") from None
+                            f"e.g. strategies.momentum.Momentum.") from None
 
 
 def check_arguments(config: Mapping[str, Any], group: str, supplied: tuple[str, ...] = (),
