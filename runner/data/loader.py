@@ -52,16 +52,18 @@ def load_data(config: Mapping[str, Any], choice: str = "data") -> Universe:
         raise TypeError(f"{type(source).__name__}.load() returned {type(loaded).__name__}; a data source returns an "
                         "OHLCV DataFrame (a series) or a {symbol: OHLCV DataFrame} mapping (a universe).")
     universe = from_schema(UniverseRules, universe_keys, "data")
+    if universe.resample:
+        try:
+            pd.tseries.frequencies.to_offset(universe.resample)
+        except ValueError:
+            raise DataError(f"data.resample={universe.resample!r} is not a frequency; allowed: null or a pandas "
+                            "offset such as 1D, 1h, 1W.") from None
     name = getattr(source, "name", choice)
     frames = {}
     for symbol, frame in loaded.items():
         frame = normalise_ohlcv(frame, f"data={choice} symbol {symbol!r}")
         if universe.resample:
-            try:
-                frame = resample(frame, universe.resample)
-            except ValueError:
-                raise DataError(f"data.resample={universe.resample!r} is not a frequency; allowed: null or a pandas "
-                                "offset such as 1D, 1h, 1W.") from None
+            frame = resample(frame, universe.resample)
         try:
             frames[str(symbol)] = trim(frame, rules.start, rules.end)
         except DataError as error:
