@@ -6,6 +6,8 @@ From the papers, as published:
   Sharpe Ratio" (2014), with the Euler-Mascheroni approximation of the expected maximum.
 - Probability of backtest overfitting by combinatorially symmetric cross-validation (CSCV): Bailey, Borwein,
   López de Prado & Zhu, "The Probability of Backtest Overfitting" (2015).
+- Effective number of trials from the eigenvalues of the trials' correlation matrix: Li & Ji, "Adjusting
+  multiple testing in multilocus analyses using the eigenvalues of a correlation matrix", Heredity 95 (2005).
 
 Conventions: Sharpe ratios here are per bar (not annualised: divide an annual one by sqrt(periods per year));
 ``kurtosis`` is the plain fourth standardised moment (3 for a normal), not the excess; ``sr_variance`` is the
@@ -53,11 +55,12 @@ def probabilistic_sharpe_ratio(sr: float, n_obs: int, skew: float, kurtosis: flo
     return _NORMAL.cdf((sr - sr_benchmark) / sharpe_standard_error(sr, n_obs, skew, kurtosis))
 
 
-def expected_max_sharpe(n_trials: int, sr_variance: float) -> float:
+def expected_max_sharpe(n_trials: float, sr_variance: float) -> float:
     """E[max SR] of ``n_trials`` trials with no edge: sqrt(V) * ((1 - g) * Phi^-1(1 - 1/N) + g * Phi^-1(1 - 1/(N e))),
-    g the Euler-Mascheroni constant; 0 for one trial."""
-    if int(n_trials) != n_trials or n_trials < 1:
-        raise ValueError(f"n_trials must be an integer >= 1, got {n_trials}.")
+    g the Euler-Mascheroni constant; 0 for one trial. ``n_trials`` may be fractional (an effective number of
+    independent trials, ``effective_number_of_trials``); the formula is continuous in N >= 1."""
+    if not math.isfinite(n_trials) or n_trials < 1:
+        raise ValueError(f"n_trials must be a number >= 1, got {n_trials}.")
     if not math.isfinite(sr_variance) or sr_variance < 0:
         raise ValueError(f"sr_variance must be finite and >= 0, got {sr_variance}.")
     if n_trials == 1:
@@ -67,7 +70,7 @@ def expected_max_sharpe(n_trials: int, sr_variance: float) -> float:
     return math.sqrt(sr_variance) * z
 
 
-def deflated_sharpe_ratio(sr: float, n_obs: int, skew: float, kurtosis: float, n_trials: int,
+def deflated_sharpe_ratio(sr: float, n_obs: int, skew: float, kurtosis: float, n_trials: float,
                           sr_variance: float) -> float:
     """DSR: the PSR against the expected maximum Sharpe of ``n_trials`` trials with no edge."""
     return probabilistic_sharpe_ratio(sr, n_obs, skew, kurtosis, expected_max_sharpe(n_trials, sr_variance))
@@ -142,3 +145,27 @@ def probability_of_backtest_overfitting(returns: np.ndarray, n_partitions: int =
     relative = rank / (matrix.shape[1] + 1)
     logits = np.log(relative / (1 - relative))
     return float(np.mean(logits <= 0)), logits
+
+
+def effective_number_of_trials(returns: np.ndarray) -> float:
+    """Li & Ji (2005): M_eff = sum_i f(|lambda_i|), f(x) = I(x >= 1) + (x - floor(x)), over the eigenvalues of the
+    trials' correlation matrix (``returns``: bars x trials). N independent trials give about N, N copies of one
+    trial give 1; always 1 <= M_eff <= N. A trial with constant returns has no correlation with any other and
+    counts as one of its own."""
+    matrix = np.asarray(returns, dtype=float)
+    if matrix.ndim != 2 or matrix.shape[1] < 1 or len(matrix) < 2:
+        raise ValueError(f"returns must be a bars x trials matrix with >= 2 bars and >= 1 trial, got {matrix.shape}.")
+    if not np.isfinite(matrix).all():
+        raise ValueError("returns has non-finite values; drop or fill them.")
+    if matrix.shape[1] == 1:
+        return 1.0
+    deviations = matrix - matrix.mean(axis=0)
+    scale = np.sqrt((deviations * deviations).sum(axis=0))
+    live = scale > ZERO_STD * math.sqrt(len(matrix))
+    standard = np.zeros_like(deviations)
+    standard[:, live] = deviations[:, live] / scale[live]
+    correlation = standard.T @ standard
+    np.fill_diagonal(correlation, 1.0)
+    eigenvalues = np.round(np.abs(np.linalg.eigvalsh(correlation)), 9)  # N copies: an eigenvalue of N, not N - 1e-15
+    m_eff = float(np.sum((eigenvalues >= 1.0) + (eigenvalues - np.floor(eigenvalues))))
+    return min(float(matrix.shape[1]), max(1.0, m_eff))
