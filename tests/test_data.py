@@ -95,7 +95,8 @@ def test_an_unknown_source_or_key_is_named_with_what_is_allowed() -> None:
     with pytest.raises(NotFoundError, match="data._target_='my.missing.Source' cannot be imported"):
         load_data(data_config("sp500", _target_="my.missing.Source"))
     with pytest.raises(ConfigTypeError, match="data.n_bar is not a known key; allowed: seed, n_bars, drift, "
-                                              "volatility, regimes, start, end, splits, max_fill, resample. Did you "
+                                              "volatility, regimes, autocorrelation, start, end, splits, max_fill, "
+                                              "resample. Did you "
                                               "mean data.n_bars?"):
         load_data(data_config("synthetic", n_bar=10))
     with pytest.raises(DataError, match="data.max_fill applies to universes only, but data=data is a single series"):
@@ -129,3 +130,18 @@ def test_a_series_is_the_one_column_book_from_the_data_boundary_on() -> None:
     np.testing.assert_array_equal(book.close[:, 0], book.bars["close"].to_numpy())
     universe = load_data(data_config("bundled_universe"))
     assert not universe.series and universe.n_assets == 4
+
+
+def test_the_data_digest_names_the_bars_not_how_they_were_loaded() -> None:
+    """The ledger's data identity: the same bars give the same digest; a changed bar, or other dates, another."""
+    from runner.data.loader import load_data
+    from tests.conftest import data_config
+
+    first = load_data(data_config("synthetic", seed=1, n_bars=300), "synthetic")
+    assert first.digest() == load_data(data_config("synthetic", seed=1, n_bars=300), "synthetic").digest()
+    assert first.digest() != load_data(data_config("synthetic", seed=2, n_bars=300), "synthetic").digest()
+    assert first.digest() != load_data(data_config("synthetic", seed=1, n_bars=301), "synthetic").digest()
+    changed = load_data(data_config("synthetic", seed=1, n_bars=300), "synthetic")
+    changed.frames["synthetic"] = changed.frames["synthetic"].copy()
+    changed.frames["synthetic"].iloc[-1, 0] *= 1.0001  # one open of one bar
+    assert changed.digest() != first.digest() and len(first.digest()) == 16

@@ -61,20 +61,32 @@ class SyntheticSeries:
                  n_bars: Annotated[int, Doc("number of bars", "bars", ">= 2")],
                  drift: Annotated[float, Doc("mean log return per bar", "per bar", "finite")],
                  volatility: Annotated[float, Doc("std of the log return per bar", "per bar", ">= 0")],
-                 regimes: Annotated[int, Doc("blocks of alternating drift sign", "", ">= 1")]) -> None:
+                 regimes: Annotated[int, Doc("blocks of alternating drift sign", "", ">= 1")],
+                 autocorrelation: Annotated[float, Doc(
+                     "AR(1) coefficient of the log returns' noise, at the same volatility (> 0: trends that short "
+                     "lookbacks can exploit, a planted edge)", "", "-1 < value < 1")] = 0.0) -> None:
         if n_bars < 2:
             raise DataError(f"data.n_bars must be >= 2, got {n_bars}.")
         if volatility < 0 or not math.isfinite(volatility):
             raise DataError(f"data.volatility must be finite and >= 0, got {volatility}.")
         if regimes < 1:
             raise DataError(f"data.regimes must be >= 1, got {regimes}.")
+        if not -1 < autocorrelation < 1:
+            raise DataError(f"data.autocorrelation must be between -1 and 1 (exclusive), got {autocorrelation}.")
         self.seed, self.n_bars, self.drift, self.volatility, self.regimes = seed, n_bars, drift, volatility, regimes
+        self.autocorrelation = autocorrelation
 
     def load(self) -> pd.DataFrame:
         n, drift, volatility = self.n_bars, self.drift, self.volatility
         rng = np.random.default_rng(self.seed)
         signs = np.where(np.arange(n) * self.regimes // n % 2 == 0, 1.0, -1.0)
-        log_returns = drift * signs - 0.5 * volatility**2 + volatility * rng.standard_normal(n)
+        noise = rng.standard_normal(n)
+        if self.autocorrelation:  # e[t] = phi e[t-1] + sqrt(1 - phi^2) z[t]: unit variance, lag-1 correlation phi
+            from scipy.signal import lfilter
+
+            phi = self.autocorrelation
+            noise = lfilter([math.sqrt(1 - phi * phi)], [1.0, -phi], noise, zi=[phi * noise[0]])[0]
+        log_returns = drift * signs - 0.5 * volatility**2 + volatility * noise
         log_returns[0] = 0.0
         close = 100.0 * np.exp(np.cumsum(log_returns))
         gap = volatility * np.abs(rng.standard_normal(n)) * close

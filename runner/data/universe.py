@@ -70,6 +70,20 @@ class Universe:
     def asset_bars(self, symbol: str) -> pd.DataFrame:
         return self.frames[symbol]
 
+    def digest(self) -> str:
+        """A digest of the bars a run trades: the timeline, the symbols and every asset's own bars (columns,
+        timestamps, values). The same data, however it was loaded, gives the same digest; a changed bar changes it."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        digest.update(self.index.asi8.tobytes())
+        for symbol in self.symbols:
+            frame = self.frames[symbol]
+            digest.update(f"|{symbol}|{','.join(map(str, frame.columns))}|".encode())
+            digest.update(pd.DatetimeIndex(frame.index).asi8.tobytes())
+            digest.update(np.ascontiguousarray(frame.to_numpy(dtype=np.float64, na_value=np.nan)).tobytes())
+        return digest.hexdigest()[:16]
+
     def on_timeline(self, values: np.ndarray, symbol: str, fill: bool = True) -> np.ndarray:
         """One value per bar of ``symbol``'s own bars placed on the universe's timeline: carried across its
         filled bars (no new information there) when ``fill``, NaN where the asset has no price."""
