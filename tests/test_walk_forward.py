@@ -160,3 +160,37 @@ def test_a_rules_walk_forward_returns_are_the_holdout_backtests_on_the_same_bars
     assert holdout.strategy_returns[start:stop].std() > 0  # the rule trades there
     table = walk.stitched_table()
     assert len(table) == 4 * 97 and table["timestamp"].iloc[0] == prepared.book.index[start]
+
+
+def test_the_final_test_is_untouched_and_later_bars_move_nothing_before_it(tmp_path: Path) -> None:
+    """``evaluation.final_test_bars``: the folds, the refitted models and the stitched record end before the final
+    stretch; shocking every bar of that stretch moves no weight, return or metric before it."""
+    from runner.data.sources import SyntheticSeries
+    from runner.evaluation.experiment import compute, prepare
+    from tests.test_universe_strategies import composed
+
+    bars = SyntheticSeries(5, 700, 0.0003, 0.01, 1).load()
+    shocked = bars.copy()
+    shocked.iloc[-120:, :4] *= np.linspace(1.3, 0.7, 120)[:, None]
+    runs = []
+    for name, frame in (("bars", bars), ("shocked", shocked)):
+        frame.to_csv(tmp_path / f"{name}.csv", index_label="date")
+        prepared = prepare(composed(["+strategy=momentum", "model=linear", "trainer.epochs=2", "data=csv",
+                                     f"data.path={tmp_path / name}.csv", "evaluation=walk_forward", "evaluation.folds=2",
+                                     "evaluation.final_test_bars=120"]))
+        runs.append((prepared, compute(prepared)))
+    (prepared, outcome), (_, after) = runs
+    final = prepared.final_fold
+    assert final.test_start == 580 and final.test_end == 700 and prepared.folds[-1].test_end <= 580
+    assert final.train_end + prepared.config.evaluation["gap"] == final.test_start  # fitted like a fold, gap kept
+    assert len(outcome.walk.trainings) == 3  # one model per fold, and one for the final stretch
+    stitched, moved = outcome.walk.stitched_table(), after.walk.stitched_table()
+    assert stitched["timestamp"].iloc[-1] < bars.index[580]
+    pd.testing.assert_frame_equal(stitched, moved)
+    metrics, metrics_after = outcome.result.flat_metrics(), after.result.flat_metrics()
+    assert {k: v for k, v in metrics.items() if k.startswith("oos_")} == {
+        k: v for k, v in metrics_after.items() if k.startswith("oos_")}
+    assert metrics["final_test_num_bars"] == 120 and metrics["final_test_sharpe_ratio"] != metrics_after[
+        "final_test_sharpe_ratio"]
+    assert outcome.selection_value == after.selection_value
+    assert len(outcome.walk.final_table()) == 120

@@ -61,6 +61,10 @@ def prepare(config: Config | Mapping[str, Any], data_choice: str = "data") -> Pr
     config = config if isinstance(config, Config) else typed(config)
     if config.selection.mode not in MODES:
         raise ConfigError(f"selection.mode={config.selection.mode!r} is not valid; allowed: {', '.join(MODES)}.")
+    if config.selection.metric.startswith("final_test_"):
+        raise ConfigError(f"selection.metric={config.selection.metric!r} selects on the final test, which exists to "
+                          "be untouched by selection; select on oos_* (walk-forward) or val_* and read final_test_* "
+                          "after.")
     strategy = build_strategy(config.strategy)
     backtest = config.backtest
     factory, trainer, sequence_length = None, None, 0
@@ -95,7 +99,8 @@ def prepare(config: Config | Mapping[str, Any], data_choice: str = "data") -> Pr
     folds = evaluation.layout(len(book.index), factory is not None, min_train)
     if folds is not None:
         return Prepared(config, strategy, with_periods_per_year(backtest, book.index), factory, trainer,
-                        sequence_length, book, train_end, val_end, seed, folds=folds, data_name=data_choice)
+                        sequence_length, book, train_end, val_end, seed, folds=folds, data_name=data_choice,
+                        final_fold=evaluation.final_fold(len(book.index), folds))
     if factory is not None and val_end - train_end < 2:
         raise DataError(f"data.splits={list(config.data['splits'])} leaves no validation segment, but a model "
                         "needs one for early stopping; give it a share, e.g. data.splits=[0.6,0.2,0.2], or use "
@@ -157,11 +162,11 @@ def _cell(name: str, value: float) -> str:
 def summary(outcome: Outcome, prepared: Prepared, tracking_uri: str | None = None) -> str:
     """A compact per-segment table of the main metrics, the run id and how to open it."""
     metrics = outcome.result.metrics
-    segments = [s for s in ("train", "val", "test", "oos") if s in metrics]
+    segments = [s for s in ("train", "val", "test", "oos", "final_test") if s in metrics]
     width = max(len(m) for m in SUMMARY_METRICS) + 2
     labels = {"train": "train (in-sample)" if outcome.training else "train",
               "val": "val (early stopping)" if outcome.training else "val",
-              "oos": f"oos ({len(prepared.folds or [])} folds)"}
+              "oos": f"oos ({len(prepared.folds or [])} folds)", "final_test": "final test"}
     lines = [f"{'metric':<{width}}" + "".join(f"{labels.get(s, s):>22}" for s in segments)]
     for name in SUMMARY_METRICS:
         lines.append(f"{name:<{width}}" + "".join(_cell(name, metrics[s].get(name, math.nan)) for s in segments))

@@ -33,6 +33,7 @@ class Prepared:
     seed: int
     torch_threads: int | None = None  # set for sweep jobs sharing the CPU with other jobs
     folds: list[Any] | None = None  # evaluation=walk_forward: runner.evaluation.walk_forward.Fold per fold
+    final_fold: Any = None  # evaluation.final_test_bars: the untouched final stretch, laid out as one more fold
     data_name: str = "data"  # the data option (sp500, csv, ...), for titles and messages
 
 

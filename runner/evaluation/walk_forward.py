@@ -46,11 +46,12 @@ class WalkForward:
     """What a walk-forward run produced: the stitched record, per-fold test metrics and each fold's training."""
 
     folds: list[Fold]
-    oos: BacktestResult  # over bars [folds[0].test_start - offset, folds[-1].test_end); segment "oos" from offset
+    oos: BacktestResult  # from bar folds[0].test_start - offset; segment "oos" from offset, then any "final_test"
     fold_metrics: dict[str, list[float]]  # metric -> one value per fold (the fold's own test stretch)
     trainings: list[Any]
     dataset: Dataset  # the last fold's (its standardisation goes with the logged model)
     offset: int = 1  # bars of ``oos`` before the record: back to the rebalance the first test bar's book comes from
+    final: Fold | None = None  # evaluation.final_test_bars: the untouched last stretch, after every fold
 
     def folds_table(self, index: pd.Index) -> pd.DataFrame:
         """First and last bar (timestamps) of each fold's ranges: ``backtest/folds``."""
@@ -60,10 +61,15 @@ class WalkForward:
 
     def stitched_table(self) -> pd.DataFrame:
         """The out-of-sample record, one row per test bar: ``backtest/walk_forward``."""
-        frame = self.oos.portfolio_values().iloc[self.offset:].drop(columns="segment")
+        frame = self.oos.portfolio_values().iloc[self.offset:self.oos.bounds["oos"][1]].drop(columns="segment")
         fold = np.concatenate([np.full(f.test_end - f.test_start, f.number) for f in self.folds])
         frame.insert(1, "fold", fold)
         return frame.reset_index(drop=True)
+
+    def final_table(self) -> pd.DataFrame:
+        """The untouched final stretch, one row per bar: ``backtest/final_test`` (the same book, carried on)."""
+        start, stop = self.oos.bounds["final_test"]
+        return self.oos.portfolio_values().iloc[start:stop].drop(columns="segment").reset_index(drop=True)
 
 
 class WalkForwardEvaluation:
@@ -84,13 +90,39 @@ class WalkForwardEvaluation:
                                                       "null (the bars after the first window, split evenly) or >= 2")],
                  gap: Annotated[int, Doc("bars left out between a fold's training bars and its test bars (no training "
                                          "target overlaps the test stretch)", "bars",
-                                         ">= 1 (the target horizon) with a model, >= 0 without")]) -> None:
+                                         ">= 1 (the target horizon) with a model, >= 0 without")],
+                 final_test_bars: Annotated[int, Doc(
+                     "the last bars, kept out of every fold and of selection: the untouched final test (final_test_* "
+                     "metrics; a model for it is fitted like a fold's, on the bars before it)", "bars",
+                     f"0 (none) or >= {MIN_TEST_BARS}")] = 0) -> None:
         self.folds, self.window, self.gap = folds, window, gap
         self.train_bars, self.val_bars, self.test_bars = train_bars, val_bars, test_bars
+        self.final_test_bars = final_test_bars
 
     def layout(self, n_bars: int, with_model: bool, min_train: int) -> list[Fold]:
-        """The folds over ``n_bars`` (``fold_layout``)."""
-        return fold_layout(n_bars, self, with_model, min_train)
+        """The folds over the bars before the final test (``fold_layout``)."""
+        final = self.final_test_bars
+        if isinstance(final, bool) or not isinstance(final, int) or final < 0 or 0 < final < MIN_TEST_BARS:
+            raise DataError(f"evaluation.final_test_bars={final!r} must be 0 (no final test) or an integer >= "
+                            f"{MIN_TEST_BARS}.")
+        try:
+            return fold_layout(n_bars - final, self, with_model, min_train)
+        except DataError as error:
+            if not final:
+                raise
+            raise DataError(f"{error} (evaluation.final_test_bars={final} keeps the last {final} of the {n_bars} "
+                            "bars out of the folds)") from None
+
+    def final_fold(self, n_bars: int, folds: list[Fold]) -> Fold | None:
+        """The final test as one more fold after ``folds``: its training window laid out as theirs (expanding, or
+        the same rolling length), ``gap`` bars before its test stretch, the last ``final_test_bars`` bars."""
+        if not self.final_test_bars:
+            return None
+        last = folds[-1]
+        test_start = n_bars - self.final_test_bars
+        train_end = test_start - self.gap
+        start = 0 if self.window == "expanding" else train_end - (last.train_end - last.train_start)
+        return Fold(len(folds), start, train_end - (last.train_end - last.val_start), train_end, test_start, n_bars)
 
 
 def fold_layout(n_bars: int, conf: WalkForwardEvaluation, with_model: bool, min_train: int) -> list[Fold]:
@@ -160,24 +192,26 @@ def _fold_forecasts(prepared: Prepared, folds: list[Fold], check_stop: Any) -> t
 
 def walk_forward(prepared: Prepared, check_stop: Any = lambda: None) -> WalkForward:
     """Weights per fold (refitted models, or the rule), then the stitched and the per-fold backtests."""
-    folds, book, strategy = prepared.folds, prepared.book, prepared.strategy
+    folds, final, book, strategy = prepared.folds, prepared.final_fold, prepared.book, prepared.strategy
     trainings, dataset = [], None
     if prepared.model_factory is None:
         weights = strategy.portfolio_weights(book)
     else:
-        forecasts, trainings, dataset = _fold_forecasts(prepared, folds, check_stop)
+        forecasts, trainings, dataset = _fold_forecasts(prepared, [*folds, *([final] if final else [])], check_stop)
         weights = strategy.portfolio_weights_from_forecast(forecasts, book)
     first = schedule_anchor(prepared.backtest.rebalance, book.index, folds[0].test_start - 1)
-    stop = folds[-1].test_end
+    end, stop = folds[-1].test_end, final.test_end if final else folds[-1].test_end
+    segments = {"oos": (folds[0].test_start - first, end - first)}
+    if final:  # the same book carried on: the oos segment's metrics are those of a book that stops at its end
+        segments["final_test"] = (final.test_start - first, stop - first)
     close, index, symbols = book.close[first:stop], book.index[first:stop], book.symbols
-    oos = run_backtest(close, weights[first:stop], 0, 0, prepared.backtest, index,
-                       segments={"oos": (folds[0].test_start - first, stop - first)}, symbols=symbols)
-    per_fold = run_backtest(close, weights[first:stop], 0, 0, prepared.backtest, index,
+    oos = run_backtest(close, weights[first:stop], 0, 0, prepared.backtest, index, segments=segments, symbols=symbols)
+    per_fold = run_backtest(close[:end - first], weights[first:end], 0, 0, prepared.backtest, index[:end - first],
                             segments={f"fold{f.number}": (f.test_start - first, f.test_end - first) for f in folds},
                             symbols=symbols)
     names = list(oos.metrics["oos"])
     fold_metrics = {name: [per_fold.metrics[f"fold{f.number}"][name] for f in folds] for name in names}
-    return WalkForward(folds, oos, fold_metrics, trainings, dataset, folds[0].test_start - first)
+    return WalkForward(folds, oos, fold_metrics, trainings, dataset, folds[0].test_start - first, final)
 
 
 def schedule_anchor(rebalance: int | str, index: pd.DatetimeIndex, bar: int) -> int:

@@ -103,6 +103,8 @@ def log_outcome(logger: MLflowLogger, prepared: Prepared, outcome: Outcome, extr
     if outcome.walk is not None:  # the stitched record and the folds stand for the per-bar table
         results.pop("portfolio_values")
         results.update(walk_forward=outcome.walk.stitched_table(), folds=outcome.walk.folds_table(prepared.book.index))
+        if outcome.walk.final is not None:
+            results["final_test"] = outcome.walk.final_table()
         logger.log_metric_history({f"fold_test_{k}": v for k, v in outcome.walk.fold_metrics.items()})
     logger.log_backtest_results(results)
     with tempfile.TemporaryDirectory() as tmp:
