@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
 
 RECORD_DIR = "record"
+START_TOKEN_TAG = "runner.start_token"  # one per start_run: finds a copy that a retried create-run request made
 _server_lost: dict[str, str] = {}  # tracking URI -> the error: no later run or job of this process waits on it
 
 
@@ -64,8 +65,9 @@ def mark_server_lost(tracking_uri: str, error: BaseException) -> None:
     """Remember the loss and make any later MLflow call of this process fail at once (MLflow reads its
     retry settings per request), MLflow's own exit-time ``end_run`` included."""
     if tracking_uri not in _server_lost:
-        print(f"error: the tracking server {redact_uri(tracking_uri)} stopped answering; carrying on into the "
-              "run's local record only", file=sys.stderr)
+        reason = str(error).split(" failed with ", 1)[-1][:300]
+        print(f"error: the tracking server {redact_uri(tracking_uri)} stopped answering ({reason}); carrying on "
+              "into the run's local record only", file=sys.stderr)
     _server_lost[tracking_uri] = str(error)
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "3"
@@ -160,8 +162,10 @@ class RecordingLogger(MLflowLogger):
         name = run_name or datetime.now().strftime("run_%Y%m%d_%H%M%S")
         run = None
         if not self.server_lost:
+            token = uuid.uuid4().hex
             try:
-                run = super().start_run(name, tags, parent_run_id)
+                run = super().start_run(name, {**(tags or {}), START_TOKEN_TAG: token}, parent_run_id)
+                self._drop_duplicates(run, token)
             except MlflowException as error:
                 if not is_unreachable(error):
                     raise
@@ -175,6 +179,15 @@ class RecordingLogger(MLflowLogger):
             str(k): str(redact_value(k, v)) for k, v in (tags or {}).items()}}
         self.record.add("tags.json", recorded)
         return run
+
+    def _drop_duplicates(self, run: Run, token: str) -> None:
+        """Creating a run is not idempotent: a server that stored it and then went away before answering gets
+        the request again from MLflow's retries and stores a second copy. Every copy carries this start's token;
+        all but the one in use are deleted (one search per run, only against a tracking server)."""
+        copies = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{START_TOKEN_TAG}` = '{token}'")
+        for copy in copies:
+            if copy.info.run_id != run.info.run_id:
+                self.client.delete_run(copy.info.run_id)
 
     def log_model(self, model: torch.nn.Module, artifact_path: str = "model", input_example: Any = None) -> str:
         if not self.server_lost:
