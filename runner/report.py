@@ -3,6 +3,7 @@
     python -m runner.report [--experiment N] [--metric M] [--mode max|min] [--top K] [--sweep ID]
                             [--format table|json|csv] [--data D] [--strategy S] [--model M]
                             [--columns C1,C2] [--all-versions] [--register NAME] [--tracking-uri U]
+    python -m runner.report --ledger [--sweep NAME] [--format table|json]   # what n_trials counts
     python -m runner.report --stale [--older-than HOURS] [--mark]   # runs left RUNNING by a hard kill
 
 Only runs of the current engine version rank unless ``--all-versions`` (the count left out is shown);
@@ -22,6 +23,7 @@ from runner.engine import ENGINE_VERSION
 from runner.errors import NotFoundError, UserError
 
 if TYPE_CHECKING:
+    from runner.sweeps.ledger import Ledger
     from runner.tracking.logger import MLflowLogger
 
 FORMATS = ("table", "json", "csv")
@@ -46,6 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--register", metavar="NAME",
                         help="register the top run's model as a new version of NAME in the model registry")
     parser.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else ./outputs/mlflow.db")
+    parser.add_argument("--ledger", action="store_true",
+                        help="list the trials in scope (each configuration on its data once, with the launches that "
+                             "evaluated it): what n_trials counts")
     parser.add_argument("--stale", action="store_true", help="list runs left RUNNING by a killed process")
     parser.add_argument("--older-than", type=float, default=None,
                         help="with --stale: also count RUNNING runs from other hosts older than this (hours)")
@@ -65,18 +70,15 @@ def open_experiment(name: str, tracking_uri: str | None) -> Any:
 
 
 def sweep_filter(logger: MLflowLogger, sweep: str) -> str:
-    """A filter for the runs of one sweep (by parent run id or sweep name), resumed jobs included."""
-    from runner.tracking.queries import members_filter, sweep_children, sweep_members
+    """A filter for the runs of one sweep name over all its launches (given by name or by a parent's run id): one
+    run per configuration, a resumed job's by the run it points at."""
+    from runner.sweeps.ledger import sweep_ledger
+    from runner.tracking.queries import members_filter
 
-    client, experiment_id = logger.client, logger.experiment_id
-    by_name = f"tags.sweep_name = '{sweep}' and tags.`runner.role` = 'sweep_parent'"
-    parents = [r for r in client.search_runs([experiment_id], max_results=20, filter_string=by_name)
-               if "runner.superseded_by" not in r.data.tags]  # a parent replaced by its recovered copy
-    members = sweep_members(client, experiment_id,
-                            sweep_children(client, experiment_id, parents[0].info.run_id if parents else sweep))
+    members = sweep_ledger(logger.client, logger.experiment_id, sweep_name_of(logger, sweep)).members()
     if not members:
-        raise NotFoundError(f"--sweep {sweep!r}: no sweep with that parent run id or name, or it has no runs, in "
-                          f"experiment {logger.experiment_name!r}.")
+        raise NotFoundError(f"--sweep {sweep!r}: no sweep with that parent run id or name, or it has no finished "
+                            f"runs, in experiment {logger.experiment_name!r}.")
     return members_filter([r.info.run_id for r in members])
 
 
@@ -109,6 +111,8 @@ def report(args: argparse.Namespace) -> int:
     scope = and_filter(sweep_filter(logger, args.sweep) if args.sweep else None,
                        *(f"tags.{key} = '{value}'" for key, value in (("data", args.data), ("strategy", args.strategy),
                                                                     ("model", args.model)) if value))
+    if args.ledger:
+        return ledger_report(logger, args, scope)
     filter_string = scope if args.all_versions else version_filter(scope)
     older = 0 if args.all_versions else count_older(logger.client, [logger.experiment_id], args.metric, scope)
     runs = search_ranked(logger.client, [logger.experiment_id], args.metric, args.mode, filter_string, args.top)
@@ -128,7 +132,7 @@ def report(args: argparse.Namespace) -> int:
                           f" has a finite {args.metric!r}{hint}.")
     columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
     rows = rows_for(runs, args.metric, columns)
-    belief = top_run_belief(logger, runs[0], args.metric, filter_string)
+    belief = top_run_belief(scope_ledger(logger, args, scope, runs[0]), runs[0], args.metric)
     rows[0]["deflated_sharpe_ratio"] = belief.get("deflated_sharpe_ratio")
     registered = None
     if args.register:
@@ -143,7 +147,8 @@ def report(args: argparse.Namespace) -> int:
         from runner.tracking.sanitize import to_jsonable
 
         print(json.dumps(to_jsonable({"experiment": args.experiment, "metric": args.metric, "mode": args.mode,
-                                      "n_trials": belief["n_trials"], "engine_version": ENGINE_VERSION,
+                                      "n_trials": belief["n_trials"], "trials_scope": belief["scope"],
+                                      "engine_version": ENGINE_VERSION,
                                       "all_versions": args.all_versions, "older_runs_left_out": older,
                                       "registered": registered, "runs": rows}), indent=2))
     else:
@@ -155,21 +160,63 @@ def report(args: argparse.Namespace) -> int:
         if registered:
             print(f"registered run {registered['run_id']} as version {registered['version']} of model "
                   f"{registered['name']!r}")
-        where = f"sweep {args.sweep!r}" if args.sweep else "the experiment's finished runs"
+        where = (f"sweep name {args.sweep!r} over {belief['scope']['launches']} launch(es)" if args.sweep else
+                 "the experiment on the top run's data (distinct configurations)")
         dsr = belief.get("deflated_sharpe_ratio")
         print(f"deflated Sharpe of the top run given the {belief['n_trials']} trials of {where}: "
               + (f"{dsr:.4f}" if dsr is not None else belief.get("reason", "n/a")))
     return 0
 
 
-def top_run_belief(logger: MLflowLogger, top: Any, metric: str, filter_string: str | None) -> dict[str, Any]:
-    """The top run's deflated Sharpe given the trials in scope: the sweep's runs, else every finished run."""
+def scope_ledger(logger: MLflowLogger, args: argparse.Namespace, scope: str | None, top: Any | None) -> Ledger:
+    """The trials in scope (``runner.sweeps.ledger``): every launch of ``--sweep``'s sweep name, else the
+    experiment's distinct configurations (within the filters) on the top run's data."""
+    from runner.sweeps.ledger import DATA_DIGEST_TAG, experiment_ledger, sweep_ledger
+
+    if args.sweep:
+        name = sweep_name_of(logger, args.sweep)
+        return sweep_ledger(logger.client, logger.experiment_id, name)
+    digest = top.data.tags.get(DATA_DIGEST_TAG) if top is not None else None
+    return experiment_ledger(logger.client, logger.experiment_id, scope, digest)
+
+
+def sweep_name_of(logger: MLflowLogger, sweep: str) -> str:
+    """``--sweep`` as a sweep name (it may be given as a parent run id)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return logger.client.get_run(sweep).data.tags.get("sweep_name", sweep)
+    except MlflowException:
+        return sweep
+
+
+def top_run_belief(ledger: Ledger, top: Any, metric: str) -> dict[str, Any]:
+    """The top run's deflated Sharpe given the trials in scope: one finished run per configuration, N counting
+    every configuration (failed ones included), never pointer runs or repeats."""
     from runner.sweeps.trials import dsr_from_metrics
 
-    scope = "attributes.status = 'FINISHED'" + (f" and {filter_string}" if filter_string else "")
-    trials = [r for r in logger.client.search_runs([logger.experiment_id], scope, max_results=50000)
-              if r.data.tags.get("runner.role") != "sweep_parent"]
-    return dsr_from_metrics(top, trials, metric)
+    belief = dsr_from_metrics(top, ledger.members(), metric, ledger.n_trials)
+    belief["scope"] = ledger.scope
+    return belief
+
+
+def ledger_report(logger: MLflowLogger, args: argparse.Namespace, scope: str | None) -> int:
+    """``--ledger``: every trial in scope, with the runs and launches that evaluated it."""
+    ledger = scope_ledger(logger, args, scope, None)
+    rows = ledger.table()
+    if args.format == "json":
+        from runner.tracking.sanitize import to_jsonable
+
+        print(json.dumps(to_jsonable({"experiment": args.experiment, "scope": ledger.scope,
+                                      "n_trials": ledger.n_trials, "trials": rows}), indent=2))
+        return 0
+    print(f"experiment {args.experiment!r}: {ledger.n_trials} trials (distinct configuration x data)"
+          + (f" of sweep name {args.sweep!r} over {ledger.scope['launches']} launch(es)" if args.sweep else ""))
+    print(f"{'config_hash':<18}{'data_digest':<18}{'runs':>5}{'finished':>9}  launches")
+    for row in rows:
+        print(f"{row['config_hash']:<18}{row['data_digest'] or '-':<18}{row['evaluations']:>5}{row['finished']:>9}  "
+              + ", ".join(row["launches"]))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

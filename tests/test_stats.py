@@ -98,3 +98,68 @@ def test_edge_cases_are_nan_or_defined_alike_in_sharpe_psr_and_sharpe_se() -> No
     belief = belief_metrics(two_valued)
     assert math.isfinite(sharpe(two_valued, 252)) and 0 <= belief["psr"] <= 1 and belief["sharpe_se"] > 0
     assert 0 <= deflated_sharpe_ratio(sr, n, skew, kurtosis, 10, 0.01) <= 1
+
+
+def test_effective_trials_follow_li_and_ji() -> None:
+    """Li & Ji (2005): M_eff = sum f(|lambda|), f(x) = I(x >= 1) + x - floor(x). For N trials equicorrelated at rho
+    the eigenvalues are 1 + (N - 1) rho (once) and 1 - rho (N - 1 times), so M_eff = 1 + frac((N-1) rho) + (N-1)(1-rho)."""
+    from runner.stats import effective_number_of_trials
+
+    rng = np.random.default_rng(0)
+    n, rho = 20, 0.9
+    common = rng.standard_normal((200_000, 1))
+    equicorrelated = math.sqrt(rho) * common + math.sqrt(1 - rho) * rng.standard_normal((200_000, n))
+    expected = 1 + ((n - 1) * rho) % 1 + (n - 1) * (1 - rho)
+    assert effective_number_of_trials(equicorrelated) == pytest.approx(expected, abs=0.05)
+    independent = rng.standard_normal((5000, n))
+    assert effective_number_of_trials(independent) == n  # eigenvalues near 1: about N, never above it
+    assert effective_number_of_trials(np.repeat(independent[:, :1], n, axis=1)) == 1.0  # N copies of one trial
+    flat = np.c_[independent[:, :3], np.zeros(5000)]  # a trial that never trades counts as one of its own
+    assert effective_number_of_trials(flat) == 4.0
+    for _ in range(20):  # always within [1, N]
+        k = int(rng.integers(2, 30))
+        mixed = rng.standard_normal((300, 1)) * rng.uniform(0, 2) + rng.standard_normal((300, k))
+        assert 1.0 <= effective_number_of_trials(mixed) <= k
+    with pytest.raises(ValueError, match="non-finite"):
+        effective_number_of_trials(np.r_[independent[:10], [[np.nan] * n]])
+
+
+def test_a_fractional_trial_count_deflates_between_its_integer_neighbours() -> None:
+    """The DSR at an effective N (a real number) lies between the DSRs at the integers around it."""
+    args = (0.08, 500, -0.3, 4.0)
+    at = [deflated_sharpe_ratio(*args, n, 0.002) for n in (3, 3.5, 4)]
+    assert at[0] > at[1] > at[2]
+
+
+def test_reality_checks_reject_a_real_edge_and_not_noise() -> None:
+    """Hansen's SPA and White's Reality Check (arch.bootstrap) against a benchmark: over 40 searches of 20 trials
+    with no edge, the 5% tests reject about 5% of the time; one trial with a per-bar mean 0.25 standard deviations
+    above the benchmark's is found."""
+    from runner.bootstrap import reality_checks
+
+    rng = np.random.default_rng(5)
+    rejected = 0
+    for _ in range(40):
+        benchmark, trials = rng.standard_normal(400) * 0.01, rng.standard_normal((400, 20)) * 0.01
+        rejected += reality_checks(benchmark, trials)["spa_pvalue"] < 0.05
+    assert rejected <= 5
+    benchmark, trials = rng.standard_normal(400) * 0.01, rng.standard_normal((400, 20)) * 0.01
+    trials[:, 3] += 0.0025 + 0.2 * (benchmark - 0.0)  # an edge, partly correlated with the benchmark
+    found = reality_checks(benchmark, trials)
+    assert found["spa_pvalue"] < 0.01 and found["reality_check_pvalue"] < 0.05 and found["trials_tested"] == 20
+    assert reality_checks(benchmark, trials) == found  # seeded
+    assert reality_checks(benchmark, np.c_[benchmark, benchmark])["trials_tested"] == 0  # equal: cannot beat it
+
+
+def test_the_bootstrap_interval_of_a_sharpe_brackets_it_and_narrows_with_more_bars() -> None:
+    from runner.bootstrap import sharpe_interval
+
+    rng = np.random.default_rng(6)
+    returns = rng.standard_normal(4000) * 0.01 + 0.0005
+    short, long = sharpe_interval(returns[:250], 252), sharpe_interval(returns, 252)
+    for interval, values in ((short, returns[:250]), (long, returns)):
+        point = values.mean() / values.std(ddof=1) * math.sqrt(252)
+        assert interval[0] < point < interval[1]
+    assert long[1] - long[0] < (short[1] - short[0]) / 2  # 16x the bars: about a quarter of the width
+    assert sharpe_interval(returns, 252) == long  # seeded
+    assert all(math.isnan(v) for v in sharpe_interval(np.zeros(100), 252))

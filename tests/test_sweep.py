@@ -49,7 +49,9 @@ def test_three_job_sweep_winner_matches_an_independent_query(tmp_path: Path, cli
            f"{best['parent_run_id']}" in done.stdout
     parent = client.get_run(best["parent_run_id"])
     assert parent.info.status == "FINISHED" and parent.data.tags["best_run_id"] == independent.info.run_id
-    assert set(parent.data.metrics) == {"n_trials", "winner_deflated_sharpe_ratio", "pbo"}  # no segment metric:
+    assert set(parent.data.metrics) == {"n_trials", "winner_deflated_sharpe_ratio", "pbo", "n_trials_effective",
+                                        "winner_deflated_sharpe_ratio_effective", "spa_pvalue",
+                                        "reality_check_pvalue"}  # no segment metric:
     # parents never rank
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"best_run.json",
                                                                            "sweep_val_sharpe_ratio.png"}

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.tracking.lifecycle import LOST_TAG
-from runner.tracking.queries import differing_params, members_filter, sweep_children, sweep_members
+from runner.tracking.queries import differing_params, members_filter, sweep_children
 from runner.tracking.sanitize import to_jsonable
 
 if TYPE_CHECKING:
@@ -79,7 +79,12 @@ def _job_order(run: Run) -> int:
 
 
 def summarise(logger: MLflowLogger, state: dict[str, str]) -> tuple[dict[str, Any], list[Any]]:
-    """(the sweep's summary with its winner, the runs that stand for its jobs)."""
+    """(the sweep's summary with its winner, the runs that stand for its trials). This launch's jobs are reported
+    as jobs; the winner is the best of every configuration its sweep name evaluated over all launches (the
+    ledger), and is judged against all of them."""
+    from runner.engine import ENGINE_VERSION
+    from runner.sweeps.ledger import sweep_ledger
+
     parent, metric, mode = state["parent_run_id"], state["metric"], state["mode"]
     attempts = sweep_children(logger.client, logger.experiment_id, parent)
     lost = [r for r in attempts if LOST_TAG in r.data.tags]  # a job's attempt whose process died: it ran again
@@ -87,7 +92,8 @@ def summarise(logger: MLflowLogger, state: dict[str, str]) -> tuple[dict[str, An
     failed = [job_label(r, state["sweep_name"]) for r in sorted(children, key=_job_order)
               if r.info.status != "FINISHED"]
     resumed = {r.data.tags["resumed_from"] for r in children if "resumed_from" in r.data.tags}
-    members = sweep_members(logger.client, logger.experiment_id, children)
+    ledger = sweep_ledger(logger.client, logger.experiment_id, state["sweep_name"])
+    members = ledger.members(str(ENGINE_VERSION))
     best = (logger.get_best_run(metric, mode, filter_string=members_filter([r.info.run_id for r in members]))
             if members else None)
     keys = differing_params(members)
@@ -96,19 +102,25 @@ def summarise(logger: MLflowLogger, state: dict[str, str]) -> tuple[dict[str, An
                                "lost_attempts": {job_label(r, state["sweep_name"]): {"run_id": r.info.run_id,
                                                                    "why": r.data.tags[LOST_TAG]} for r in lost}}
     if best is not None:
+        from runner.sweeps.trials import held_out_segment, selection_segment, trials_statistics
+
         winner = next(r for r in members if r.info.run_id == best["run_id"])
+        own = {r.info.run_id for r in children}
+        held_out = held_out_segment(selection_segment(metric) or "", winner)
         summary["winner"] = {
             "run_id": best["run_id"], "run_name": winner.info.run_name, "resumed": best["run_id"] in resumed,
+            "earlier_launch": best["run_id"] not in own and best["run_id"] not in resumed,
             "value": best["metrics"].get(metric), "params": {k: best["params"].get(k) for k in keys},
-            "val_metrics": segment_metrics(best["metrics"], "val"),
-            "test_metrics": segment_metrics(best["metrics"], "oos" if metric.startswith("oos_") else "test"),
+            "selection_segment": selection_segment(metric),
+            "selection_metrics": segment_metrics(best["metrics"], selection_segment(metric) or "val"),
+            "test_segment": held_out or selection_segment(metric),  # without a held-out test: the selection's own
+            "test_metrics": segment_metrics(best["metrics"], held_out or selection_segment(metric) or "test"),
             "command": f"python -m runner {winner.data.tags.get('overrides', '')}".strip()}
-        from runner.sweeps.trials import trials_statistics
-
         try:
-            summary["trials"] = trials_statistics(logger.client, metric, children, members, best["run_id"])
+            summary["trials"] = trials_statistics(metric, ledger, members, best["run_id"])
         except Exception as error:  # noqa: BLE001 - shown as the reason (a missing table, say); the winner stands
-            summary["trials"] = {"n_trials": len(children), "reason": f"no trials statistics: {error}"}
+            summary["trials"] = {"n_trials": ledger.n_trials, "scope": ledger.scope,
+                                 "reason": f"no trials statistics: {error}"}
     return summary, members
 
 
@@ -124,7 +136,10 @@ def _record_on_parent(logger: MLflowLogger, summary: dict[str, Any], members: li
         tags["belief"] = trials.get("sentence") or trials.get("reason", "")
         logger.log_metrics({key: value for key, value in (
             ("n_trials", trials["n_trials"]), ("winner_deflated_sharpe_ratio", trials.get("deflated_sharpe_ratio")),
-            ("pbo", trials.get("pbo"))) if value is not None})
+            ("n_trials_effective", trials.get("n_trials_effective")),
+            ("winner_deflated_sharpe_ratio_effective", trials.get("deflated_sharpe_ratio_effective")),
+            ("pbo", trials.get("pbo")), ("spa_pvalue", trials.get("spa_pvalue")),
+            ("reality_check_pvalue", trials.get("reality_check_pvalue"))) if value is not None})
     logger.set_tags(tags)
     finished = [r for r in members if r.info.status == "FINISHED"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -168,22 +183,29 @@ def format_winner(summary: dict[str, Any]) -> str:
     if winner is None:
         lines.append(f"no run has a finite {summary['metric']}: no winner")
         return "\n".join(lines)
+    trials = summary.get("trials", {})
+    scope = trials.get("scope", {})
+    if scope.get("launches", 1) > 1:
+        lines.append(f"judged against all {trials['n_trials']} configurations of sweep name {summary['sweep_name']!r} "
+                     f"over its {scope['launches']} launches" + (" (the winner ran in an earlier launch)"
+                                                                   if winner.get("earlier_launch") else ""))
     lines.append(f"winner ({summary['mode']} {summary['metric']}): {winner['run_name']}  run id {winner['run_id']}")
     for key, value in winner["params"].items():
         lines.append(f"  {key} = {value}")
+    selection, test = winner["selection_segment"] or "val", winner["test_segment"] or "test"
+    test_label = test if test != selection else f"{test} (=sel.)"  # no untouched test: the selection segment again
     lines.append(f"  {'':<14}" + "".join(f"{n:>15}" for n in SHOWN_METRICS))
-    for segment in ("val", "test"):
-        values = winner[f"{segment}_metrics"]
-        lines.append(f"  {segment:<14}" + "".join(_cell(n, values.get(n, math.nan)) for n in SHOWN_METRICS))
-    trials = winner_trials = summary.get("trials", {})
-    median = winner_trials.get("median_test_metrics", {})
+    for label, values in ((selection, winner["selection_metrics"]), (test_label, winner["test_metrics"])):
+        lines.append(f"  {label:<14}" + "".join(_cell(n, values.get(n, math.nan)) for n in SHOWN_METRICS))
+    median = trials.get("median_test_metrics", {})
     if median:
-        lines.append(f"  {'test (median)':<14}" + "".join(_cell(n, median.get(n, math.nan)) for n in SHOWN_METRICS
-                                                           if n in median) + f"   winner's test rank: "
+        lines.append(f"  {test + ' (median)':<14}" + "".join(_cell(n, median.get(n, math.nan)) for n in SHOWN_METRICS
+                                                             if n in median) + f"   winner's {test} rank: "
                      f"{trials.get('winner_test_rank')} of {trials['n_trials']}")
     lines.append(f"reproduce: {winner['command']}")
     if trials.get("sentence") or trials.get("reason"):
         lines.append(trials.get("sentence") or trials["reason"])
-    if trials.get("pbo_reason"):
-        lines.append(f"no PBO: {trials['pbo_reason']}")
+    for key, name in (("pbo_reason", "PBO"), ("spa_reason", "reality checks")):
+        if trials.get(key):
+            lines.append(f"no {name}: {trials[key]}")
     return "\n".join(lines)

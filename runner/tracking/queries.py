@@ -165,17 +165,6 @@ def sweep_children(client: MlflowClient, experiment_id: str, parent_run_id: str)
                               filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
 
 
-def sweep_members(client: MlflowClient, experiment_id: str, children: list[Run]) -> list[Any]:
-    """The runs that stand for a sweep's jobs: a resumed job's child only points (tag ``resumed_from``)
-    at the earlier FINISHED run of the same config, which then stands in for it."""
-    resumed = [r.data.tags["resumed_from"] for r in children if "resumed_from" in r.data.tags]
-    own = [r for r in children if "resumed_from" not in r.data.tags]
-    if not resumed:
-        return own
-    return own + list(client.search_runs([experiment_id], max_results=len(resumed),
-                                         filter_string=members_filter(sorted(set(resumed)))))
-
-
 def members_filter(run_ids: list[str]) -> str:
     return "attributes.run_id IN ({})".format(", ".join(f"'{run_id}'" for run_id in run_ids))
 
