@@ -132,7 +132,7 @@ def report(args: argparse.Namespace) -> int:
                           f" has a finite {args.metric!r}{hint}.")
     columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
     rows = rows_for(runs, args.metric, columns)
-    belief = top_run_belief(scope_ledger(logger, args, scope, runs[0]), runs[0], args.metric)
+    belief = top_run_belief(scope_ledger(logger, args, scope, runs[0]), runs[0], args.metric, args.all_versions)
     rows[0]["deflated_sharpe_ratio"] = belief.get("deflated_sharpe_ratio")
     registered = None
     if args.register:
@@ -190,12 +190,14 @@ def sweep_name_of(logger: MLflowLogger, sweep: str) -> str:
         return sweep
 
 
-def top_run_belief(ledger: Ledger, top: Any, metric: str) -> dict[str, Any]:
-    """The top run's deflated Sharpe given the trials in scope: one finished run per configuration, N counting
-    every configuration (failed ones included), never pointer runs or repeats."""
+def top_run_belief(ledger: Ledger, top: Any, metric: str, all_versions: bool = False) -> dict[str, Any]:
+    """The top run's deflated Sharpe given the trials in scope: one finished run per configuration (of this
+    engine version unless ``all_versions``), N counting every configuration (failed ones included), never pointer
+    runs or repeats."""
     from runner.sweeps.trials import dsr_from_metrics
 
-    belief = dsr_from_metrics(top, ledger.members(), metric, ledger.n_trials)
+    members = ledger.members(None if all_versions else str(ENGINE_VERSION))
+    belief = dsr_from_metrics(top, members, metric, ledger.n_trials)
     belief["scope"] = ledger.scope
     return belief
 

@@ -12,15 +12,15 @@ from tests.conftest import ROOT, run_cli
 # Lower layers never import higher ones; pure compute sits at the bottom, entry modules on top.
 LAYERS = [
     ("runner.errors",),
-    ("runner.config.schema", "runner.config.build", "runner.stats"),
+    ("runner.config.schema", "runner.config.build", "runner.stats", "runner.bootstrap"),
     ("runner.data", "runner.config.docs", "runner.engine", "runner.ml", "runner.views.figures", "strategies"),
     ("runner.tracking",),
     ("runner.evaluation", "runner.logger"),
     ("runner.pipeline", "runner.sweeps", "runner.report", "runner.views.report_table", "runner.sync", "runner.clean",
      "runner.config.overrides", "runner.__main__"),
 ]
-PURE = ("runner.errors", "runner.config.schema", "runner.config.build", "runner.stats", "runner.data",
-        "runner.config.docs", "runner.engine", "runner.ml", "runner.views.figures", "strategies")
+PURE = ("runner.errors", "runner.config.schema", "runner.config.build", "runner.stats", "runner.bootstrap",
+        "runner.data", "runner.config.docs", "runner.engine", "runner.ml", "runner.views.figures", "strategies")
 PACKAGES = ("config", "data", "engine", "evaluation", "ml", "sweeps", "tracking", "views")
 
 

@@ -101,8 +101,9 @@ def test_edge_cases_are_nan_or_defined_alike_in_sharpe_psr_and_sharpe_se() -> No
 
 
 def test_effective_trials_follow_li_and_ji() -> None:
-    """Li & Ji (2005): M_eff = sum f(|lambda|), f(x) = I(x >= 1) + x - floor(x). For N trials equicorrelated at rho
-    the eigenvalues are 1 + (N - 1) rho (once) and 1 - rho (N - 1 times), so M_eff = 1 + frac((N-1) rho) + (N-1)(1-rho)."""
+    """Li & Ji (2005): M_eff = sum f(|lambda|), f(x) = I(x >= 1) + x - floor(x). For N trials equicorrelated at
+    rho the eigenvalues are 1 + (N - 1) rho (once) and 1 - rho (N - 1 times), so
+    M_eff = 1 + frac((N - 1) rho) + (N - 1)(1 - rho)."""
     from runner.stats import effective_number_of_trials
 
     rng = np.random.default_rng(0)

@@ -176,8 +176,8 @@ def test_the_final_test_is_untouched_and_later_bars_move_nothing_before_it(tmp_p
     for name, frame in (("bars", bars), ("shocked", shocked)):
         frame.to_csv(tmp_path / f"{name}.csv", index_label="date")
         prepared = prepare(composed(["+strategy=momentum", "model=linear", "trainer.epochs=2", "data=csv",
-                                     f"data.path={tmp_path / name}.csv", "evaluation=walk_forward", "evaluation.folds=2",
-                                     "evaluation.final_test_bars=120"]))
+                                     f"data.path={tmp_path / name}.csv", "evaluation=walk_forward",
+                                     "evaluation.folds=2", "evaluation.final_test_bars=120"]))
         runs.append((prepared, compute(prepared)))
     (prepared, outcome), (_, after) = runs
     final = prepared.final_fold

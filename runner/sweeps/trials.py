@@ -75,9 +75,11 @@ def segment_table(run: Run, segment: str) -> pd.DataFrame:
     return table[["timestamp", "strategy_return", "benchmark_return"]].reset_index(drop=True)
 
 
-def excess_returns(run: Run, segment: str) -> np.ndarray:
-    """The run's per-bar strategy returns on one segment, less the per-bar risk-free rate."""
-    returns = segment_table(run, segment)["strategy_return"].to_numpy(dtype=float)
+def excess_returns(run: Run, segment: str, table: pd.DataFrame | None = None) -> np.ndarray:
+    """The run's per-bar strategy returns on one segment (from ``table`` when read already), less the per-bar
+    risk-free rate."""
+    table = segment_table(run, segment) if table is None else table
+    returns = table["strategy_return"].to_numpy(dtype=float)
     return returns[np.isfinite(returns)] - per_bar_risk_free(run)
 
 
@@ -171,7 +173,7 @@ def trials_statistics(metric: str, ledger: Ledger, members: list[Run], winner_id
     finished = [r for r in members if r.info.status == "FINISHED"]
     winner = next(r for r in finished if r.info.run_id == winner_id)
     frames = {r.info.run_id: segment_table(r, segment) for r in finished}
-    excess = {r.info.run_id: excess_returns(r, segment) for r in finished}
+    excess = {r.info.run_id: excess_returns(r, segment, frames[r.info.run_id]) for r in finished}
     sharpes = [s for s in (moments(v)[0] for v in excess.values()) if math.isfinite(s)]
     sr_variance = float(np.var(sharpes, ddof=1)) if len(sharpes) > 1 else 0.0
     sr, skew, kurtosis, n = moments(excess[winner_id])
