@@ -56,6 +56,17 @@ def build_panel_dataset(features: list[pd.DataFrame], close: np.ndarray, train_e
     in its own split (so the last train row, whose target is the first val return, is dropped; likewise the
     last val row). Standardised with the train rows of every asset; ``forecast`` rows reshape back with
     ``panel_forecast``."""
+    bar = np.arange(len(close))
+    return masked_panel_dataset(features, close, bar < train_end - 1, (bar >= train_end) & (bar < val_end - 1),
+                                bar >= val_end, seq_len)
+
+
+def masked_panel_dataset(features: list[pd.DataFrame], close: np.ndarray, fit: np.ndarray, val: np.ndarray,
+                         test: np.ndarray, seq_len: int = 0) -> Dataset:
+    """``build_panel_dataset`` with the bars of each split given as boolean masks over the bars (any pattern, as
+    combinatorial cross-validation needs): rows fit where ``fit`` is true, early-stop where ``val`` is, and the
+    mask says which bars' targets a row may use (the caller leaves out a split's last bar before another one).
+    Standardised with the complete ``fit`` rows of every asset."""
     n, pad = len(close), max(seq_len, 1)
     width = n + pad
     values = np.full((len(features) * width, features[0].shape[1]), np.nan)
@@ -65,17 +76,18 @@ def build_panel_dataset(features: list[pd.DataFrame], close: np.ndarray, train_e
         target[i * width:i * width + n - 1] = close[1:, i] / close[:-1, i] - 1.0
     defined = usable_rows(values, seq_len) & np.isfinite(target)
     bar = np.tile(np.arange(width), len(features))
-    in_split = {"train": bar < train_end - 1, "val": (bar >= train_end) & (bar < val_end - 1),
-                "test": (bar >= val_end) & (bar < n)}
-    rows = {name: np.flatnonzero(defined & mask) for name, mask in in_split.items()}
+    on_bar = bar < n
+    masks = {name: np.tile(np.r_[mask, np.zeros(pad, dtype=bool)], len(features))
+             for name, mask in (("train", fit), ("val", val), ("test", test))}
+    rows = {name: np.flatnonzero(defined & mask) for name, mask in masks.items()}
     if len(rows["train"]) < MIN_TRAIN_ROWS:
         raise ConfigError(f"only {len(rows['train'])} train rows have complete features; use more data or a shorter "
-                         f"strategy window (the model needs at least {MIN_TRAIN_ROWS}).")
-    complete = values[(bar < train_end - 1) & np.isfinite(values).all(axis=1)]
+                          f"strategy window (the model needs at least {MIN_TRAIN_ROWS}).")
+    complete = values[masks["train"] & np.isfinite(values).all(axis=1)]
     mean, std = complete.mean(axis=0), complete.std(axis=0)
     std[std == 0] = 1.0
     scale = float(np.std(target[rows["train"]])) or 1.0
-    rows["all"] = np.flatnonzero(usable_rows(values, seq_len) & (bar < n))
+    rows["all"] = np.flatnonzero(usable_rows(values, seq_len) & on_bar)
     standardised = np.nan_to_num((values - mean) / std, nan=0.0).astype(np.float32)
     return Dataset(standardised, target / scale, rows, mean, std, scale, list(features[0].columns), seq_len)
 
