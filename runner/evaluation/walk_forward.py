@@ -177,12 +177,13 @@ def _fold_forecasts(prepared: Prepared, folds: list[Fold], check_stop: Any) -> t
     combined = np.full(close.shape, np.nan)
     trainings, dataset = [], None
     for fold in folds:
+        label = f"fold {fold.number + 1}/{len(folds)}" if fold.number < len(prepared.folds) else "final test"
         a = fold.train_start
         dataset = build_panel_dataset([f.iloc[a:] for f in features], close[a:], fold.val_start - a,
                                       fold.train_end - a, prepared.sequence_length)
         n_features = dataset.features.shape[1]
         training = train_model(lambda n=n_features: prepared.model_factory(n_features=n), dataset, prepared.trainer,
-                               prepared.seed, threads=prepared.torch_threads, check_stop=check_stop)
+                               prepared.seed, threads=prepared.torch_threads, check_stop=check_stop, label=label)
         predicted = panel_forecast(forecast(training.model, dataset), len(close) - a, book.n_assets)
         combined[fold.test_start:fold.test_end] = predicted[fold.test_start - a:fold.test_end - a]
         trainings.append(training)

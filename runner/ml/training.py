@@ -85,11 +85,13 @@ def _loss(model: torch.nn.Module, x: Any, y: Any) -> float:
 
 
 def train_model(build: Callable[[], Any], data: Dataset, config: TrainerConf, seed: int,
-                threads: int | None = None, check_stop: Callable[[], None] = lambda: None) -> TrainingResult:
+                threads: int | None = None, check_stop: Callable[[], None] = lambda: None,
+                label: str = "") -> TrainingResult:
     """Adam with weight decay on mini-batches; early stopping on val loss; the best weights restored.
 
     ``build`` makes the network (called after seeding, so its initial weights are seeded too);
-    ``threads`` caps torch's CPU threads (jobs sharing the cores); ``check_stop`` raises to stop early.
+    ``threads`` caps torch's CPU threads (jobs sharing the cores); ``check_stop`` raises to stop early; ``label``
+    says which of several models this is (``split 3/15``) in the line it prints.
     """
     import torch
 
@@ -130,7 +132,8 @@ def train_model(build: Callable[[], Any], data: Dataset, config: TrainerConf, se
     bar.close()
     seconds = time.perf_counter() - start
     stopped = " (early stop)" if len(history["val_loss"]) < config.epochs else ""
-    print(f"trained {len(history['val_loss'])} epoch(s){stopped} on {device}; best epoch {best_epoch}, val_loss "
+    print(f"{f'[{label}] ' if label else ''}trained {len(history['val_loss'])} epoch(s){stopped} on {device}; best "
+          f"epoch {best_epoch}, val_loss "
           f"{best_loss:.4f}", file=sys.stderr)  # its time: verbose=true (or the run's train_seconds metric)
     model.load_state_dict(best_state)
     model.eval()
