@@ -187,8 +187,11 @@ def run_single(cfg: DictConfig) -> float:
     print(summary(outcome, prepared, uri))
     if resolved["verbose"]:
         training = outcome.training
+        trainings = (outcome.walk.trainings if outcome.walk else outcome.cpcv.trainings if outcome.cpcv else
+                     [training] if training else [])
         print(f"time: {time.perf_counter() - started:.1f} s for the run after composition" + (
-            f", of which training {training.seconds:.1f} s on {training.device}" if training else ""))
+            f", of which training {sum(t.seconds for t in trainings):.1f} s on {training.device}" if training else
+            ""))
     if server_lost(uri):
         raise ServerLost(run_folder(), uri)
     return outcome.selection_value

@@ -97,6 +97,12 @@ def prepare(config: Config | Mapping[str, Any], data_choice: str = "data") -> Pr
 
     min_train = strategy.warmup + sequence_length + (MIN_TRAIN_ROWS + 2 if factory is not None else 2)
     folds = evaluation.layout(len(book.index), factory is not None, min_train)
+    from runner.evaluation.cpcv import CombinatorialPurgedCV
+
+    if isinstance(evaluation, CombinatorialPurgedCV):
+        return Prepared(config, strategy, with_periods_per_year(backtest, book.index), factory, trainer,
+                        sequence_length, book, train_end, val_end, seed, data_name=data_choice,
+                        cpcv=evaluation.plan(len(book.index), factory is not None, min_train))
     if folds is not None:
         return Prepared(config, strategy, with_periods_per_year(backtest, book.index), factory, trainer,
                         sequence_length, book, train_end, val_end, seed, folds=folds, data_name=data_choice,
@@ -139,6 +145,12 @@ def compute(prepared: Prepared) -> Outcome:
     what they trade), one backtest, metrics per segment or fold. Never touches MLflow (``runner.tracking.recorder``
     logs the outcome)."""
     metric = prepared.config.selection.metric
+    if prepared.cpcv is not None:
+        from runner.evaluation.cpcv import cpcv
+
+        paths = cpcv(prepared, check_stop)
+        return Outcome(paths.paths[0], float(paths.distribution.get(metric, math.nan)),
+                       paths.trainings[-1] if paths.trainings else None, dataset=paths.dataset, cpcv=paths)
     if prepared.folds:
         from runner.evaluation.walk_forward import walk_forward
 
@@ -160,7 +172,10 @@ def _cell(name: str, value: float) -> str:
 
 
 def summary(outcome: Outcome, prepared: Prepared, tracking_uri: str | None = None) -> str:
-    """A compact per-segment table of the main metrics, the run id and how to open it."""
+    """A compact per-segment table of the main metrics (a CPCV run: their distribution over the paths), the run id
+    and how to open it."""
+    if outcome.cpcv is not None:
+        return _cpcv_summary(outcome, prepared, tracking_uri)
     metrics = outcome.result.metrics
     segments = [s for s in ("train", "val", "test", "oos", "final_test") if s in metrics]
     width = max(len(m) for m in SUMMARY_METRICS) + 2
@@ -178,11 +193,31 @@ def summary(outcome: Outcome, prepared: Prepared, tracking_uri: str | None = Non
                      "nothing is fitted, so oos re-slices one backtest into the folds' test stretches)")
     elif outcome.training:
         lines.append("(the model was fitted on train and early-stopped on val: only test is out of sample)")
-    lines.append(f"\n{prepared.config.selection.metric} = {outcome.selection_value:.4f}")
+    return "\n".join(lines + _closing(outcome, prepared, tracking_uri))
+
+
+def _cpcv_summary(outcome: Outcome, prepared: Prepared, tracking_uri: str | None) -> str:
+    from runner.evaluation.cpcv import QUANTILES, SUMMARY
+
+    paths, plan = outcome.cpcv, outcome.cpcv.plan
+    columns = ["mean", "std", *QUANTILES]
+    width = max(len(m) for m in SUMMARY) + 2
+    lines = [f"{'metric':<{width}}" + "".join(f"{c:>12}" for c in columns)]
+    for name in SUMMARY:
+        lines.append(f"{name:<{width}}" + "".join(f"{paths.distribution[f'cpcv_{name}_{c}']:>12.4f}" for c in columns))
+    lines.append(f"(cpcv: {len(plan.splits)} splits of {len(plan.groups)} groups, {plan.n_paths} out-of-sample paths "
+                 f"over every bar; PBO over the paths {paths.distribution['cpcv_pbo']:.2f})")
+    if outcome.training is None:
+        lines.append("(a rule fits nothing: every path is the same backtest, so the spread is 0)")
+    return "\n".join(lines + _closing(outcome, prepared, tracking_uri))
+
+
+def _closing(outcome: Outcome, prepared: Prepared, tracking_uri: str | None) -> list[str]:
+    lines = [f"\n{prepared.config.selection.metric} = {outcome.selection_value:.4f}"]
     if outcome.run_id:
         lines.append(f"run id: {outcome.run_id}")
     if tracking_uri and outcome.experiment_id:
         from runner.tracking.store import ui_links
 
         lines += ui_links(tracking_uri, outcome.experiment_id, outcome.run_id)
-    return "\n".join(lines)
+    return lines

@@ -34,6 +34,7 @@ class Prepared:
     torch_threads: int | None = None  # set for sweep jobs sharing the CPU with other jobs
     folds: list[Any] | None = None  # evaluation=walk_forward: runner.evaluation.walk_forward.Fold per fold
     final_fold: Any = None  # evaluation.final_test_bars: the untouched final stretch, laid out as one more fold
+    cpcv: Any = None  # evaluation=cpcv: runner.evaluation.cpcv.CpcvPlan
     data_name: str = "data"  # the data option (sp500, csv, ...), for titles and messages
 
 
@@ -49,3 +50,4 @@ class Outcome:
     dataset: Dataset | None = None
     run_id: str | None = None
     experiment_id: str | None = None
+    cpcv: Any = None  # evaluation=cpcv: runner.evaluation.cpcv.Cpcv

@@ -11,7 +11,7 @@ ones included; the Sharpe variance, N_eff, PBO and SPA use one finished run per 
 
 The held-out test is what no trial was fitted or selected on: ``test`` after a holdout selection on ``val``;
 after a walk-forward selection on ``oos``, only ``final_test`` (``evaluation.final_test_bars``). Without one the
-summary says so and gives no test rank.
+summary says so and gives no test rank. A CPCV selection (``cpcv_*``) is judged on the paths' mean return per bar.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ if TYPE_CHECKING:
 
     from runner.sweeps.ledger import Ledger
 
-SEGMENTS = ("train", "val", "test", "oos", "final_test")  # oos: walk-forward's stitched out-of-sample record
+SEGMENTS = ("train", "val", "test", "oos", "final_test", "cpcv")  # oos: walk-forward's stitched record; cpcv: paths
 COMPARED = ("sharpe_ratio", "total_return", "max_drawdown", "num_trades")
-TABLES = {"oos": "walk_forward", "final_test": "final_test"}  # segments with a table of their own
+TABLES = {"oos": "walk_forward", "final_test": "final_test", "cpcv": "cpcv_paths"}  # segments with their own table
 
 
 def selection_segment(metric: str) -> str | None:
@@ -69,6 +69,9 @@ def segment_table(run: Run, segment: str) -> pd.DataFrame:
     from runner.tracking.tables import read_backtest_table
 
     table = read_backtest_table(run.info.artifact_uri, TABLES.get(segment, "portfolio_values"))
+    if segment == "cpcv":  # the paths' mean return per bar: what cpcv_sharpe_ratio_mean averages over
+        table = table.groupby("timestamp", sort=True).agg(close=("close", "first"),
+                                                          strategy_return=("strategy_return", "mean")).reset_index()
     table = table.assign(benchmark_return=table["close"].pct_change())  # the level (a universe: its equal-weight index)
     if segment not in TABLES:
         table = table.loc[table["segment"].astype(str) == segment]
@@ -108,8 +111,9 @@ def sentence(stats: dict[str, Any]) -> str:
     if ci and all(math.isfinite(v) for v in ci):
         second.append(f"{stats['held_out']} Sharpe 95% interval [{ci[0]:.2f}, {ci[1]:.2f}]")
     elif stats.get("held_out") is None:
-        second.append(f"no untouched test: the 'test' shown is the {segment} segment it was selected on "
-                      "(set evaluation.final_test_bars)")
+        second.append(f"no untouched test: the 'test' shown is the {segment} segment it was selected on ("
+                      + ("set evaluation.final_test_bars" if segment == "oos" else
+                         "keep a final stretch out with data.end and run the winner on it after") + ")")
     return text + "." + ("\n" + "; ".join(second) + "." if second else "")
 
 

@@ -25,6 +25,11 @@ def segment_metrics(metrics: dict[str, float], segment: str) -> dict[str, float]
     return {k[len(segment) + 1:]: v for k, v in sorted(metrics.items()) if k.startswith(f"{segment}_")}
 
 
+def cpcv_means(metrics: dict[str, float]) -> dict[str, float]:
+    """A CPCV run's metrics as a segment's: each one's mean over the paths (``cpcv_{name}_mean``)."""
+    return {k[5:-5]: v for k, v in sorted(metrics.items()) if k.startswith("cpcv_") and k.endswith("_mean")}
+
+
 def _number(text: str | None) -> float | None:
     try:
         value = float(text) if text is not None else None
@@ -112,9 +117,12 @@ def summarise(logger: MLflowLogger, state: dict[str, str]) -> tuple[dict[str, An
             "earlier_launch": best["run_id"] not in own and best["run_id"] not in resumed,
             "value": best["metrics"].get(metric), "params": {k: best["params"].get(k) for k in keys},
             "selection_segment": selection_segment(metric),
-            "selection_metrics": segment_metrics(best["metrics"], selection_segment(metric) or "val"),
+            "selection_metrics": (cpcv_means(best["metrics"]) if selection_segment(metric) == "cpcv" else
+                                  segment_metrics(best["metrics"], selection_segment(metric) or "val")),
             "test_segment": held_out or selection_segment(metric),  # without a held-out test: the selection's own
-            "test_metrics": segment_metrics(best["metrics"], held_out or selection_segment(metric) or "test"),
+            "test_metrics": (segment_metrics(best["metrics"], held_out) if held_out else
+                             cpcv_means(best["metrics"]) if selection_segment(metric) == "cpcv" else
+                             segment_metrics(best["metrics"], selection_segment(metric) or "test")),
             "command": f"python -m runner {winner.data.tags.get('overrides', '')}".strip()}
         try:
             summary["trials"] = trials_statistics(metric, ledger, members, best["run_id"])
@@ -194,14 +202,15 @@ def format_winner(summary: dict[str, Any]) -> str:
         lines.append(f"  {key} = {value}")
     selection, test = winner["selection_segment"] or "val", winner["test_segment"] or "test"
     test_label = test if test != selection else f"{test} (=sel.)"  # no untouched test: the selection segment again
-    lines.append(f"  {'':<14}" + "".join(f"{n:>15}" for n in SHOWN_METRICS))
-    for label, values in ((selection, winner["selection_metrics"]), (test_label, winner["test_metrics"])):
-        lines.append(f"  {label:<14}" + "".join(_cell(n, values.get(n, math.nan)) for n in SHOWN_METRICS))
     median = trials.get("median_test_metrics", {})
+    width = max(14, len(test_label), len(f"{test} (median)") if median else 0)
+    lines.append(f"  {'':<{width}}" + "".join(f"{n:>15}" for n in SHOWN_METRICS))
+    for label, values in ((selection, winner["selection_metrics"]), (test_label, winner["test_metrics"])):
+        lines.append(f"  {label:<{width}}" + "".join(_cell(n, values.get(n, math.nan)) for n in SHOWN_METRICS))
     if median:
-        lines.append(f"  {test + ' (median)':<14}" + "".join(_cell(n, median.get(n, math.nan)) for n in SHOWN_METRICS
-                                                             if n in median) + f"   winner's {test} rank: "
-                     f"{trials.get('winner_test_rank')} of {trials['n_trials']}")
+        lines.append(f"  {test + ' (median)':<{width}}" + "".join(_cell(n, median.get(n, math.nan))
+                                                                  for n in SHOWN_METRICS if n in median)
+                     + f"   winner's {test} rank: {trials.get('winner_test_rank')} of {trials['n_trials']}")
     lines.append(f"reproduce: {winner['command']}")
     if trials.get("sentence") or trials.get("reason"):
         lines.append(trials.get("sentence") or trials["reason"])

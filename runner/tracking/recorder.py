@@ -100,7 +100,15 @@ def log_outcome(logger: MLflowLogger, prepared: Prepared, outcome: Outcome, extr
                            "universe.symbols": universe.symbols})
         logger.set_tags({"universe": universe.name, "n_assets": str(universe.n_assets)})
     results = outcome.result.to_results()
-    if outcome.walk is not None:  # the stitched record and the folds stand for the per-bar table
+    if outcome.cpcv is not None:  # the paths stand for the backtest: their distribution, records and splits
+        paths = outcome.cpcv
+        results = {"metrics": paths.distribution, "cpcv_paths": paths.paths_table(),
+                   "cpcv_splits": paths.plan.splits_table(),
+                   "cpcv": {"groups": paths.plan.groups, "n_paths": paths.plan.n_paths,
+                            "embargo_bars": paths.plan.embargo,
+                            "paths": paths.plan.paths.T.tolist()}}  # path -> the split each group is taken from
+        logger.log_metric_history({f"path_{k}": v for k, v in paths.path_metrics.items()})
+    elif outcome.walk is not None:  # the stitched record and the folds stand for the per-bar table
         results.pop("portfolio_values")
         results.update(walk_forward=outcome.walk.stitched_table(), folds=outcome.walk.folds_table(prepared.book.index))
         if outcome.walk.final is not None:

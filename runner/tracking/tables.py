@@ -24,7 +24,8 @@ from runner.errors import ConfigError, NotFoundError
 from runner.tracking.sanitize import table_json, to_jsonable
 from runner.tracking.store import local_path
 
-TABLES = ("trades", "fills", "portfolio_values", "weights", "walk_forward", "folds", "final_test")
+TABLES = ("trades", "fills", "portfolio_values", "weights", "walk_forward", "folds", "final_test", "cpcv_paths",
+          "cpcv_splits")
 TABLE_FORMATS = ("auto", "parquet", "json")
 JSON_ROWS = 8000  # a JSON view keeps every row up to this many: 30 years of daily bars
 PARQUET_ROW_GROUP = 131_072

@@ -150,16 +150,17 @@ def weights_figure(result: BacktestResult, title: str = "", named: int = 8) -> F
     return fig
 
 
-def training_figure(histories: list[dict[str, list[float]]], best_epoch: int) -> Figure:
-    """Loss by epoch: one model's train and val loss, or (walk-forward) each fold's, fold by fold; the
-    dashed line marks the best epoch of the last (logged) model."""
+def training_figure(histories: list[dict[str, list[float]]], best_epoch: int, unit: str = "fold") -> Figure:
+    """Loss by epoch: one model's train and val loss, or each ``unit``'s (walk-forward's folds, CPCV's splits);
+    the dashed line marks the best epoch of the last (logged) model. Past 8 models, only the first 8 are named."""
     fig = new_figure(6, 3.5)
     ax = fig.subplots()
     many = len(histories) > 1
     for number, history in enumerate(histories):
         for key, values in history.items():
             style = {"color": f"C{number % 10}", "ls": "-" if key == "val_loss" else ":"} if many else {}
-            label = f"fold {number} {key}" if many and (key == "val_loss" or number == 0) else None if many else key
+            named = many and number < 8 and (key == "val_loss" or number == 0)
+            label = f"{unit} {number} {key}" if named else None if many else key
             ax.plot(range(len(values)), values, label=label, marker="o", ms=3, **style)
     ax.axvline(best_epoch, color="grey", ls="--", lw=0.8, label=f"best epoch {best_epoch}")
     ax.set_xlabel("epoch")
@@ -203,6 +204,43 @@ def walk_forward_figure(oos: BacktestResult, boundaries: list[int], fold_sharpes
     return fig
 
 
+def cpcv_figure(paths: list[BacktestResult], sharpes: list[float], title: str = "") -> Figure:
+    """Every CPCV path's equity against buy & hold, and the distribution of the paths' Sharpe ratios."""
+    from matplotlib.lines import Line2D
+
+    fig = new_figure(11, 6.5)
+    ax_eq, ax_sr = fig.subplots(2, 1, gridspec_kw={"height_ratios": [3, 1.3], "hspace": 0.35})
+    x, ticks, labels = time_axis(paths[0].index)
+    for path in paths:
+        ax_eq.plot(*reduce_for_drawing(x, path.equity), color=STRATEGY, lw=0.8, alpha=0.5)
+    ax_eq.plot(*reduce_for_drawing(x, paths[0].benchmark_equity), color=BENCHMARK, lw=0.9, alpha=0.8)
+    ax_eq.legend([Line2D([], [], color=STRATEGY, lw=0.8), Line2D([], [], color=BENCHMARK, lw=0.9)],
+                 [f"strategy ({len(paths)} out-of-sample paths)", "buy & hold"], loc="lower left")
+    ax_eq.set_title(title)
+    ax_eq.set_ylabel("equity")
+    if ticks:
+        ax_eq.set_xticks(ticks, labels)
+    ax_eq.set_xlim(x[0], x[-1])
+    values = np.asarray(sharpes, dtype=float)
+    finite = values[np.isfinite(values)]
+    if len(values) <= 20:  # a few paths: one bar each, the mean dashed
+        ax_sr.bar(range(len(values)), np.nan_to_num(values), color=[STRATEGY if v >= 0 else DRAWDOWN for v in
+                                                                    np.nan_to_num(values)])
+        ax_sr.axhline(0, color="black", lw=0.6)
+        if len(finite):
+            ax_sr.axhline(float(finite.mean()), color="black", lw=0.8, ls="--")
+        ax_sr.set_xticks(range(len(values)), [f"path {i}" for i in range(len(values))])
+        ax_sr.set_ylabel("Sharpe (dashed: mean)")
+    else:  # many: their distribution
+        ax_sr.hist(finite, bins=min(30, max(5, len(finite) // 3)), color=STRATEGY)
+        if len(finite):
+            ax_sr.axvline(float(finite.mean()), color="black", lw=0.8, ls="--")
+        ax_sr.set_xlabel("path Sharpe ratio (dashed: mean)")
+        ax_sr.set_ylabel("paths")
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.95, bottom=0.08)
+    return fig
+
+
 def run_figures(prepared: Prepared, outcome: Outcome) -> dict[str, Figure]:
     """A run's figures by file name, built from its outcome (``runner.evaluation.experiment``): the equity (or the
     walk-forward record), a universe's weights, and the training curves when a model trained."""
@@ -210,7 +248,9 @@ def run_figures(prepared: Prepared, outcome: Outcome) -> dict[str, Figure]:
     title = (f"{type(prepared.strategy).__name__} on {prepared.data_name}"
              + ("" if book.series else f" ({book.n_assets} assets)"))
     figures = {}
-    if walk is not None:
+    if outcome.cpcv is not None:
+        figures["cpcv.png"] = cpcv_figure(outcome.cpcv.paths, outcome.cpcv.path_metrics["sharpe_ratio"], title)
+    elif walk is not None:
         figures["walk_forward.png"] = walk_forward_figure(
             walk.oos, [f.test_start - walk.folds[0].test_start + 1 for f in walk.folds],
             walk.fold_metrics["sharpe_ratio"], title, walk.offset)
@@ -219,6 +259,8 @@ def run_figures(prepared: Prepared, outcome: Outcome) -> dict[str, Figure]:
     if outcome.result.symbols is not None:
         figures["weights.png"] = weights_figure(outcome.result, title=f"{title}: weights")
     if outcome.training is not None:
-        histories = [t.history for t in walk.trainings] if walk is not None else [outcome.training.history]
-        figures["training.png"] = training_figure(histories, outcome.training.best_epoch)
+        trainings = walk.trainings if walk is not None else outcome.cpcv.trainings if outcome.cpcv else None
+        histories = [t.history for t in trainings] if trainings else [outcome.training.history]
+        figures["training.png"] = training_figure(histories, outcome.training.best_epoch,
+                                                  "split" if outcome.cpcv is not None else "fold")
     return figures
