@@ -170,6 +170,14 @@ def training_figure(histories: list[dict[str, list[float]]], best_epoch: int, un
     return fig
 
 
+def sharpe_bars(ax: Any, sharpes: list[float] | np.ndarray, unit: str) -> None:
+    """One bar per fold or path (red below 0), labelled ``{unit} {i}``."""
+    values = np.nan_to_num(np.asarray(sharpes, dtype=float))
+    ax.bar(range(len(values)), values, color=[STRATEGY if v >= 0 else DRAWDOWN for v in values])
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_xticks(range(len(values)), [f"{unit} {i}" for i in range(len(values))])
+
+
 def walk_forward_figure(oos: BacktestResult, boundaries: list[int], fold_sharpes: list[float], title: str = "",
                         offset: int = 1) -> Figure:
     """The stitched out-of-sample equity against buy & hold with the folds marked, and each fold's test Sharpe.
@@ -194,11 +202,7 @@ def walk_forward_figure(oos: BacktestResult, boundaries: list[int], fold_sharpes
     if ticks:
         ax_eq.set_xticks(ticks, labels)
     ax_eq.set_xlim(x[0], x[-1])
-    values = np.asarray(fold_sharpes, dtype=float)
-    ax_sr.bar(range(len(values)), np.nan_to_num(values), color=[STRATEGY if v >= 0 else DRAWDOWN for v in
-                                                                np.nan_to_num(values)])
-    ax_sr.axhline(0, color="black", lw=0.6)
-    ax_sr.set_xticks(range(len(values)), [f"fold {i}" for i in range(len(values))])
+    sharpe_bars(ax_sr, fold_sharpes, "fold")
     ax_sr.set_ylabel("test Sharpe")
     fig.subplots_adjust(left=0.08, right=0.98, top=0.95, bottom=0.07)
     return fig
@@ -224,12 +228,9 @@ def cpcv_figure(paths: list[BacktestResult], sharpes: list[float], title: str = 
     values = np.asarray(sharpes, dtype=float)
     finite = values[np.isfinite(values)]
     if len(values) <= 20:  # a few paths: one bar each, the mean dashed
-        ax_sr.bar(range(len(values)), np.nan_to_num(values), color=[STRATEGY if v >= 0 else DRAWDOWN for v in
-                                                                    np.nan_to_num(values)])
-        ax_sr.axhline(0, color="black", lw=0.6)
+        sharpe_bars(ax_sr, values, "path")
         if len(finite):
             ax_sr.axhline(float(finite.mean()), color="black", lw=0.8, ls="--")
-        ax_sr.set_xticks(range(len(values)), [f"path {i}" for i in range(len(values))])
         ax_sr.set_ylabel("Sharpe (dashed: mean)")
     else:  # many: their distribution
         ax_sr.hist(finite, bins=min(30, max(5, len(finite) // 3)), color=STRATEGY)
