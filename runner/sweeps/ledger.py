@@ -137,8 +137,12 @@ def sweep_ledger(client: MlflowClient, experiment_id: str, sweep_name: str) -> L
 def experiment_ledger(client: MlflowClient, experiment_id: str, filter_string: str | None,
                       data_digest: str | None) -> Ledger:
     """The distinct configurations among the experiment's runs in ``filter_string`` on the same data as the top run
-    (``data_digest``; runs logged before digests existed are kept when it is None)."""
-    runs = _search(client, experiment_id, filter_string or "")
+    (``data_digest``: only runs tagged with it are read; pointer runs repeat a run read already, and a run that
+    failed before reading its data is on no data. With None, a top run from before digests: every run)."""
+    from runner.tracking.queries import and_filter
+
+    scoped = and_filter(filter_string, f"tags.{DATA_DIGEST_TAG} = '{data_digest}'" if data_digest else None)
+    runs = _search(client, experiment_id, scoped or "")
     ledger = build_ledger(client, experiment_id, runs, {})
     if data_digest is not None:
         ledger.trials = [t for t in ledger.trials if t.data_digest == data_digest]

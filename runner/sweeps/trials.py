@@ -172,7 +172,7 @@ def trials_statistics(metric: str, ledger: Ledger, members: list[Run], winner_id
     segment = selection_segment(metric)
     stats: dict[str, Any] = {"n_trials": ledger.n_trials, "scope": ledger.scope, "segment": segment}
     if segment is None:
-        stats["reason"] = f"{metric} names no segment (train/val/test/oos), so there is no Sharpe to deflate"
+        stats["reason"] = f"{metric} names no segment (train/val/test/oos/cpcv), so there is no Sharpe to deflate"
         return stats
     finished = [r for r in members if r.info.status == "FINISHED"]
     winner = next(r for r in finished if r.info.run_id == winner_id)
