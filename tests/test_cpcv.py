@@ -13,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from runner.errors import DataError
-from runner.evaluation.cpcv import PURGE, CombinatorialPurgedCV
+from runner.evaluation.cpcv import PURGE, CpcvEvaluation
 from tests.conftest import run_cli
 
 
@@ -24,7 +24,7 @@ def test_the_splits_and_paths_are_skfolios(n_bars, groups, test_groups, embargo)
     training bars, test groups and path recombination, split for split."""
     from skfolio.model_selection import CombinatorialPurgedCV as Reference
 
-    plan = CombinatorialPurgedCV(groups, test_groups, embargo).plan(n_bars, with_model=False, min_train=0)
+    plan = CpcvEvaluation(groups, test_groups, embargo).plan(n_bars, with_model=False, min_train=0)
     reference = Reference(n_folds=groups, n_test_folds=test_groups, purged_size=PURGE, embargo_size=embargo)
     expected = list(reference.split(np.zeros((n_bars, 1))))
     assert len(plan.splits) == len(expected) == math.comb(groups, test_groups)
@@ -37,7 +37,7 @@ def test_the_splits_and_paths_are_skfolios(n_bars, groups, test_groups, embargo)
 
 
 def test_purge_and_embargo_are_visible_in_the_splits_table() -> None:
-    plan = CombinatorialPurgedCV(6, 2, 10).plan(1000, with_model=False, min_train=0)
+    plan = CpcvEvaluation(6, 2, 10).plan(1000, with_model=False, min_train=0)
     table = plan.splits_table()
     assert set(table.columns) == {"split", "role", "start_bar", "end_bar"} and table["split"].nunique() == 15
     for split, rows in table.groupby("split"):
@@ -57,7 +57,7 @@ def test_purge_and_embargo_are_visible_in_the_splits_table() -> None:
 def test_settings_that_do_not_fit_are_named(changes, message) -> None:
     settings = {"groups": 6, "test_groups": 2, "embargo_bars": 10, **changes}
     with pytest.raises(DataError, match=message):
-        CombinatorialPurgedCV(**settings).plan(1000, with_model=True, min_train=30)
+        CpcvEvaluation(**settings).plan(1000, with_model=True, min_train=30)
 
 
 def _composed(extra: list[str]) -> dict:

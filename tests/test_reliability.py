@@ -38,7 +38,7 @@ BAD_INPUTS = [
     (["+strategy=momentum", "model=nosuch"], r"model=nosuch is not an option of model; allowed: linear, lstm"),
     (["+strategy=momentum", "data=nosuch"], r"data=nosuch is not an option of data; allowed: bundled_universe, csv, "
                                             r"nasdaq"),
-    (["+strategy=momentum", "evaluation=nosuch"], r"allowed: holdout, walk_forward"),
+    (["+strategy=momentum", "evaluation=nosuch"], r"allowed: cpcv, holdout, walk_forward"),
     (["+strategy=momentum", "strategy.lookbak=5"], "lookbak"),
     (["+strategy=momentum", "+strategy.lookbak=5"], "Did you mean strategy.lookback"),
     (["+strategy=momentum", "backtest.comission=0.1"], "comission"),

@@ -57,9 +57,11 @@ def test_every_option_of_every_group_composes_and_builds(group: str, option: str
         assert prepare(resolved).train_end > 0
     if group == "evaluation":
         assert resolved["evaluation"]["_target_"].rsplit(".", 1)[-1].lower() == option.replace("_", "") + "evaluation"
-        assert (prepare(resolved).folds is not None) == (option == "walk_forward")
-        assert resolved["selection"]["metric"] == ("oos_sharpe_ratio" if option == "walk_forward" else
-                                                   "val_sharpe_ratio")
+        prepared = prepare(resolved)
+        assert (prepared.folds is not None) == (option == "walk_forward")
+        assert (prepared.cpcv is not None) == (option == "cpcv")
+        assert resolved["selection"]["metric"] == {"walk_forward": "oos_sharpe_ratio",
+                                                   "cpcv": "cpcv_sharpe_ratio_mean"}.get(option, "val_sharpe_ratio")
 
 
 def test_a_rule_without_use_for_a_model_runs_without_one_and_refuses_one() -> None:

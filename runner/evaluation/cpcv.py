@@ -92,7 +92,7 @@ class Cpcv:
                           for k, p in enumerate(self.paths)], ignore_index=True)
 
 
-class CombinatorialPurgedCV:
+class CpcvEvaluation:
     """``evaluation=cpcv``: a model fitted on every combination of ``groups - test_groups`` groups, the forecasts
     recombined into full out-of-sample paths (``cpcv_*`` metrics). Its values live in ``conf/evaluation/cpcv.yaml``."""
 

@@ -97,9 +97,9 @@ def prepare(config: Config | Mapping[str, Any], data_choice: str = "data") -> Pr
 
     min_train = strategy.warmup + sequence_length + (MIN_TRAIN_ROWS + 2 if factory is not None else 2)
     folds = evaluation.layout(len(book.index), factory is not None, min_train)
-    from runner.evaluation.cpcv import CombinatorialPurgedCV
+    from runner.evaluation.cpcv import CpcvEvaluation
 
-    if isinstance(evaluation, CombinatorialPurgedCV):
+    if isinstance(evaluation, CpcvEvaluation):
         return Prepared(config, strategy, with_periods_per_year(backtest, book.index), factory, trainer,
                         sequence_length, book, train_end, val_end, seed, data_name=data_choice,
                         cpcv=evaluation.plan(len(book.index), factory is not None, min_train))
