@@ -1,10 +1,12 @@
 """What a user sees in the MLflow UI, as headless Chromium renders it: the experiment's runs (the training
-view link the runner prints), one run's page and a sweep parent's page.
+view link the runner prints), one run's page, a sweep parent's page (the winner's trial statistics) and a CPCV
+run's page.
 
     python bench/ui_screenshots.py [--out /tmp/ui_shots] [--chromium chromium]
 
 Runs one experiment and a 3-job sweep into a fresh sqlite store, serves it with ``mlflow ui`` on 127.0.0.1,
-and writes ``experiment.png``, ``run.png`` and ``sweep.png`` (Debian: ``apt-get install chromium``).
+and writes ``experiment.png``, ``run.png``, ``sweep.png`` and ``cpcv_run.png`` (Debian: ``apt-get install
+chromium``).
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ def main() -> None:
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(ROOT)}
     single = runner(["runner", "+strategy=momentum", "model=none"], work, env)
     sweep = runner(["runner", "-m", "+strategy=momentum", "model=none", "strategy.lookback=5,20,60"], work, env)
+    cpcv = runner(["runner", "+strategy=momentum", "model=linear", "trainer.epochs=2", "data=synthetic",
+                   "data.n_bars=900", "evaluation=cpcv"], work, env)
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
                                "--port", str(port)], cwd=work, env=env, stdout=subprocess.DEVNULL,
@@ -73,7 +77,8 @@ def main() -> None:
         local = f"http://127.0.0.1:{port}"
         links = {"experiment.png": re.search(r"runs: (\S+)", single).group(1),
                  "run.png": re.search(r"this run: (\S+)", single).group(1),
-                 "sweep.png": re.search(r"the sweep: (\S+)", sweep).group(1)}
+                 "sweep.png": re.search(r"the sweep: (\S+)", sweep).group(1),
+                 "cpcv_run.png": re.search(r"this run: (\S+)", cpcv).group(1)}
         for name, link in links.items():
             url = link.replace("http://127.0.0.1:5000", local)
             screenshot(args.chromium, url, args.out / name)
