@@ -150,8 +150,8 @@ def probability_of_backtest_overfitting(returns: np.ndarray, n_partitions: int =
 def effective_number_of_trials(returns: np.ndarray) -> float:
     """Li & Ji (2005): M_eff = sum_i f(|lambda_i|), f(x) = I(x >= 1) + (x - floor(x)), over the eigenvalues of the
     trials' correlation matrix (``returns``: bars x trials). N independent trials give about N, N copies of one
-    trial give 1; always 1 <= M_eff <= N. A trial with constant returns has no correlation with any other and
-    counts as one of its own."""
+    trial give 1; always an integer with 1 <= M_eff <= N. A trial with constant returns has no correlation with
+    any other and counts as one of its own."""
     matrix = np.asarray(returns, dtype=float)
     if matrix.ndim != 2 or matrix.shape[1] < 1 or len(matrix) < 2:
         raise ValueError(f"returns must be a bars x trials matrix with >= 2 bars and >= 1 trial, got {matrix.shape}.")
@@ -166,6 +166,10 @@ def effective_number_of_trials(returns: np.ndarray) -> float:
     standard[:, live] = deviations[:, live] / scale[live]
     correlation = standard.T @ standard
     np.fill_diagonal(correlation, 1.0)
-    eigenvalues = np.round(np.abs(np.linalg.eigvalsh(correlation)), 9)  # N copies: an eigenvalue of N, not N - 1e-15
-    m_eff = float(np.sum((eigenvalues >= 1.0) + (eigenvalues - np.floor(eigenvalues))))
+    # The eigenvalues sum to N (the trace), so sum f(lambda) = N - sum over lambda >= 1 of (floor(lambda) - 1): an
+    # integer, computed in that form so that float rounding of the sum cannot show 19.999999 for 20. Rounded before
+    # the floor: N copies have an eigenvalue of N, not N - 1e-15.
+    eigenvalues = np.round(np.abs(np.linalg.eigvalsh(correlation)), 6)
+    large = eigenvalues[eigenvalues >= 1.0]
+    m_eff = float(matrix.shape[1] - np.sum(np.floor(large) - 1.0))
     return min(float(matrix.shape[1]), max(1.0, m_eff))
