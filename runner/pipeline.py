@@ -94,15 +94,20 @@ NAME_LIMIT = 60  # characters: about what MLflow's runs table shows of a name
 
 
 def run_title(swept: Sequence[str] = ()) -> str:
-    """What a run is, as its name: ``strategy-model-data`` (the group choices), then a sweep job's swept values
-    with their last key only (``momentum-mlp-sp500 lookback=20``), cut to ``NAME_LIMIT`` characters."""
+    """What a run is, as its name: ``strategy-model-data`` (the group choices) and the evaluation unless holdout,
+    then a sweep job's swept values with their last key only (``momentum-mlp-sp500 walk_forward lookback=20``), cut
+    to ``NAME_LIMIT`` characters."""
     choices = HydraConfig.get().runtime.choices
     values = []
     for override in swept:
         key, _, value = override.lstrip("+~").partition("=")
         if "." in key:  # a group's choice (strategy=...) is in the head already
             values.append(f"{key.rsplit('.', 1)[-1]}={value}")
-    name = " ".join(["-".join(str(choices.get(group)) for group in ("strategy", "model", "data")), *values])
+    head = "-".join(str(choices.get(group)) for group in ("strategy", "model", "data"))
+    evaluation = choices.get("evaluation")
+    if evaluation not in (None, "holdout"):  # a walk-forward or CPCV run says so: its metrics are other ones
+        head += f" {evaluation}"
+    name = " ".join([head, *values])
     return name if len(name) <= NAME_LIMIT else name[: NAME_LIMIT - 1] + "…"
 
 

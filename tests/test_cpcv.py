@@ -124,6 +124,7 @@ def test_a_cpcv_run_and_sweep_through_the_cli(tmp_path: Path, cli_env: dict, tra
     assert "[split 15/15] trained" in done.stderr and "5 out-of-sample paths" in done.stdout
     client = MlflowClient(tracking_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("trading_experiment").experiment_id])
+    assert run.info.run_name == "momentum-linear-synthetic cpcv"  # the evaluation is in the name unless holdout
     metrics = run.data.metrics
     assert metrics["cpcv_n_splits"] == 15 and metrics["cpcv_n_paths"] == 5 and 0 <= metrics["cpcv_pbo"] <= 1
     history = client.get_metric_history(run.info.run_id, "path_sharpe_ratio")
