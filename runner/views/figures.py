@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 if TYPE_CHECKING:  # annotations only: figures sit below the evaluation layer that produces an outcome
     from matplotlib.figure import Figure
@@ -21,6 +22,7 @@ if TYPE_CHECKING:  # annotations only: figures sit below the evaluation layer th
 DRAW_COLUMNS = 2000  # points per curve kept for drawing: ~2x the pixel columns of an 11-inch figure at 90 dpi
 SEGMENT_COLOURS = {"train": "#f2f2f2", "val": "#e3eefc", "test": "#fdeee0"}
 STRATEGY, BENCHMARK, DRAWDOWN, WEIGHT = "tab:blue", "tab:orange", "tab:red", "tab:green"
+WEIGHT_WINDOW = 21  # bars: the weight panel's mean line (about a month of daily bars)
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -98,11 +100,26 @@ def equity_figure(result: BacktestResult, title: str = "") -> Figure:
                  ["strategy", "equal weight (every bar)" if universe else "buy & hold"], loc="lower left")
     x_dd, drawdown = reduce_for_drawing(x, result.drawdown)
     ax_dd.fill_between(x_dd, -drawdown, 0, color=DRAWDOWN, alpha=0.5, lw=0)
-    ax_w.step(*reduce_for_drawing(x, result.weights), where="post", lw=0.7, color=WEIGHT)
+    # a light area for the weight itself and, over it, its 21-bar mean: a weight that flips every few bars reads
+    # as how much of the month the book was in the market, not as a barcode
+    x_w, weights = reduce_for_drawing(x, result.weights)
+    ax_w.fill_between(x_w, weights, 0, step="post", color=WEIGHT, alpha=0.25, lw=0)
+    smooth = pd.Series(np.asarray(result.weights, dtype=float)).rolling(WEIGHT_WINDOW, min_periods=1).mean()
+    ax_w.plot(*reduce_for_drawing(x, smooth.to_numpy()), color=WEIGHT, lw=1.0)
+    ax_w.axhline(0, color="black", lw=0.5)
     ax_eq.set_title(title)
-    ax_eq.set_ylabel("equity (restarts per segment)")
+    curves = np.r_[result.equity, result.benchmark_equity]
+    curves = curves[np.isfinite(curves) & (curves > 0)]
+    log_axis = len(curves) > 0 and curves.max() / curves.min() > 2  # growth to 3x would flatten the other segments
+    if log_axis:
+        from matplotlib.ticker import FuncFormatter
+
+        ax_eq.set_yscale("log")
+        for axis in (ax_eq.yaxis.set_major_formatter, ax_eq.yaxis.set_minor_formatter):
+            axis(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+    ax_eq.set_ylabel("equity (restarts per segment" + (", log scale)" if log_axis else ")"))
     ax_dd.set_ylabel("drawdown")
-    ax_w.set_ylabel("gross exposure" if universe else "weight")
+    ax_w.set_ylabel(("gross exposure" if universe else "weight") + f"\n(line: {WEIGHT_WINDOW}-bar mean)")
     for ax in (ax_dd, ax_w):
         ax.yaxis.set_major_locator(MaxNLocator(3))
     for ax in (ax_eq, ax_dd):
@@ -246,7 +263,9 @@ def run_figures(prepared: Prepared, outcome: Outcome) -> dict[str, Figure]:
     """A run's figures by file name, built from its outcome (``runner.evaluation.experiment``): the equity (or the
     walk-forward record), a universe's weights, and the training curves when a model trained."""
     book, walk = prepared.book, outcome.walk
-    title = (f"{type(prepared.strategy).__name__} on {prepared.data_name}"
+    target = prepared.config.model.get("_target_")
+    model = f" with {target.rsplit('.', 1)[-1]}" if target else ""
+    title = (f"{type(prepared.strategy).__name__}{model} on {prepared.data_name}"
              + ("" if book.series else f" ({book.n_assets} assets)"))
     figures = {}
     if outcome.cpcv is not None:
