@@ -169,7 +169,8 @@ class Config:
                               "of the current engine version", "", "true | false")
     reuse_runs: bool = documented(False, "-m sweeps: also skip configs with a FINISHED run anywhere in the "
                                   "experiment", "", "true | false")
-    verbose: bool = documented(False, "a single run also prints its timings (training, whole run)", "", "true | false")
+    verbose: bool = documented(False, "a single run also prints its timings (training, whole run); a sweep, Hydra's "
+                                      "own log lines (launching, each job's overrides)", "", "true | false")
     selection: SelectionConf = field(default_factory=SelectionConf)
     data: Any = "???"  # the data group: a source's _target_ and keys, beside DataRules
     model: Any = "???"
@@ -203,7 +204,11 @@ def typed(config: Any) -> Config:
 def register() -> None:
     """Put the schemas in Hydra's ConfigStore (``/schema/<name>``), before composition."""
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
 
+    # hydra/hydra_logging/runner.yaml: Hydra's own INFO lines with verbose=true only
+    OmegaConf.register_new_resolver("runner_log_level", lambda verbose: "INFO" if verbose else "WARNING",
+                                    replace=True)
     store = ConfigStore.instance()
     store.store(group="schema", name="config", node=Config)
     for name, schema in SCHEMAS.items():
