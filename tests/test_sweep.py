@@ -125,12 +125,15 @@ def test_report_errors_are_clear(tmp_path: Path, cli_env: dict, tracking_uri: st
 def test_optuna_preset_runs_and_reports_a_winner(tmp_path: Path, cli_env: dict, tracking_uri: str) -> None:
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     done = run_cli(["runner", "-m", "+strategy=momentum", "+hparams_search=momentum_optuna", *FAST,
-                    "hydra.sweeper.n_trials=3"], cli_env, tmp_path)
+                    "hydra.sweeper.n_trials=3", "verbose=true"], cli_env, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     best = json.loads((_sweep_dir(tmp_path) / "best_run.json").read_text())
     _, children = _children(tracking_uri, best["parent_run_id"])
     assert len(children) == 3 and best["winner"]["run_id"] in {r.info.run_id for r in children}
-    assert "Best value" in done.stdout + done.stderr
+    assert "Best value" in done.stdout + done.stderr  # the sweeper's own summary: Hydra's log, with verbose=true
+    assert "[HYDRA]" in done.stdout and "[HYDRA]" not in run_cli(  # and only then
+        ["runner", "-m", "+strategy=momentum", "model=none", "data=synthetic", "data.n_bars=600",
+         "strategy.lookback=5,20", "hydra/launcher=joblib"], cli_env, tmp_path).stdout
 
 
 @pytest.mark.slow
