@@ -87,3 +87,13 @@ def test_a_module_that_raises_while_importing_is_a_bug_not_a_missing_target(tmp_
         import_target("broken_strategies.Broken", "strategy")
     with pytest.raises(NotFoundError, match="strategy._target_='fine_strategies.Nope' cannot be imported"):
         import_target("fine_strategies.Nope", "strategy")
+    # an AttributeError or a missing dependency inside a module that exists is its bug, not a missing target
+    (tmp_path / "attr_strategies.py").write_text("SETTINGS = None.items\n\n\nclass Broken:\n    pass\n")
+    (tmp_path / "dep_strategies.py").write_text("import not_installed_dep_xyz\n\n\nclass Broken:\n    pass\n")
+    with pytest.raises(AttributeError, match="items"):
+        import_target("attr_strategies.Broken", "strategy")
+    with pytest.raises(ModuleNotFoundError, match="not_installed_dep_xyz"):
+        import_target("dep_strategies.Broken", "strategy")
+    for missing in ("no_such_module_xyz.Strategy", "fine_strategies.Fine.deeper"):
+        with pytest.raises(NotFoundError, match="cannot be imported"):
+            import_target(missing, "strategy")

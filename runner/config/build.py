@@ -30,6 +30,16 @@ def unknown_key_message(group: str, key: str, allowed: list[str]) -> str:
     return f"{group}.{key} is not a known key; allowed: {', '.join(allowed) or '(none)'}.{hint}"
 
 
+def names_the_target(cause: BaseException, target: str) -> bool:
+    """Whether an import failure is about the ``_target_`` path itself (a module or attribute along it is missing),
+    not raised by code inside a module that exists (a missing dependency or an ``AttributeError`` there is a bug in
+    that module, to be shown with its traceback)."""
+    parts = target.split(".")
+    if isinstance(cause, ModuleNotFoundError):
+        return cause.name in {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+    return isinstance(cause, AttributeError) and getattr(cause, "name", None) in parts
+
+
 def import_target(target: str, group: str) -> Any:
     from hydra.utils import get_object
 
@@ -37,7 +47,7 @@ def import_target(target: str, group: str) -> Any:
         return get_object(target)
     except (ImportError, ValueError) as error:  # Hydra wraps every failure in one of these
         cause = error.__cause__
-        if cause is not None and not isinstance(cause, (ModuleNotFoundError, AttributeError)):
+        if cause is not None and not names_the_target(cause, target):
             raise cause from None  # the module exists but raised while importing: a bug in it, with its traceback
         raise NotFoundError(f"{group}._target_={target!r} cannot be imported ({error}). Point it at a class, "
                             f"e.g. strategies.momentum.Momentum.") from None
