@@ -157,7 +157,7 @@ def run_tracked(logger: MLflowLogger, cfg: DictConfig, prepared: Prepared | None
         if prepared is None:
             require_strategy()
             prepared = prepare(typed(cfg), HydraConfig.get().runtime.choices["data"])
-        from runner.sweeps.ledger import DATA_DIGEST_TAG
+        from runner.tracking.queries import DATA_DIGEST_TAG
 
         logger.set_tags({DATA_DIGEST_TAG: prepared.book.digest()})  # the trial's identity: config hash + data
         if threads:  # a job sharing the CPU with other jobs; numpy's BLAS too: idle threads spin and slow the rest

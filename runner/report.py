@@ -69,13 +69,12 @@ def open_experiment(name: str, tracking_uri: str | None) -> Any:
     return MLflowLogger.open_existing(name, tracking_uri)
 
 
-def sweep_filter(logger: MLflowLogger, sweep: str) -> str:
-    """A filter for the runs of one sweep name over all its launches (given by name or by a parent's run id): one
-    run per configuration, a resumed job's by the run it points at."""
-    from runner.sweeps.ledger import sweep_ledger
+def sweep_filter(logger: MLflowLogger, sweep: str, ledger: Ledger) -> str:
+    """A filter for the runs of ``ledger``, the sweep name ``--sweep`` names, over all its launches: one run per
+    configuration, a resumed job's by the run it points at."""
     from runner.tracking.queries import members_filter
 
-    members = sweep_ledger(logger.client, logger.experiment_id, sweep_name_of(logger, sweep)).members()
+    members = ledger.members()
     if not members:
         raise NotFoundError(f"--sweep {sweep!r}: no sweep with that parent run id or name, or it has no finished "
                             f"runs, in experiment {logger.experiment_name!r}.")
@@ -108,11 +107,15 @@ def report(args: argparse.Namespace) -> int:
     logger = open_experiment(args.experiment, args.tracking_uri)
     if args.stale:
         return stale_report(logger, args.older_than, args.mark, as_json=args.format == "json")
-    scope = and_filter(sweep_filter(logger, args.sweep) if args.sweep else None,
+    from runner.sweeps.ledger import sweep_ledger
+
+    swept = (sweep_ledger(logger.client, logger.experiment_id, sweep_name_of(logger, args.sweep)) if args.sweep
+             else None)  # --sweep: every launch of its sweep name, read once for the filter and the trials
+    scope = and_filter(sweep_filter(logger, args.sweep, swept) if swept else None,
                        *(f"tags.{key} = '{value}'" for key, value in (("data", args.data), ("strategy", args.strategy),
                                                                     ("model", args.model)) if value))
     if args.ledger:
-        return ledger_report(logger, args, scope)
+        return ledger_report(args, scope_ledger(logger, scope, None, swept))
     filter_string = scope if args.all_versions else version_filter(scope)
     older = 0 if args.all_versions else count_older(logger.client, [logger.experiment_id], args.metric, scope)
     runs = search_ranked(logger.client, [logger.experiment_id], args.metric, args.mode, filter_string, args.top)
@@ -132,7 +135,7 @@ def report(args: argparse.Namespace) -> int:
                           f" has a finite {args.metric!r}{hint}.")
     columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
     rows = rows_for(runs, args.metric, columns)
-    belief = top_run_belief(scope_ledger(logger, args, scope, runs[0]), runs[0], args.metric, args.all_versions)
+    belief = top_run_belief(scope_ledger(logger, scope, runs[0], swept), runs[0], args.metric, args.all_versions)
     rows[0]["deflated_sharpe_ratio"] = belief.get("deflated_sharpe_ratio")
     registered = None
     if args.register:
@@ -168,14 +171,14 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
-def scope_ledger(logger: MLflowLogger, args: argparse.Namespace, scope: str | None, top: Any | None) -> Ledger:
-    """The trials in scope (``runner.sweeps.ledger``): every launch of ``--sweep``'s sweep name, else the
+def scope_ledger(logger: MLflowLogger, scope: str | None, top: Any | None, swept: Ledger | None) -> Ledger:
+    """The trials in scope (``runner.sweeps.ledger``): ``swept``, the ledger of ``--sweep``'s sweep name, else the
     experiment's distinct configurations (within the filters) on the top run's data."""
-    from runner.sweeps.ledger import DATA_DIGEST_TAG, experiment_ledger, sweep_ledger
+    from runner.sweeps.ledger import experiment_ledger
+    from runner.tracking.queries import DATA_DIGEST_TAG
 
-    if args.sweep:
-        name = sweep_name_of(logger, args.sweep)
-        return sweep_ledger(logger.client, logger.experiment_id, name)
+    if swept is not None:
+        return swept
     digest = top.data.tags.get(DATA_DIGEST_TAG) if top is not None else None
     return experiment_ledger(logger.client, logger.experiment_id, scope, digest)
 
@@ -202,9 +205,8 @@ def top_run_belief(ledger: Ledger, top: Any, metric: str, all_versions: bool = F
     return belief
 
 
-def ledger_report(logger: MLflowLogger, args: argparse.Namespace, scope: str | None) -> int:
+def ledger_report(args: argparse.Namespace, ledger: Ledger) -> int:
     """``--ledger``: every trial in scope, with the runs and launches that evaluated it."""
-    ledger = scope_ledger(logger, args, scope, None)
     rows = ledger.table()
     if args.format == "json":
         from runner.tracking.sanitize import to_jsonable

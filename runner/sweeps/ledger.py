@@ -17,13 +17,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runner.tracking.lifecycle import LOST_TAG
-from runner.tracking.queries import ENGINE_VERSION_TAG, members_filter
+from runner.tracking.queries import DATA_DIGEST_TAG, ENGINE_VERSION_TAG, members_filter
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
-DATA_DIGEST_TAG = "data_digest"
 SUPERSEDED_TAG = "runner.superseded_by"
 PAGE = 5000
 

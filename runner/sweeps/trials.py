@@ -50,17 +50,16 @@ def held_out_segment(segment: str, winner: Run) -> str | None:
     return None
 
 
-def per_bar_risk_free(run: Run) -> float:
-    """The risk-free rate per bar that the run's logged Sharpe subtracts (0 for runs without the param)."""
-    params = run.data.params
-    rate = float(params.get("backtest.risk_free_rate", "0") or 0)
-    ppy = float(params.get("backtest.periods_per_year_used", params.get("backtest.periods_per_year", "nan")))
-    return rate / ppy if rate and math.isfinite(ppy) else 0.0
-
-
 def periods_per_year(run: Run) -> float:
+    """The bars a year the run's annualised metrics used (NaN when it logged neither param)."""
     params = run.data.params
     return float(params.get("backtest.periods_per_year_used", params.get("backtest.periods_per_year", "nan")))
+
+
+def per_bar_risk_free(run: Run) -> float:
+    """The risk-free rate per bar that the run's logged Sharpe subtracts (0 for runs without the param)."""
+    rate, ppy = float(run.data.params.get("backtest.risk_free_rate", "0") or 0), periods_per_year(run)
+    return rate / ppy if rate and math.isfinite(ppy) else 0.0
 
 
 def segment_table(run: Run, segment: str) -> pd.DataFrame:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
 
 ENGINE_VERSION_TAG = "runner.engine_version"
+DATA_DIGEST_TAG = "data_digest"  # the digest of a run's bars: with its config hash, its trial's identity
 
 # MLflow keeps +/-inf as +/-1.7976931348623157e308; the search grammar has no exponent notation,
 # so the bound is written out in full. A stored inf equals the bound and fails the strict comparison.
