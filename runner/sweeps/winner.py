@@ -22,12 +22,11 @@ SHOWN_METRICS = ("sharpe_ratio", "total_return", "max_drawdown", "num_trades")
 
 
 def segment_metrics(metrics: dict[str, float], segment: str) -> dict[str, float]:
+    """One segment's metrics by name; a CPCV run's "segment" is its paths: each metric's mean over them
+    (``cpcv_{name}_mean``)."""
+    if segment == "cpcv":
+        return {k[5:-5]: v for k, v in sorted(metrics.items()) if k.startswith("cpcv_") and k.endswith("_mean")}
     return {k[len(segment) + 1:]: v for k, v in sorted(metrics.items()) if k.startswith(f"{segment}_")}
-
-
-def cpcv_means(metrics: dict[str, float]) -> dict[str, float]:
-    """A CPCV run's metrics as a segment's: each one's mean over the paths (``cpcv_{name}_mean``)."""
-    return {k[5:-5]: v for k, v in sorted(metrics.items()) if k.startswith("cpcv_") and k.endswith("_mean")}
 
 
 def _number(text: str | None) -> float | None:
@@ -111,18 +110,16 @@ def summarise(logger: MLflowLogger, state: dict[str, str]) -> tuple[dict[str, An
 
         winner = next(r for r in members if r.info.run_id == best["run_id"])
         own = {r.info.run_id for r in children}
-        held_out = held_out_segment(selection_segment(metric) or "", winner)
+        selection = selection_segment(metric)
+        held_out = held_out_segment(selection or "", winner)
         summary["winner"] = {
             "run_id": best["run_id"], "run_name": winner.info.run_name, "resumed": best["run_id"] in resumed,
             "earlier_launch": best["run_id"] not in own and best["run_id"] not in resumed,
             "value": best["metrics"].get(metric), "params": {k: best["params"].get(k) for k in keys},
-            "selection_segment": selection_segment(metric),
-            "selection_metrics": (cpcv_means(best["metrics"]) if selection_segment(metric) == "cpcv" else
-                                  segment_metrics(best["metrics"], selection_segment(metric) or "val")),
-            "test_segment": held_out or selection_segment(metric),  # without a held-out test: the selection's own
-            "test_metrics": (segment_metrics(best["metrics"], held_out) if held_out else
-                             cpcv_means(best["metrics"]) if selection_segment(metric) == "cpcv" else
-                             segment_metrics(best["metrics"], selection_segment(metric) or "test")),
+            "selection_segment": selection,
+            "selection_metrics": segment_metrics(best["metrics"], selection or "val"),
+            "test_segment": held_out or selection,  # without a held-out test: the selection's own
+            "test_metrics": segment_metrics(best["metrics"], held_out or selection or "test"),
             "command": f"python -m runner {winner.data.tags.get('overrides', '')}".strip()}
         try:
             summary["trials"] = trials_statistics(metric, ledger, members, best["run_id"])
