@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,19 +85,21 @@ def config_hash(resolved: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def task_overrides() -> list[str]:
-    """This job's overrides as typed (reading them through OmegaConf would resolve ``${oc.env:..}``)."""
-    return [str(o) for o in OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)]
+def task_overrides(hydra: Mapping[str, Any] | None = None) -> list[str]:
+    """This job's overrides as typed (reading them through OmegaConf would resolve ``${oc.env:..}``). ``hydra``:
+    the job's Hydra node (a config or a plain mapping of one); None: this process's (``HydraConfig``)."""
+    task = (hydra if hydra is not None else HydraConfig.get())["overrides"]["task"]
+    return [str(o) for o in (OmegaConf.to_container(task, resolve=False) if OmegaConf.is_config(task) else task)]
 
 
 NAME_LIMIT = 60  # characters: about what MLflow's runs table shows of a name
 
 
-def run_title(swept: Sequence[str] = ()) -> str:
+def run_title(swept: Sequence[str] = (), hydra: Mapping[str, Any] | None = None) -> str:
     """What a run is, as its name: ``strategy-model-data`` (the group choices) and the evaluation unless holdout,
     then a sweep job's swept values with their last key only (``momentum-mlp-sp500 walk_forward lookback=20``), cut
     to ``NAME_LIMIT`` characters."""
-    choices = HydraConfig.get().runtime.choices
+    choices = (hydra if hydra is not None else HydraConfig.get())["runtime"]["choices"]
     values = []
     for override in swept:
         key, _, value = override.lstrip("+~").partition("=")
@@ -111,24 +113,27 @@ def run_title(swept: Sequence[str] = ()) -> str:
     return name if len(name) <= NAME_LIMIT else name[: NAME_LIMIT - 1] + "…"
 
 
-def run_tags(resolved: dict[str, Any]) -> dict[str, str]:
-    choices = HydraConfig.get().runtime.choices
+def run_tags(resolved: dict[str, Any], hydra: Mapping[str, Any] | None = None) -> dict[str, str]:
+    choices = (hydra if hydra is not None else HydraConfig.get())["runtime"]["choices"]
     tags = {"strategy": str(choices.get("strategy")), "model": str(choices.get("model")),
-            "data": str(choices.get("data")), "overrides": " ".join(task_overrides()),
+            "data": str(choices.get("data")), "overrides": " ".join(task_overrides(hydra)),
             "argv": " ".join(sys.argv), "config_hash": config_hash(resolved),
             "runner.host": socket.gethostname(), "runner.pid": str(os.getpid())}
     tags.update(git_tags())
     return tags
 
 
-def provenance(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the resolved, redacted config; Hydra's ``.hydra`` files) from this process's own composed config."""
+def provenance(cfg: DictConfig, hydra: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the resolved, redacted config; Hydra's ``.hydra`` files) from this process's own composed config (``hydra``:
+    the job's Hydra node, when it is not this process's ``HydraConfig``)."""
     from runner.tracking.sanitize import config_to_container
 
     task = OmegaConf.to_container(cfg, resolve=False)
     task.pop("hydra", None)
-    files = {"config.yaml": task, "hydra.yaml": {"hydra": OmegaConf.to_container(HydraConfig.get(), resolve=False)},
-             "overrides.yaml": task_overrides()}
+    node = hydra if hydra is not None else HydraConfig.get()
+    files = {"config.yaml": task, "hydra.yaml": {
+        "hydra": OmegaConf.to_container(node, resolve=False) if OmegaConf.is_config(node) else node},
+             "overrides.yaml": task_overrides(hydra)}
     return config_to_container(cfg), files
 
 
@@ -140,23 +145,30 @@ def tracking_uri_for(tracking: dict[str, Any]) -> str:
 
 
 def run_tracked(logger: MLflowLogger, cfg: DictConfig, prepared: Prepared | None = None, threads: int | None = None,
+                *, hydra: Mapping[str, Any] | None = None, outcome: Outcome | None = None, views: bool = True,
                 ) -> tuple[Prepared, Outcome]:
     """The one path of a run inside its MLflow run, for a single run and a sweep's job alike: its config first
     (a run that fails later still shows it), validation where the caller has not done it (a sweep's job, whose
     bad config must still leave a FAILED child), the computing (no MLflow), then the recorder. The run ends
-    FINISHED, FAILED with the error logged, or KILLED on a signal."""
+    FINISHED, FAILED with the error logged, or KILLED on a signal.
+
+    ``hydra``: the job's Hydra node where it is not this process's ``HydraConfig`` (the batch launcher's
+    configurations); ``outcome``: what the caller computed already for ``prepared`` (a grid's engine pass);
+    ``views``: False leaves out the figures and the tables' JSON views (a grid logs them for its best
+    configurations only)."""
     from runner.config.schema import typed
     from runner.evaluation.experiment import compute, prepare
     from runner.tracking.lifecycle import tracked_run
     from runner.tracking.recorder import RunExtras, log_outcome, log_run_start
 
-    redacted, hydra_files = provenance(cfg)
+    redacted, hydra_files = provenance(cfg, hydra)
     extras = RunExtras(redacted, hydra_files)
     with tracked_run(logger):
         log_run_start(logger, extras)
         if prepared is None:
             require_strategy()
-            prepared = prepare(typed(cfg), HydraConfig.get().runtime.choices["data"])
+            choices = (hydra if hydra is not None else HydraConfig.get())["runtime"]["choices"]
+            prepared = prepare(typed(cfg), choices["data"])
         from runner.tracking.queries import DATA_DIGEST_TAG
 
         logger.set_tags({DATA_DIGEST_TAG: prepared.book.digest()})  # the trial's identity: config hash + data
@@ -166,9 +178,9 @@ def run_tracked(logger: MLflowLogger, cfg: DictConfig, prepared: Prepared | None
             prepared.torch_threads = threads
             logger.set_tags({"runner.threads": str(threads)})
             threadpool_limits(limits=threads, user_api="blas")
-        outcome = compute(prepared)
+        outcome = compute(prepared) if outcome is None else outcome
         outcome.run_id, outcome.experiment_id = logger.run_id, logger.experiment_id
-        log_outcome(logger, prepared, outcome, extras)
+        log_outcome(logger, prepared, outcome, extras, views)
     return prepared, outcome
 
 

@@ -88,6 +88,14 @@ def test_a_signal_between_or_during_rule_jobs(launcher: str, sig: signal.Signals
     _check(tracking_uri, code, lines, sent, sig)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_inside_a_batch_of_rule_configurations(sig: signal.Signals, tmp_path: Path, cli_env: dict,
+                                                        tracking_uri: str) -> None:
+    code, lines, sent = _interrupt(tmp_path, cli_env, [*RULE, JOBS, "hydra/launcher=batch", "hydra.launcher.chunk=4"],
+                                   sig, "configurations done in", wait_s=0.3)  # a chunk is logged: the next runs
+    _check(tracking_uri, code, lines, sent, sig)
+
+
 def test_sigterm_while_a_model_trains(tmp_path: Path, cli_env: dict, tracking_uri: str) -> None:
     code, lines, sent = _interrupt(tmp_path, cli_env, [*MODEL, "trainer.epochs=30", "trainer.patience=30",
                                                        "data.n_bars=3000", JOBS], signal.SIGTERM, "trained ", 0.3)

@@ -174,12 +174,11 @@ def run_backtest(close: np.ndarray, weights: np.ndarray, train_end: int, val_end
     equity, benchmark_equity, drawdown = segment_curves(level, strategy_returns, bounds, config.initial_capital,
                                                         float(paid[0]))
     if single:
-        trades = round_trips(held_weights, close, strategy_returns, turnover, config.cost_rate, index, equity)
-        fills = fills_table(held_weights, close, turnover, config.cost_rate, index)
-    else:
-        price = panel if priced is None else pd.DataFrame(panel).ffill().to_numpy()
-        trades = portfolio_round_trips(held_weights, price, costs, index, equity, symbols)
-        fills = portfolio_fills(held_weights, held, asset_turnover, price, costs, index, symbols)
+        return series_result(index, close, held_weights, bar_returns, strategy_returns, turnover, equity,
+                             benchmark_equity, drawdown, bounds, config)
+    price = panel if priced is None else pd.DataFrame(panel).ffill().to_numpy()
+    trades = portfolio_round_trips(held_weights, price, costs, index, equity, symbols)
+    fills = portfolio_fills(held_weights, held, asset_turnover, price, costs, index, symbols)
     metrics: dict[str, dict[str, float]] = {}
     contributions: dict[str, dict[str, float]] = {}
     for name, (start, stop) in bounds.items():
@@ -191,11 +190,30 @@ def run_backtest(close: np.ndarray, weights: np.ndarray, train_end: int, val_end
             exposure[start:stop], turnover[start:stop], config.periods_per_year, config.risk_free_rate,
             config.initial_capital, benchmark_total_return=level[stop - 1] / level[first - 1] - 1.0)
         metrics[name].update(trade_metrics(trades, start, stop))
-        if not single:
-            metrics[name]["avg_holdings"] = float(np.count_nonzero(held_weights[start:stop]) / (stop - start))
-            earned = np.einsum("ij,ij->j", held_weights[first - 1:stop - 1], r[first:stop])
-            earned -= costs * asset_turnover[first:stop].sum(axis=0)  # as s[t]: bar 0's entry cost is in equity
-            contributions[name] = dict(zip(symbols, earned.tolist(), strict=True))
-    return BacktestResult(index, level, exposure if not single else held_weights, bar_returns, strategy_returns,
-                          equity, benchmark_equity, drawdown, bounds, fills, trades, metrics,
-                          None if single else symbols, None if single else held_weights, contributions)
+        metrics[name]["avg_holdings"] = float(np.count_nonzero(held_weights[start:stop]) / (stop - start))
+        earned = np.einsum("ij,ij->j", held_weights[first - 1:stop - 1], r[first:stop])
+        earned -= costs * asset_turnover[first:stop].sum(axis=0)  # as s[t]: bar 0's entry cost is in equity
+        contributions[name] = dict(zip(symbols, earned.tolist(), strict=True))
+    return BacktestResult(index, level, exposure, bar_returns, strategy_returns, equity, benchmark_equity, drawdown,
+                          bounds, fills, trades, metrics, symbols, held_weights, contributions)
+
+
+def series_result(index: pd.Index, close: np.ndarray, weights: np.ndarray, bar_returns: np.ndarray,
+                  strategy_returns: np.ndarray, turnover: np.ndarray, equity: np.ndarray, benchmark: np.ndarray,
+                  drawdown: np.ndarray, bounds: dict[str, tuple[int, int]], config: BacktestConf) -> BacktestResult:
+    """One series' result from its per-bar arrays (held weights, returns, turnover, curves): its trades, fills and
+    metrics per segment. ``run_backtest`` and a grid of configurations (``runner.engine.grid``) both end here."""
+    trades = round_trips(weights, close, strategy_returns, turnover, config.cost_rate, index, equity)
+    fills = fills_table(weights, close, turnover, config.cost_rate, index)
+    metrics: dict[str, dict[str, float]] = {}
+    for name, (start, stop) in bounds.items():
+        if stop <= start:
+            continue
+        first = max(start, 1)
+        metrics[name] = segment_metrics(
+            strategy_returns[first:stop], bar_returns[first:stop], equity[start:stop], drawdown[start:stop],
+            weights[start:stop], turnover[start:stop], config.periods_per_year, config.risk_free_rate,
+            config.initial_capital, benchmark_total_return=close[stop - 1] / close[first - 1] - 1.0)
+        metrics[name].update(trade_metrics(trades, start, stop))
+    return BacktestResult(index, close, weights, bar_returns, strategy_returns, equity, benchmark, drawdown, bounds,
+                          fills, trades, metrics)

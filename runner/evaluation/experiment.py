@@ -25,6 +25,7 @@ from runner.evaluation.outcome import Outcome, Prepared
 from runner.tracking.lifecycle import check_stop
 
 if TYPE_CHECKING:
+    from runner.data.universe import Universe
     from strategies.base import Strategy
 
 SUMMARY_METRICS = ("total_return", "cagr", "sharpe_ratio", "sortino_ratio", "max_drawdown", "calmar_ratio",
@@ -55,9 +56,11 @@ def with_periods_per_year(backtest: BacktestConf, index: pd.Index) -> BacktestCo
     return backtest
 
 
-def prepare(config: Config | Mapping[str, Any], data_choice: str = "data") -> Prepared:
+def prepare(config: Config | Mapping[str, Any], data_choice: str = "data", book: Universe | None = None) -> Prepared:
     """Check every part of the config and load the data, before any MLflow run exists; a mistake raises a
-    ``UserError``. ``config``: the typed config (``runner.config.schema.typed``), or a resolved mapping of it."""
+    ``UserError``. ``config``: the typed config (``runner.config.schema.typed``), or a resolved mapping of it;
+    ``book``: the bars ``config.data`` gives, when the caller has loaded them already (a batch of configurations
+    that share their data)."""
     config = config if isinstance(config, Config) else typed(config)
     if config.selection.mode not in MODES:
         raise ConfigError(f"selection.mode={config.selection.mode!r} is not valid; allowed: {', '.join(MODES)}.")
@@ -81,7 +84,7 @@ def prepare(config: Config | Mapping[str, Any], data_choice: str = "data") -> Pr
         pick_device(trainer.device)  # trainer.device=cuda without CUDA fails here, not mid-run
     evaluation = build(config.evaluation, "evaluation")
     seed = config.seed
-    book = load_data(config.data, data_choice)
+    book = book if book is not None else load_data(config.data, data_choice)
     if book.series and strategy.cross_sectional:
         raise ConfigError(f"{type(strategy).__name__} ranks assets against each other, but data={data_choice} is a "
                           "single series; use a universe: data=bundled_universe, synthetic_universe or universe "

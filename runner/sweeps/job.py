@@ -23,6 +23,8 @@ from runner.pipeline import ServerLost, run_folder, run_tags, run_title, run_tra
 from runner.sweeps.launch import sweep_state
 
 if TYPE_CHECKING:
+    from mlflow.entities import Run
+
     from runner.tracking.logger import MLflowLogger
 
 
@@ -71,17 +73,40 @@ def run_job(cfg: DictConfig) -> float:
     return value if math.isfinite(value) else worst(state["mode"])
 
 
+def job_identity(resolved: dict[str, Any], state: dict[str, Any], hydra: Any = None) -> tuple[str, str, dict[str, str]]:
+    """A job's label in the console (``<sweep name>-<job number>``), its run's name (what it is: the swept values)
+    and its tags. ``hydra``: the job's Hydra node; None: this process's."""
+    node = hydra if hydra is not None else HydraConfig.get()
+    fixed = set(state.get("fixed_overrides", ()))
+    title = run_title([o for o in task_overrides(hydra) if o not in fixed], hydra)
+    number = str(node["job"]["num"])
+    tags = {**run_tags(resolved, hydra), "sweep_id": state["parent_run_id"], "sweep_name": state["sweep_name"],
+            "job_number": number}
+    return f"{state['sweep_name']}-{number}", title, tags
+
+
+def finished_scope(state: dict[str, Any]) -> str:
+    """The FINISHED runs a resumed job may stand on: its own sweep name's, or with ``reuse_runs`` the experiment's
+    (of the current engine version: ``runner.tracking.queries.version_filter``)."""
+    return "attributes.status = 'FINISHED'" + ("" if state.get("reuse_runs") else
+                                               f" and tags.sweep_name = '{state['sweep_name']}'")
+
+
 def _resumed(logger: MLflowLogger, tags: dict[str, str], run_name: str, title: str, state: dict[str, str],
              metric: str) -> float | None:
     """If this sweep already finished this config, a light child that points at that run, and its value."""
     from runner.tracking.queries import version_filter
 
-    scope = "" if state.get("reuse_runs") else f" and tags.sweep_name = '{state['sweep_name']}'"
     runs = logger.client.search_runs([logger.experiment_id], max_results=1, filter_string=version_filter(
-        f"tags.config_hash = '{tags['config_hash']}' and attributes.status = 'FINISHED'{scope}"))
+        f"tags.config_hash = '{tags['config_hash']}' and {finished_scope(state)}"))
     if not runs:  # none, or only runs of an older engine version, whose metrics mean something else
         return None
-    previous = runs[0]
+    return point_to(logger, runs[0], tags, run_name, title, state, metric)
+
+
+def point_to(logger: MLflowLogger, previous: Run, tags: dict[str, str], run_name: str, title: str,
+             state: dict[str, Any], metric: str) -> float:
+    """A light child that points at the FINISHED run ``previous`` of the same config, and that run's value."""
     pointer = {k: v for k, v in tags.items() if k != "config_hash"}  # never found as a "previous" run
     logger.start_run(title, tags={**pointer, "resumed_from": previous.info.run_id},
                      parent_run_id=state["parent_run_id"])
@@ -100,10 +125,7 @@ def _tracked_job(cfg: DictConfig, state: dict[str, str], run_name: str) -> float
     hydra_cfg = HydraConfig.get()
     resolved = OmegaConf.to_container(cfg, resolve=True)
     metric = resolved["selection"]["metric"]
-    fixed = set(state.get("fixed_overrides", ()))
-    title = run_title([o for o in task_overrides() if o not in fixed])  # the run's name: what it is
-    tags = {**run_tags(resolved), "sweep_id": state["parent_run_id"], "sweep_name": state["sweep_name"],
-            "job_number": str(hydra_cfg.job.num)}
+    _, title, tags = job_identity(resolved, state)
     try:
         logger = run_logger(state["experiment_name"], state["tracking_uri"], run_folder().absolute() / RECORD_DIR,
                             Path(state["sweep_dir"], RECORD_DIR))

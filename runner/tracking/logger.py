@@ -72,6 +72,8 @@ class MLflowLogger:
             self.client = MlflowClient(self.tracking_uri)  # creates (or migrates) the store's schema
             self.experiment_id = self._get_or_create_experiment(experiment_name)
         self.run_id: str | None = None
+        self.defer_writes = False  # True: each run's writes go to the store in one batch and one upload at its end
+        self._pending: dict[str, Any] | None = None
 
     @classmethod
     def open_existing(cls, experiment_name: str, tracking_uri: str | None = None) -> MLflowLogger:
@@ -120,6 +122,8 @@ class MLflowLogger:
         run = when_unlocked(self._mlflow.start_run, experiment_id=self.experiment_id, tags=run_tags,
                             run_name=run_name or datetime.now().strftime("run_%Y%m%d_%H%M%S"))
         self.run_id = run.info.run_id
+        if self.defer_writes:
+            self._pending = {"params": {}, "tags": {}, "metrics": [], "files": tempfile.mkdtemp(prefix="runner_run_")}
         return run
 
     def attach(self, run_id: str) -> None:
@@ -128,6 +132,10 @@ class MLflowLogger:
             raise RuntimeError(f"run {self.run_id} is still active; call end_run() first.")
         self.client.get_run(run_id)  # fails clearly if it does not exist
         self.run_id = run_id
+
+    def detach(self) -> None:
+        """Stop logging into an ``attach``ed run, leaving its status as it is."""
+        self.run_id = None
 
     def end_run(self, status: str = "FINISHED") -> None:
         """End the active run with ``FINISHED``, ``FAILED`` or ``KILLED``; a no-op with no run."""
@@ -249,16 +257,50 @@ class MLflowLogger:
 
     # ----- what reaches the store: one place, so that a subclass can also keep a local record -----
     def _send_batch(self, run_id: str, metrics: Any = (), params: Any = (), tags: Any = ()) -> None:
+        if self._pending is not None and run_id == self.run_id:  # defer_writes: kept for the run's end
+            self._pending["params"].update((p.key, p) for p in params)
+            self._pending["tags"].update((t.key, t) for t in tags)
+            self._pending["metrics"].extend(metrics)
+            return
         when_unlocked(self.client.log_batch, run_id, metrics=list(metrics), params=list(params), tags=list(tags),
                       synchronous=True)
 
     def _send_artifacts(self, run_id: str, local_dir: str, artifact_path: str | None) -> None:
+        if self._pending is not None and run_id == self.run_id:
+            import shutil
+
+            shutil.copytree(local_dir, Path(self._pending["files"], artifact_path or ""), dirs_exist_ok=True)
+            return
         self.client.log_artifacts(run_id, local_dir, artifact_path)
+
+    def _flush(self, run_id: str) -> None:
+        """A ``defer_writes`` run's params, tags and metrics in as few ``log_batch`` calls as MLflow's limits allow
+        (usually one), then its files in one upload."""
+        import shutil
+
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        try:
+            params, tags, metrics = list(pending["params"].values()), list(pending["tags"].values()), pending["metrics"]
+            while params or tags or metrics:
+                some_params, params = params[:MAX_PARAMS_PER_BATCH], params[MAX_PARAMS_PER_BATCH:]
+                some_tags, tags = tags[:MAX_PARAMS_PER_BATCH], tags[MAX_PARAMS_PER_BATCH:]
+                room = MAX_METRICS_PER_BATCH - len(some_params) - len(some_tags)  # entities per request
+                some_metrics, metrics = metrics[:room], metrics[room:]
+                when_unlocked(self.client.log_batch, run_id, metrics=some_metrics, params=some_params,
+                              tags=some_tags, synchronous=True)
+            if any(Path(pending["files"]).iterdir()):
+                self.client.log_artifacts(run_id, pending["files"])
+        finally:
+            shutil.rmtree(pending["files"], ignore_errors=True)
 
     def _send_model(self, model: torch.nn.Module, name: str, input_example: Any) -> None:
         when_unlocked(log_torch_model, model, name, input_example)
 
     def _send_end(self, run_id: str, status: str) -> None:
+        if run_id == self.run_id:
+            self._flush(run_id)
         self._mlflow.set_tracking_uri(self.tracking_uri)
         active = self._mlflow.active_run()
         if active is not None and active.info.run_id == run_id:
@@ -267,12 +309,13 @@ class MLflowLogger:
             when_unlocked(self.client.set_terminated, run_id, status)
 
     def log_backtest_results(self, results: Mapping[str, Any], artifact_path: str = "backtest",
-                             tables: str = "auto") -> None:
+                             tables: str = "auto", log_metrics: bool = True) -> None:
         """The tables (trades, fills, portfolio values), everything else as ``results.json``, metrics as metrics.
 
         ``tables``: ``auto`` (Parquet full record + a JSON table view of at most 8,000 rows, thinned when
         larger), ``parquet`` (Parquet only) or ``json`` (full JSON tables only); see ``runner.tracking.tables``.
-        One artifact upload and one metrics batch, whatever the number of bars.
+        One artifact upload and one metrics batch, whatever the number of bars (``log_metrics=False``: no metrics,
+        for the files of a run whose metrics are logged already).
         """
         self._require_run()
         folder = safe_artifact_path(artifact_path)
@@ -282,7 +325,7 @@ class MLflowLogger:
         if shown:  # the tag MLflow's UI reads to show these files as tables (what client.log_table sets)
             self.set_tags({"mlflow.loggedArtifacts": json.dumps([{"path": f"{folder}/{name}", "type": "table"}
                                                                   for name in shown])})
-        if results.get("metrics"):
+        if results.get("metrics") and log_metrics:
             self.log_metrics(dict(results["metrics"]))
 
     def log_model(self, model: torch.nn.Module, artifact_path: str = "model", input_example: Any = None) -> str:

@@ -69,13 +69,32 @@ def _log_training(logger: MLflowLogger, training: TrainingResult) -> None:
     logger.set_tags({"train_device": training.device})  # what trainer.device=auto picked
 
 
-def _stage_files(root: Path, prepared: Prepared, outcome: Outcome, extras: RunExtras) -> None:
-    """Figures, the config, Hydra's files (redacted) and the model's standardisation, under ``root``."""
+def stage_figures(root: Path, prepared: Prepared, outcome: Outcome) -> None:
+    """The run's figures, as ``root/figures/*.png``."""
     from runner.views.figures import run_figures
 
     (root / "figures").mkdir()
     for name, figure in run_figures(prepared, outcome).items():
         figure.savefig(root / "figures" / name, **PNG)
+
+
+def log_views(logger: MLflowLogger, run_id: str, prepared: Prepared, outcome: Outcome) -> None:
+    """What ``log_outcome(views=False)`` left out of a (finished) holdout run: its figures and its tables' JSON
+    views, so that it then holds what its single run holds."""
+    logger.attach(run_id)
+    try:
+        logger.log_backtest_results(outcome.result.to_results(), log_metrics=False)
+        with tempfile.TemporaryDirectory() as tmp:
+            stage_figures(Path(tmp), prepared, outcome)
+            logger.log_artifacts(tmp)
+    finally:
+        logger.detach()
+
+
+def _stage_files(root: Path, prepared: Prepared, outcome: Outcome, extras: RunExtras, figures: bool = True) -> None:
+    """Figures, the config, Hydra's files (redacted) and the model's standardisation, under ``root``."""
+    if figures:
+        stage_figures(root, prepared, outcome)
     (root / "config.yaml").write_text(_yaml_text(extras.redacted_config))
     if extras.hydra_files:
         (root / ".hydra").mkdir()
@@ -88,8 +107,12 @@ def _stage_files(root: Path, prepared: Prepared, outcome: Outcome, extras: RunEx
             json.dumps(to_jsonable(dataset.standardisation()), indent=2))
 
 
-def log_outcome(logger: MLflowLogger, prepared: Prepared, outcome: Outcome, extras: RunExtras | None) -> None:
-    """Everything after the backtest: curves, tables, metrics, files and the model, into the active run."""
+def log_outcome(logger: MLflowLogger, prepared: Prepared, outcome: Outcome, extras: RunExtras | None,
+                views: bool = True) -> None:
+    """Everything after the backtest: curves, tables, metrics, files and the model, into the active run.
+    ``views=False`` leaves out what is there to be looked at, the figures and the tables' JSON views for MLflow's
+    table viewer (the Parquet records stay): a grid draws them for its best configurations only
+    (``log_views``)."""
     extras = extras or RunExtras(redact_tree(dataclasses.asdict(prepared.config)))
     if outcome.training is not None:
         _log_training(logger, outcome.training)
@@ -114,9 +137,9 @@ def log_outcome(logger: MLflowLogger, prepared: Prepared, outcome: Outcome, extr
         if outcome.walk.final is not None:
             results["final_test"] = outcome.walk.final_table()
         logger.log_metric_history({f"fold_test_{k}": v for k, v in outcome.walk.fold_metrics.items()})
-    logger.log_backtest_results(results)
+    logger.log_backtest_results(results, tables="auto" if views else "parquet")
     with tempfile.TemporaryDirectory() as tmp:
-        _stage_files(Path(tmp), prepared, outcome, extras)
+        _stage_files(Path(tmp), prepared, outcome, extras, views)
         logger.log_artifacts(tmp)
     if outcome.training is not None:
         logger.log_model(outcome.training.model, "model")  # the example comes from model.example_input
