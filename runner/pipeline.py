@@ -145,7 +145,8 @@ def tracking_uri_for(tracking: dict[str, Any]) -> str:
 
 
 def run_tracked(logger: MLflowLogger, cfg: DictConfig, prepared: Prepared | None = None, threads: int | None = None,
-                *, hydra: Mapping[str, Any] | None = None, outcome: Outcome | None = None, views: bool = True,
+                *, hydra: Mapping[str, Any] | None = None, outcome: Outcome | None = None, figures: bool = True,
+                tables: str = "auto",
                 ) -> tuple[Prepared, Outcome]:
     """The one path of a run inside its MLflow run, for a single run and a sweep's job alike: its config first
     (a run that fails later still shows it), validation where the caller has not done it (a sweep's job, whose
@@ -154,8 +155,8 @@ def run_tracked(logger: MLflowLogger, cfg: DictConfig, prepared: Prepared | None
 
     ``hydra``: the job's Hydra node where it is not this process's ``HydraConfig`` (the batch launcher's
     configurations); ``outcome``: what the caller computed already for ``prepared`` (a grid's engine pass);
-    ``views``: False leaves out the figures and the tables' JSON views (a grid logs them for its best
-    configurations only)."""
+    ``figures``, ``tables``: what ``log_outcome`` leaves out (a sweep's rule jobs draw no figures; a grid's
+    configurations log the Parquet tables only)."""
     from runner.config.schema import typed
     from runner.evaluation.experiment import compute, prepare
     from runner.tracking.lifecycle import tracked_run
@@ -180,7 +181,7 @@ def run_tracked(logger: MLflowLogger, cfg: DictConfig, prepared: Prepared | None
             threadpool_limits(limits=threads, user_api="blas")
         outcome = compute(prepared) if outcome is None else outcome
         outcome.run_id, outcome.experiment_id = logger.run_id, logger.experiment_id
-        log_outcome(logger, prepared, outcome, extras, views)
+        log_outcome(logger, prepared, outcome, extras, figures, tables)
     return prepared, outcome
 
 

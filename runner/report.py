@@ -5,6 +5,7 @@
                             [--columns C1,C2] [--all-versions] [--register NAME] [--tracking-uri U]
     python -m runner.report --ledger [--sweep NAME] [--format table|json]   # what n_trials counts
     python -m runner.report --stale [--older-than HOURS] [--mark]   # runs left RUNNING by a hard kill
+    python -m runner.report --figures RUN_ID   # draw a sweep child's figures from its logged tables
 
 Only runs of the current engine version rank unless ``--all-versions`` (the count left out is shown);
 ``--register NAME`` puts the top run's model in the model registry. Sweep parent runs never rank. Exit 2
@@ -20,7 +21,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from runner.engine import ENGINE_VERSION
-from runner.errors import NotFoundError, UserError
+from runner.errors import ConfigError, NotFoundError, UserError
 
 if TYPE_CHECKING:
     from runner.sweeps.ledger import Ledger
@@ -51,6 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ledger", action="store_true",
                         help="list the trials in scope (each configuration on its data once, with the launches that "
                              "evaluated it): what n_trials counts")
+    parser.add_argument("--figures", metavar="RUN_ID",
+                        help="draw this run's figures from its logged tables and log them into it (a sweep's rule "
+                             "children have none but its winner's)")
     parser.add_argument("--stale", action="store_true", help="list runs left RUNNING by a killed process")
     parser.add_argument("--older-than", type=float, default=None,
                         help="with --stale: also count RUNNING runs from other hosts older than this (hours)")
@@ -100,11 +104,31 @@ def stale_report(logger: MLflowLogger, older_than_hours: float | None, mark: boo
     return 0
 
 
+def figures_report(logger: MLflowLogger, run_id: str) -> int:
+    """``--figures RUN_ID``: the run's figures drawn from its logged tables, logged into it."""
+    from mlflow.exceptions import MlflowException
+
+    from runner.tracking.recorder import draw_logged_figures
+
+    try:
+        logger.client.get_run(run_id)
+    except MlflowException:
+        raise NotFoundError(f"--figures {run_id}: no such run in {logger.experiment_name!r}.") from None
+    drawn = draw_logged_figures(logger.client, run_id)
+    if not drawn:
+        raise ConfigError(f"--figures {run_id}: only a rule's holdout run (model=none, evaluation=holdout) is drawn "
+                          "from its tables; other runs draw their figures as they run.")
+    print(f"logged {', '.join(drawn)} into run {run_id}")
+    return 0
+
+
 def report(args: argparse.Namespace) -> int:
     from runner.tracking.queries import and_filter, count_older, search_ranked, version_filter
     from runner.views.report_table import format_table, rows_for, to_csv
 
     logger = open_experiment(args.experiment, args.tracking_uri)
+    if args.figures:
+        return figures_report(logger, args.figures)
     if args.stale:
         return stale_report(logger, args.older_than, args.mark, as_json=args.format == "json")
     from runner.sweeps.ledger import sweep_ledger

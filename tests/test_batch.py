@@ -113,7 +113,8 @@ def test_batched_children_log_what_the_basic_launchers_jobs_log(tmp_path: Path, 
         assert run.info.status == "FINISHED" and run.info.run_name == other.info.run_name
         assert run.data.tags["job_number"] == other.data.tags["job_number"]
         _assert_logged_alike(run, other)
-        files, full = _files(client, run.info.run_id), _files(client, other.info.run_id)
+        files = _files(client, run.info.run_id)
+        full = {f for f in _files(client, other.info.run_id) if not f.startswith("figures/")} | {"figures/equity.png"}
         if rank < 2:  # the best two: everything a single run has, figures and table views included
             assert files == full
             assert run.data.tags["mlflow.loggedArtifacts"] == other.data.tags["mlflow.loggedArtifacts"]
@@ -183,3 +184,36 @@ def test_a_400_configuration_grid_on_sp500_matches_single_runs(tmp_path: Path, c
         assert single.returncode == 0, single.stderr[-3000:]
         [alone] = [r for r in _runs(tracking_uri) if r.info.run_name == f"single-{fast}-{slow}"]
         _assert_logged_alike(run, alone)
+
+
+def _pixels(client: MlflowClient, run_id: str, tmp_path: Path) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(client.download_artifacts(run_id, "figures/equity.png", str(tmp_path))))
+
+
+@pytest.mark.slow
+def test_a_rule_sweep_draws_its_winners_figures_and_any_runs_on_request(tmp_path: Path, cli_env: dict,
+                                                                        tracking_uri: str) -> None:
+    done = run_cli(["runner", "-m", *SYNTHETIC, "strategy.fast=5,10", "strategy.slow=40"], cli_env, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(tracking_uri)
+    children = sorted(_children(_runs(tracking_uri), _runs(tracking_uri)[0].data.tags["sweep_name"]).values(),
+                      key=lambda r: -r.data.metrics["val_sharpe_ratio"])
+    winner, other = children
+    assert "figures/equity.png" in _files(client, winner.info.run_id)  # drawn from its tables at the sweep's end
+    assert not [f for f in _files(client, other.info.run_id) if f.startswith("figures/")]
+    drawn = run_cli(["runner.report", "--figures", other.info.run_id], cli_env, tmp_path)
+    assert drawn.returncode == 0 and drawn.stdout.strip() == f"logged figures/equity.png into run {other.info.run_id}"
+    for run in (winner, other):  # pixel for pixel what the run alone draws
+        fast = run.data.params["strategy.fast"]
+        single = run_cli(["runner", *SYNTHETIC, f"strategy.fast={fast}", "strategy.slow=40", f"run_name=alone{fast}"],
+                         cli_env, tmp_path)
+        assert single.returncode == 0, single.stderr[-3000:]
+        [alone] = [r for r in _runs(tracking_uri) if r.info.run_name == f"alone{fast}"]
+        (tmp_path / run.info.run_id).mkdir()
+        (tmp_path / alone.info.run_id).mkdir()
+        assert np.array_equal(_pixels(client, run.info.run_id, tmp_path / run.info.run_id),
+                              _pixels(client, alone.info.run_id, tmp_path / alone.info.run_id))
+    refused = run_cli(["runner.report", "--figures", "0" * 32], cli_env, tmp_path)
+    assert refused.returncode == 2 and refused.stderr.startswith("error: --figures 000")

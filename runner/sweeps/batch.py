@@ -319,7 +319,8 @@ def track(launch: Launch, job: Job, item: Derived, prepared: Prepared | None, ou
         raise ServerLost(state["sweep_dir"], state["tracking_uri"])
     child_logger(logger, item).start_run(title, tags=tags, parent_run_id=state["parent_run_id"])
     try:
-        _, outcome = run_tracked(logger, item.config, prepared, hydra=item.hydra, outcome=outcome, views=False)
+        _, outcome = run_tracked(logger, item.config, prepared, hydra=item.hydra, outcome=outcome, figures=False,
+                                 tables="parquet")
     except UserError as error:
         print(f"[{label}] error: {error}", file=sys.stderr)
         return math.nan, True

@@ -150,7 +150,13 @@ def _tracked_job(cfg: DictConfig, state: dict[str, str], run_name: str) -> float
         print(f"[{run_name}] running again: the process of its earlier attempt died (run {', '.join(lost)}, now "
               "FAILED)", file=sys.stderr)
     try:
-        _, outcome = run_tracked(logger, cfg, threads=job_threads(hydra_cfg.launcher))
+        from runner.tracking.recorder import drawn_later
+
+        # a rule's figures are drawn from its logged tables, for the sweep's winner at the end (or any run later:
+        # python -m runner.report --figures RUN_ID); a model's training curves are drawn as it trains
+        later = drawn_later({"model._target_": str(OmegaConf.select(cfg, "model._target_")),
+                             "evaluation._target_": str(OmegaConf.select(cfg, "evaluation._target_"))})
+        _, outcome = run_tracked(logger, cfg, threads=job_threads(hydra_cfg.launcher), figures=not later)
     except UserError as error:
         print(f"[{run_name}] error: {error}", file=sys.stderr)
         return math.nan

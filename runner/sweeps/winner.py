@@ -169,6 +169,12 @@ def report_sweep(sweep_dir: Path, state: dict[str, str]) -> list[str]:
     print(f"saved: {(sweep_dir / 'best_run.json').absolute()}")
     print("\n".join(ui_links(state["tracking_uri"], logger.experiment_id, summary["parent_run_id"], "the sweep")))
     _record_on_parent(logger, summary, members)
+    winner = summary["winner"]
+    if winner is not None:  # a rule's sweep children draw no figures: its winner's, from its logged tables
+        from runner.tracking.recorder import draw_logged_figures
+
+        if not logger.client.list_artifacts(winner["run_id"], "figures"):
+            draw_logged_figures(logger.client, winner["run_id"])
     return summary["failed_jobs"] + [f"{name} (an attempt's process died mid-job: run {lost['run_id']} FAILED; the "
                                      "job ran again)" for name, lost in summary["lost_attempts"].items()]
 

@@ -15,9 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from runner.errors import NotFoundError
 from runner.tracking.sanitize import flatten, redact_tree, to_jsonable
 
 if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from runner.engine.backtest import BacktestResult
     from runner.evaluation.outcome import Outcome, Prepared
     from runner.ml.training import TrainingResult
     from runner.tracking.logger import MLflowLogger
@@ -79,8 +83,8 @@ def stage_figures(root: Path, prepared: Prepared, outcome: Outcome) -> None:
 
 
 def log_views(logger: MLflowLogger, run_id: str, prepared: Prepared, outcome: Outcome) -> None:
-    """What ``log_outcome(views=False)`` left out of a (finished) holdout run: its figures and its tables' JSON
-    views, so that it then holds what its single run holds."""
+    """What ``log_outcome(figures=False, tables="parquet")`` left out of a (finished) holdout run: its figures and its
+    tables' JSON views, so that it then holds what its single run holds."""
     logger.attach(run_id)
     try:
         logger.log_backtest_results(outcome.result.to_results(), log_metrics=False)
@@ -89,6 +93,72 @@ def log_views(logger: MLflowLogger, run_id: str, prepared: Prepared, outcome: Ou
             logger.log_artifacts(tmp)
     finally:
         logger.detach()
+
+
+def drawn_later(params: dict[str, Any]) -> bool:
+    """Whether a run's figures can be drawn from its logged tables (``draw_logged_figures``): a rule (no model) judged
+    on one holdout backtest. A sweep's such children log none; the sweep draws its winner's."""
+    return params.get("model._target_") in (None, "None", "") and str(
+        params.get("evaluation._target_", "")).endswith("HoldoutEvaluation")
+
+
+def logged_result(artifact_uri: str) -> BacktestResult:
+    """A holdout run's backtest as its figures need it, read back from its logged per-bar table (and a universe's
+    weights table): the curves, weights and segments; no trades, fills or metrics."""
+    import numpy as np
+    import pandas as pd
+
+    from runner.engine.backtest import BacktestResult
+    from runner.tracking.tables import read_backtest_table
+
+    table = read_backtest_table(artifact_uri, "portfolio_values")
+    segments = pd.Categorical(table["segment"])
+    codes = segments.codes
+    bounds = {}
+    for code, name in enumerate(segments.categories):
+        rows = np.flatnonzero(codes == code)
+        bounds[str(name)] = (int(rows[0]), int(rows[-1]) + 1) if len(rows) else (0, 0)
+    index = pd.DatetimeIndex(table["timestamp"]) if pd.api.types.is_datetime64_any_dtype(table["timestamp"]) else \
+        pd.Index(table["timestamp"])
+    symbols = asset_weights = None
+    try:
+        weights = read_backtest_table(artifact_uri, "weights")
+    except NotFoundError:  # a single series
+        weights = None
+    if weights is not None:
+        symbols = list(pd.Categorical(weights["symbol"]).categories)
+        frame = weights.pivot_table(index="timestamp", columns="symbol", values="weight", observed=False)
+        asset_weights = frame.reindex(index=index, columns=symbols).ffill().fillna(0.0).to_numpy()
+    column = {name: table[name].to_numpy(dtype=float) for name in
+              ("close", "weight", "strategy_return", "equity", "benchmark_equity", "drawdown")}
+    empty = pd.DataFrame()
+    return BacktestResult(index, column["close"], column["weight"], np.full(len(table), np.nan),
+                          column["strategy_return"], column["equity"], column["benchmark_equity"], column["drawdown"],
+                          bounds, empty, empty, {}, symbols, asset_weights)
+
+
+def draw_logged_figures(client: MlflowClient, run_id: str) -> list[str]:
+    """Draw a finished run's figures from its logged tables and log them into it (``drawn_later`` runs only;
+    ``python -m runner.report --figures RUN_ID``). Returns the figure files logged (none: not such a run)."""
+    from runner.views.figures import equity_figure, weights_figure
+
+    run = client.get_run(run_id)
+    params = run.data.params
+    if not drawn_later(params):
+        return []
+    strategy = str(params.get("strategy._target_", "")).rsplit(".", 1)[-1]
+    result = logged_result(run.info.artifact_uri)
+    title = f"{strategy} on {run.data.tags.get('data', 'data')}" + (
+        f" ({len(result.symbols)} assets)" if result.symbols is not None else "")
+    figures = {"equity.png": equity_figure(result, title=title)}
+    if result.symbols is not None:
+        figures["weights.png"] = weights_figure(result, title=f"{title}: weights")
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "figures").mkdir()
+        for name, figure in figures.items():
+            figure.savefig(Path(tmp) / "figures" / name, **PNG)
+        client.log_artifacts(run_id, tmp)
+    return [f"figures/{name}" for name in figures]
 
 
 def _stage_files(root: Path, prepared: Prepared, outcome: Outcome, extras: RunExtras, figures: bool = True) -> None:
@@ -108,11 +178,11 @@ def _stage_files(root: Path, prepared: Prepared, outcome: Outcome, extras: RunEx
 
 
 def log_outcome(logger: MLflowLogger, prepared: Prepared, outcome: Outcome, extras: RunExtras | None,
-                views: bool = True) -> None:
+                figures: bool = True, tables: str = "auto") -> None:
     """Everything after the backtest: curves, tables, metrics, files and the model, into the active run.
-    ``views=False`` leaves out what is there to be looked at, the figures and the tables' JSON views for MLflow's
-    table viewer (the Parquet records stay): a grid draws them for its best configurations only
-    (``log_views``)."""
+    ``figures=False`` leaves the figures out (a sweep draws its winner's: ``draw_logged_figures``);
+    ``tables="parquet"`` the tables' JSON views for MLflow's table viewer (a grid logs them for its best
+    configurations only: ``log_views``)."""
     extras = extras or RunExtras(redact_tree(dataclasses.asdict(prepared.config)))
     if outcome.training is not None:
         _log_training(logger, outcome.training)
@@ -137,9 +207,9 @@ def log_outcome(logger: MLflowLogger, prepared: Prepared, outcome: Outcome, extr
         if outcome.walk.final is not None:
             results["final_test"] = outcome.walk.final_table()
         logger.log_metric_history({f"fold_test_{k}": v for k, v in outcome.walk.fold_metrics.items()})
-    logger.log_backtest_results(results, tables="auto" if views else "parquet")
+    logger.log_backtest_results(results, tables=tables)
     with tempfile.TemporaryDirectory() as tmp:
-        _stage_files(Path(tmp), prepared, outcome, extras, views)
+        _stage_files(Path(tmp), prepared, outcome, extras, figures)
         logger.log_artifacts(tmp)
     if outcome.training is not None:
         logger.log_model(outcome.training.model, "model")  # the example comes from model.example_input
