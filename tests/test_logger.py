@@ -185,3 +185,29 @@ def test_config_params_are_resolved_and_redacted(monkeypatch) -> None:
     flat = flatten(config_to_container(cfg))
     assert flat == {"model.lr": 0.1, "model.sizes": [8, 4], "tracking.uri": REDACTED, "ref": 0.1}
     assert "topsecret" not in json.dumps(flat) and not math.isnan(flat["model.lr"])
+
+
+@pytest.mark.parametrize("ending", ["FINISHED", "FAILED"])
+def test_deferred_writes_reach_the_store_whole_at_the_runs_end(ending: str, tracking_uri: str, tmp_path) -> None:
+    """``defer_writes``: nothing but the run itself before its end; then every param, tag (the last value of a
+    key), metric (history too, over MLflow's 1,000-per-batch limit) and file, whatever the ending."""
+    logger = MLflowLogger("trading_experiment", tracking_uri)
+    logger.defer_writes = True
+    client = MlflowClient(tracking_uri)
+    logger.start_run(run_name="deferred", tags={"given": "at start"})
+    run_id = logger.run_id
+    logger.log_params({f"p{i}": i for i in range(150)})  # two of MLflow's 100-param batches
+    logger.set_tags({"note": "first"})
+    logger.set_tags({"note": "second"})
+    logger.log_metric_history({"loss": [float(i) for i in range(1200)]})
+    logger.log_metrics({"val_sharpe_ratio": 1.5})
+    logger.log_dict({"a": 1}, "extra/a.json")
+    early = client.get_run(run_id)
+    assert not early.data.params and not early.data.metrics and early.data.tags["given"] == "at start"
+    assert not client.list_artifacts(run_id)
+    logger.end_run(ending)
+    run = client.get_run(run_id)
+    assert run.info.status == ending and len(run.data.params) == 150 and run.data.params["p149"] == "149"
+    assert run.data.tags["note"] == "second" and run.data.metrics["val_sharpe_ratio"] == 1.5
+    assert [m.value for m in client.get_metric_history(run_id, "loss")] == [float(i) for i in range(1200)]
+    assert [a.path for a in client.list_artifacts(run_id, "extra")] == ["extra/a.json"]

@@ -138,6 +138,15 @@ def _tracked_job(cfg: DictConfig, state: dict[str, str], run_name: str) -> float
         return math.nan
     if resumed is not None:
         return resumed
+    from runner.tracking.recorder import drawn_later
+
+    # A rule's job takes a fraction of a second: its params, tags and metrics go in one batch and its files in one
+    # upload at its end (a model's are logged as it goes, so that a long training shows its config meanwhile). Its
+    # figures are drawn from its logged tables, for the sweep's winner at the end (any run's later: python -m
+    # runner.report --figures RUN_ID); a model's training curves are drawn as it trains.
+    rule = drawn_later({"model._target_": str(OmegaConf.select(cfg, "model._target_")),
+                        "evaluation._target_": str(OmegaConf.select(cfg, "evaluation._target_"))})
+    logger.defer_writes = rule
     run = logger.start_run(title, tags=tags, parent_run_id=state["parent_run_id"])
     lost: list[str] = []
     if is_ray(hydra_cfg.launcher):  # only Ray runs a job again within one sweep (its worker died)
@@ -150,13 +159,7 @@ def _tracked_job(cfg: DictConfig, state: dict[str, str], run_name: str) -> float
         print(f"[{run_name}] running again: the process of its earlier attempt died (run {', '.join(lost)}, now "
               "FAILED)", file=sys.stderr)
     try:
-        from runner.tracking.recorder import drawn_later
-
-        # a rule's figures are drawn from its logged tables, for the sweep's winner at the end (or any run later:
-        # python -m runner.report --figures RUN_ID); a model's training curves are drawn as it trains
-        later = drawn_later({"model._target_": str(OmegaConf.select(cfg, "model._target_")),
-                             "evaluation._target_": str(OmegaConf.select(cfg, "evaluation._target_"))})
-        _, outcome = run_tracked(logger, cfg, threads=job_threads(hydra_cfg.launcher), figures=not later)
+        _, outcome = run_tracked(logger, cfg, threads=job_threads(hydra_cfg.launcher), figures=not rule)
     except UserError as error:
         print(f"[{run_name}] error: {error}", file=sys.stderr)
         return math.nan

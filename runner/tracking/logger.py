@@ -299,14 +299,16 @@ class MLflowLogger:
         when_unlocked(log_torch_model, model, name, input_example)
 
     def _send_end(self, run_id: str, status: str) -> None:
-        if run_id == self.run_id:
-            self._flush(run_id)
-        self._mlflow.set_tracking_uri(self.tracking_uri)
-        active = self._mlflow.active_run()
-        if active is not None and active.info.run_id == run_id:
-            when_unlocked(self._mlflow.end_run, status=status)
-        else:
-            when_unlocked(self.client.set_terminated, run_id, status)
+        try:
+            if run_id == self.run_id:
+                self._flush(run_id)
+        finally:  # the run ends even when its deferred writes could not be sent
+            self._mlflow.set_tracking_uri(self.tracking_uri)
+            active = self._mlflow.active_run()
+            if active is not None and active.info.run_id == run_id:
+                when_unlocked(self._mlflow.end_run, status=status)
+            else:
+                when_unlocked(self.client.set_terminated, run_id, status)
 
     def log_backtest_results(self, results: Mapping[str, Any], artifact_path: str = "backtest",
                              tables: str = "auto", log_metrics: bool = True) -> None:
