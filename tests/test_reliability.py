@@ -280,3 +280,35 @@ def test_a_signal_swallowed_in_a_finaliser_still_stops_the_run() -> None:
     assert reached_check  # the stop came from the recorded request, not from the lost raise
     check_stop()  # leaving the tracked section clears the request
 
+
+
+def test_a_signal_never_stops_omegaconf_halfway_through_changing_a_config() -> None:
+    """SIGTERM landing while OmegaConf sets a list (what Hydra does composing a job's config) is raised just after
+    OmegaConf is done, never inside it: the config is whole, the stop is the one raised."""
+    import os
+    import signal
+    import threading
+    import time
+    import traceback
+
+    from omegaconf import OmegaConf
+
+    from runner.tracking.lifecycle import Terminated, signals_as_interrupts
+
+    for attempt in range(20):
+        config = OmegaConf.create({"bars": list(range(2000)), "other": {"a": 1}})
+        timer = threading.Timer(0.005 + attempt * 0.002, os.kill, (os.getpid(), signal.SIGTERM))
+        stopped = None
+        with signals_as_interrupts():
+            timer.start()
+            try:
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline:
+                    config.bars = list(range(2000))  # ListConfig._set_value: OmegaConf restores it on Exception only
+            except Terminated as stop:
+                stopped = stop
+        timer.join()
+        assert stopped is not None and str(stopped) == "received SIGTERM"
+        last = traceback.extract_tb(stopped.__traceback__)[-1]
+        assert "omegaconf" not in last.filename, last
+        assert len(config.bars) == 2000 and config.bars[1999] == 1999 and config.other.a == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 import traceback
 from collections.abc import Iterator
@@ -40,10 +41,42 @@ def check_stop() -> None:
         raise Terminated(_pending_stop)
 
 
+# Code a stop must not interrupt midway: OmegaConf restores a config it was changing only on an Exception, so a
+# KeyboardInterrupt raised inside it (Hydra composing the next job's config, say) leaves the config half-set, and
+# the error that this causes later hides the stop (exit 1 and a traceback instead of one line and 143).
+UNINTERRUPTIBLE = ("omegaconf",)
+
+
+def _caller_outside(frame: Any) -> Any:
+    """The innermost frame that called into ``UNINTERRUPTIBLE`` code, when ``frame`` runs inside it; else None."""
+    caller, inside = None, False
+    while frame is not None:
+        if str(frame.f_globals.get("__name__", "")).split(".")[0] in UNINTERRUPTIBLE:
+            inside, caller = True, None
+        elif inside and caller is None:
+            caller = frame
+        frame = frame.f_back
+    return caller if inside else None
+
+
 def _raise_terminated(signum: int, frame: Any) -> None:
+    """Record the stop and raise it here, or, inside OmegaConf, in its caller as soon as OmegaConf returns (a local
+    trace function on the caller's frame, as debuggers set breakpoints: nothing else is traced meanwhile)."""
     global _pending_stop
-    _pending_stop = f"received {signal.Signals(signum).name}"
-    raise Terminated(_pending_stop)
+    _pending_stop = stop = f"received {signal.Signals(signum).name}"
+    caller = _caller_outside(frame)
+    if caller is None:
+        raise Terminated(stop)
+
+    def raise_here(traced: Any, event: str, arg: Any) -> Any:
+        if event in ("line", "return"):
+            traced.f_trace = None
+            sys.settrace(None)
+            raise Terminated(stop)
+        return raise_here
+
+    caller.f_trace = raise_here
+    sys.settrace(lambda *args: None)  # tracing on, for the caller's frame only (new frames get no local trace)
 
 
 def stop_on_signals() -> None:
