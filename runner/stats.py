@@ -107,6 +107,9 @@ def _block_sharpes(returns: np.ndarray, n_partitions: int) -> tuple[np.ndarray, 
     return blocks.sum(axis=1), (blocks**2).sum(axis=1), np.full(n_partitions, rows // n_partitions), rows
 
 
+PBO_CELLS = 1_000_000  # combinations x trials that probability_of_backtest_overfitting computes at once (8 MB)
+
+
 def probability_of_backtest_overfitting(returns: np.ndarray, n_partitions: int = 16) -> tuple[float, np.ndarray]:
     """PBO by CSCV over a bars x trials matrix of returns, with the per-bar Sharpe as the criterion.
 
@@ -127,8 +130,6 @@ def probability_of_backtest_overfitting(returns: np.ndarray, n_partitions: int =
         raise ValueError(f"{len(matrix)} bars are too few for {n_partitions} partitions (each needs >= 2 bars).")
     sums, squares, counts, _ = _block_sharpes(matrix, n_partitions)
     chosen = np.array(list(itertools.combinations(range(n_partitions), n_partitions // 2)))
-    in_sample = np.zeros((len(chosen), n_partitions))
-    np.put_along_axis(in_sample, chosen, 1.0, axis=1)
 
     def sharpe(mask: np.ndarray) -> np.ndarray:
         n = mask @ counts
@@ -138,10 +139,16 @@ def probability_of_backtest_overfitting(returns: np.ndarray, n_partitions: int =
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(variance > 0, mean / np.sqrt(np.maximum(variance, 0)), 0.0)
 
-    is_sharpe, oos_sharpe = sharpe(in_sample), sharpe(1.0 - in_sample)
-    best = np.argmax(is_sharpe, axis=1)
-    oos_of_best = oos_sharpe[np.arange(len(chosen)), best]
-    rank = (oos_sharpe < oos_of_best[:, None]).sum(axis=1) + 1  # 1 = worst out of sample
+    # Combinations x trials arrays, a block of combinations at a time: 12,870 x 1,000 trials would be ~100 MB each.
+    rank = np.empty(len(chosen), dtype=np.int64)
+    step = max(1, PBO_CELLS // matrix.shape[1])
+    for start in range(0, len(chosen), step):
+        in_sample = np.zeros((len(chosen[start:start + step]), n_partitions))
+        np.put_along_axis(in_sample, chosen[start:start + step], 1.0, axis=1)
+        is_sharpe, oos_sharpe = sharpe(in_sample), sharpe(1.0 - in_sample)
+        best = np.argmax(is_sharpe, axis=1)
+        oos_of_best = oos_sharpe[np.arange(len(in_sample)), best]
+        rank[start:start + step] = (oos_sharpe < oos_of_best[:, None]).sum(axis=1) + 1  # 1 = worst out of sample
     relative = rank / (matrix.shape[1] + 1)
     logits = np.log(relative / (1 - relative))
     return float(np.mean(logits <= 0)), logits
