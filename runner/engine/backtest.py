@@ -179,17 +179,13 @@ def run_backtest(close: np.ndarray, weights: np.ndarray, train_end: int, val_end
     price = panel if priced is None else pd.DataFrame(panel).ffill().to_numpy()
     trades = portfolio_round_trips(held_weights, price, costs, index, equity, symbols)
     fills = portfolio_fills(held_weights, held, asset_turnover, price, costs, index, symbols)
-    metrics: dict[str, dict[str, float]] = {}
+    metrics = per_segment_metrics(level, exposure, bar_returns, strategy_returns, turnover, equity, drawdown, bounds,
+                                  trades, config)
     contributions: dict[str, dict[str, float]] = {}
     for name, (start, stop) in bounds.items():
         if stop <= start:
             continue
         first = max(start, 1)
-        metrics[name] = segment_metrics(
-            strategy_returns[first:stop], bar_returns[first:stop], equity[start:stop], drawdown[start:stop],
-            exposure[start:stop], turnover[start:stop], config.periods_per_year, config.risk_free_rate,
-            config.initial_capital, benchmark_total_return=level[stop - 1] / level[first - 1] - 1.0)
-        metrics[name].update(trade_metrics(trades, start, stop))
         metrics[name]["avg_holdings"] = float(np.count_nonzero(held_weights[start:stop]) / (stop - start))
         earned = np.einsum("ij,ij->j", held_weights[first - 1:stop - 1], r[first:stop])
         earned -= costs * asset_turnover[first:stop].sum(axis=0)  # as s[t]: bar 0's entry cost is in equity
@@ -205,6 +201,18 @@ def series_result(index: pd.Index, close: np.ndarray, weights: np.ndarray, bar_r
     metrics per segment. ``run_backtest`` and a grid of configurations (``runner.engine.grid``) both end here."""
     trades = round_trips(weights, close, strategy_returns, turnover, config.cost_rate, index, equity)
     fills = fills_table(weights, close, turnover, config.cost_rate, index)
+    metrics = per_segment_metrics(close, weights, bar_returns, strategy_returns, turnover, equity, drawdown, bounds,
+                                  trades, config)
+    return BacktestResult(index, close, weights, bar_returns, strategy_returns, equity, benchmark, drawdown, bounds,
+                          fills, trades, metrics)
+
+
+def per_segment_metrics(level: np.ndarray, exposure: np.ndarray, bar_returns: np.ndarray,
+                        strategy_returns: np.ndarray, turnover: np.ndarray, equity: np.ndarray, drawdown: np.ndarray,
+                        bounds: dict[str, tuple[int, int]], trades: pd.DataFrame, config: BacktestConf,
+                        ) -> dict[str, dict[str, float]]:
+    """``segment_metrics`` and ``trade_metrics`` of every non-empty segment (``level``: the close, or a universe's
+    index, whose buy and hold is the segment's benchmark)."""
     metrics: dict[str, dict[str, float]] = {}
     for name, (start, stop) in bounds.items():
         if stop <= start:
@@ -212,8 +220,7 @@ def series_result(index: pd.Index, close: np.ndarray, weights: np.ndarray, bar_r
         first = max(start, 1)
         metrics[name] = segment_metrics(
             strategy_returns[first:stop], bar_returns[first:stop], equity[start:stop], drawdown[start:stop],
-            weights[start:stop], turnover[start:stop], config.periods_per_year, config.risk_free_rate,
-            config.initial_capital, benchmark_total_return=close[stop - 1] / close[first - 1] - 1.0)
+            exposure[start:stop], turnover[start:stop], config.periods_per_year, config.risk_free_rate,
+            config.initial_capital, benchmark_total_return=level[stop - 1] / level[first - 1] - 1.0)
         metrics[name].update(trade_metrics(trades, start, stop))
-    return BacktestResult(index, close, weights, bar_returns, strategy_returns, equity, benchmark, drawdown, bounds,
-                          fills, trades, metrics)
+    return metrics
