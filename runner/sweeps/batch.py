@@ -59,7 +59,6 @@ class Launch:
     config: DictConfig
     figures: int
     chunk: int
-    tracking_uri: str = ""  # set by the first batched group
     groups: dict[str, bool] = field(default_factory=dict)  # key -> whether it names a config group (asked once)
     logger: MLflowLogger | None = None  # the batched groups' logger (children are logged one after another)
     best: list[tuple[float, int, str, Derived, Prepared, Outcome]] = field(default_factory=list)  # a heap, worst on top
@@ -208,7 +207,6 @@ def run_group(launch: Launch, jobs: list[Job], first: DictConfig) -> dict[int, J
                         sweep_dir.absolute() / RECORD_DIR)
     logger.defer_writes = True
     launch.logger = logger
-    launch.tracking_uri = state["tracking_uri"]
     finished = finished_runs(logger, state)
     started, returns, book = time.time(), {}, None
     counts = {"FINISHED": 0, "FAILED": 0, "resumed": 0}
