@@ -24,6 +24,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from hydra.types import HydraContext, TaskFunction
     from mlflow.entities import Run
 
+    from runner.data.universe import Universe
     from runner.evaluation.outcome import Outcome, Prepared
     from runner.tracking.logger import MLflowLogger
 
@@ -149,7 +151,7 @@ class Derived:
     hydra: dict[str, Any]
 
 
-def deriver(launch: Launch, jobs: list[Job], first: DictConfig) -> Any:
+def deriver(launch: Launch, jobs: list[Job], first: DictConfig) -> Callable[[Job], Derived]:
     """``derive(job) -> Derived`` for the group's jobs: from the first job's config, or (when that would differ
     from Hydra's composition, checked on the group's last job) from Hydra's composition of each job."""
     task = copy.deepcopy(first)
@@ -240,7 +242,8 @@ def finished_runs(logger: MLflowLogger, state: dict[str, Any]) -> dict[str, Run]
 
 
 def run_chunk(launch: Launch, chunk: list[tuple[Job, Derived]], state: dict[str, Any], logger: MLflowLogger,
-              finished: dict[str, Run], book: Any, counts: dict[str, int]) -> tuple[list[float], Any]:
+              finished: dict[str, Run], book: Universe | None, counts: dict[str, int],
+              ) -> tuple[list[float], Universe | None]:
     """Prepare each configuration, run the chunk's engine pass, then track each as its child run. Returns the
     jobs' values (NaN for a failed one) and the bars, loaded once for the group."""
     from runner.config.schema import typed
@@ -256,7 +259,7 @@ def run_chunk(launch: Launch, chunk: list[tuple[Job, Derived]], state: dict[str,
         label, title, tags = job_identity(resolved, state, item.hydra)
         previous = finished.get(tags["config_hash"]) if resolved["resume"] or state.get("reuse_runs") else None
         if previous is not None:
-            plans.append(("resumed", point_to(logger, previous, tags, label, title, state, metric)))
+            plans.append(("resumed", point_to(logger, previous, tags, label, title, state, metric, say=False)))
             counts["resumed"] += 1
             continue
         try:

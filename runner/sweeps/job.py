@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,7 +74,8 @@ def run_job(cfg: DictConfig) -> float:
     return value if math.isfinite(value) else worst(state["mode"])
 
 
-def job_identity(resolved: dict[str, Any], state: dict[str, Any], hydra: Any = None) -> tuple[str, str, dict[str, str]]:
+def job_identity(resolved: dict[str, Any], state: dict[str, Any], hydra: Mapping[str, Any] | None = None,
+                 ) -> tuple[str, str, dict[str, str]]:
     """A job's label in the console (``<sweep name>-<job number>``), its run's name (what it is: the swept values)
     and its tags. ``hydra``: the job's Hydra node; None: this process's."""
     node = hydra if hydra is not None else HydraConfig.get()
@@ -105,13 +107,15 @@ def _resumed(logger: MLflowLogger, tags: dict[str, str], run_name: str, title: s
 
 
 def point_to(logger: MLflowLogger, previous: Run, tags: dict[str, str], run_name: str, title: str,
-             state: dict[str, Any], metric: str) -> float:
-    """A light child that points at the FINISHED run ``previous`` of the same config, and that run's value."""
+             state: dict[str, Any], metric: str, say: bool = True) -> float:
+    """A light child that points at the FINISHED run ``previous`` of the same config, and that run's value (``say``:
+    one console line about it; a batch counts them in its chunk's line instead)."""
     pointer = {k: v for k, v in tags.items() if k != "config_hash"}  # never found as a "previous" run
     logger.start_run(title, tags={**pointer, "resumed_from": previous.info.run_id},
                      parent_run_id=state["parent_run_id"])
     logger.end_run("FINISHED")
-    print(f"[{run_name}] skipped: this config already has FINISHED run {previous.info.run_id}")
+    if say:
+        print(f"[{run_name}] skipped: this config already has FINISHED run {previous.info.run_id}")
     return float(previous.data.metrics.get(metric, math.nan))
 
 
