@@ -100,7 +100,7 @@ def test_help_shows_a_group_with_meanings_units_and_allowed_values(tmp_path: Pat
 def test_ints_given_for_float_keys_are_logged_as_floats() -> None:
     config = {"strategy": {"_target_": "strategies.mean_reversion.MeanReversion", "window": 20, "entry_z": 1,
                            "exit_z": 0, "long_only": True, "forecast_threshold": 0},
-              "backtest": {"commission": 0}, "model": {"_target_": None}}
+              "backtest": {"commission": 0}, "model": {"_target_": "runner.ml.models.LinearForecaster"}}
     typed = consistent_types(config, run_params(config))
     assert typed["strategy.entry_z"] == 1.0 and isinstance(typed["strategy.entry_z"], float)
     assert isinstance(typed["strategy.exit_z"], float) and isinstance(typed["strategy.forecast_threshold"], float)
@@ -216,3 +216,19 @@ def test_a_sweep_logs_one_type_per_key_and_never_resumes_an_older_version(tmp_pa
     rerun = client.search_runs(children[0].info.experiment_id, "tags.sweep_name = 'typed' and "
                                f"tags.`runner.engine_version` = '{ENGINE_VERSION}' and tags.job_number != ''")
     assert len(rerun) == 2 and all("resumed_from" not in r.data.tags for r in rerun)
+
+
+def test_a_run_logs_only_the_keys_that_apply_to_it() -> None:
+    """Without a model, no training settings and no forecast threshold among the params (config.yaml keeps them)."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        from omegaconf import OmegaConf
+
+        rule, model = (OmegaConf.to_container(compose(config_name="config", overrides=["+strategy=momentum",
+                                                                                       f"model={m}"]), resolve=True)
+                       for m in ("none", "linear"))
+    ruled, trained = run_params(rule), run_params(model)
+    assert not [k for k in ruled if k.startswith("trainer.")] and "strategy.forecast_threshold" not in ruled
+    assert "strategy.long_only" in ruled and "strategy.lookback" in ruled and ruled["model._target_"] is None
+    assert {"trainer.epochs", "trainer.lr", "strategy.forecast_threshold"} <= set(trained)
+    assert set(ruled) == {k for k in trained if not k.startswith(("trainer.", "model.")) and
+                          k != "strategy.forecast_threshold"} | {"model._target_"}

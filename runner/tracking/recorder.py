@@ -48,9 +48,15 @@ def _yaml_text(data: Any) -> str:
     return yaml.dump(to_jsonable(data), Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False)
 
 
+MODEL_ONLY = ("trainer", "strategy.forecast_threshold")  # keys that mean nothing without a model
+
+
 def run_params(redacted_config: dict[str, Any]) -> dict[str, Any]:
-    """Dotted params from the redacted config: data.*, model.*, trainer.*, strategy.*, backtest.*, seed, ..."""
+    """Dotted params from the redacted config: data.*, model.*, trainer.*, strategy.*, backtest.*, seed, ...; only what
+    applies to the run: without a model, no training settings and no forecast threshold (``config.yaml`` keeps all)."""
     params = flatten({k: redacted_config[k] for k in PARAM_GROUPS if k in redacted_config})
+    if not (redacted_config.get("model") or {}).get("_target_"):
+        params = {k: v for k, v in params.items() if not any(k == m or k.startswith(f"{m}.") for m in MODEL_ONLY)}
     params["seed"] = redacted_config.get("seed")
     params["experiment_name"] = redacted_config.get("experiment_name")
     return params
