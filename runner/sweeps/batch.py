@@ -133,14 +133,9 @@ def run_basic(launch: Launch, job: Job, config: DictConfig | None = None) -> Job
 
 def batchable(config: DictConfig) -> bool:
     """A rule (no model) judged on one holdout backtest: its weights need nothing but the bars."""
-    from runner.config.build import build
-    from runner.evaluation.holdout import HoldoutEvaluation
+    from runner.sweeps.job import rule_on_holdout
 
-    try:
-        evaluation = build(OmegaConf.to_container(config.evaluation, resolve=True), "evaluation")
-    except Exception:  # noqa: BLE001 - a bad evaluation: each job reports it as its own error
-        return False
-    return not OmegaConf.select(config, "model._target_") and isinstance(evaluation, HoldoutEvaluation)
+    return rule_on_holdout(config)
 
 
 @dataclass
@@ -226,19 +221,12 @@ def run_group(launch: Launch, jobs: list[Job], first: DictConfig) -> dict[int, J
 def finished_runs(logger: MLflowLogger, state: dict[str, Any]) -> dict[str, Run]:
     """config hash -> the latest FINISHED run a resumed job may stand on (one paged search for the whole group)."""
     from runner.sweeps.job import finished_scope
+    from runner.sweeps.ledger import search_all
     from runner.tracking.queries import version_filter
 
-    found: dict[str, Run] = {}
-    token = None
-    while True:
-        page = logger.client.search_runs([logger.experiment_id], filter_string=version_filter(finished_scope(state)),
-                                         max_results=1000, order_by=["attributes.start_time ASC"], page_token=token)
-        for run in page:
-            if "config_hash" in run.data.tags:
-                found[run.data.tags["config_hash"]] = run  # ascending: the latest wins
-        token = page.token
-        if not token:
-            return found
+    runs = search_all(logger.client, logger.experiment_id, version_filter(finished_scope(state)))
+    return {run.data.tags["config_hash"]: run for run in sorted(runs, key=lambda r: r.info.start_time)
+            if "config_hash" in run.data.tags}  # by start time: the latest wins
 
 
 def run_chunk(launch: Launch, chunk: list[tuple[Job, Derived]], state: dict[str, Any], logger: MLflowLogger,

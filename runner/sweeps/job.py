@@ -45,6 +45,15 @@ def job_threads(launcher: Any) -> int | None:
     return max(1, cores // at_once) if at_once > 1 else None
 
 
+def rule_on_holdout(cfg: DictConfig) -> bool:
+    """A rule (no model) judged on one holdout backtest (``runner.tracking.recorder.drawn_later``, on a job's
+    config): its figures can be drawn from its logged tables later, and a batch computes it in one engine pass."""
+    from runner.tracking.recorder import drawn_later
+
+    return drawn_later({"model._target_": str(OmegaConf.select(cfg, "model._target_")),
+                        "evaluation._target_": str(OmegaConf.select(cfg, "evaluation._target_"))})
+
+
 def worst(mode: str) -> float:
     """What a failed job returns: Optuna refuses NaN objectives, so the worst value for the mode."""
     return -math.inf if mode == "max" else math.inf
@@ -142,14 +151,11 @@ def _tracked_job(cfg: DictConfig, state: dict[str, str], run_name: str) -> float
         return math.nan
     if resumed is not None:
         return resumed
-    from runner.tracking.recorder import drawn_later
-
     # A rule's job takes a fraction of a second: its params, tags and metrics go in one batch and its files in one
     # upload at its end (a model's are logged as it goes, so that a long training shows its config meanwhile). Its
     # figures are drawn from its logged tables, for the sweep's winner at the end (any run's later: python -m
     # runner.report --figures RUN_ID); a model's training curves are drawn as it trains.
-    rule = drawn_later({"model._target_": str(OmegaConf.select(cfg, "model._target_")),
-                        "evaluation._target_": str(OmegaConf.select(cfg, "evaluation._target_"))})
+    rule = rule_on_holdout(cfg)
     logger.defer_writes = rule
     run = logger.start_run(title, tags=tags, parent_run_id=state["parent_run_id"])
     lost: list[str] = []

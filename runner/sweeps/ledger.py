@@ -69,7 +69,8 @@ class Ledger:
                  "run_ids": [r.info.run_id for r in t.runs]} for t in self.trials]
 
 
-def _search(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Any]:
+def search_all(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Any]:
+    """Every run of the experiment that ``filter_string`` keeps, page by page."""
     runs, token = [], None
     while True:
         page = client.search_runs([experiment_id], filter_string=filter_string, max_results=PAGE, page_token=token)
@@ -124,7 +125,7 @@ def build_ledger(client: MlflowClient, experiment_id: str, runs: list[Run], scop
 def sweep_ledger(client: MlflowClient, experiment_id: str, sweep_name: str) -> Ledger:
     """Every trial of a sweep name over all its launches (parents that were replaced by a recovered copy left out)."""
     escaped = sweep_name.replace("'", "\\'")
-    tagged = _search(client, experiment_id, f"tags.sweep_name = '{escaped}'")
+    tagged = search_all(client, experiment_id, f"tags.sweep_name = '{escaped}'")
     parents = [r.info.run_id for r in tagged
                if r.data.tags.get("runner.role") == "sweep_parent" and SUPERSEDED_TAG not in r.data.tags]
     ledger = build_ledger(client, experiment_id, tagged, {})
@@ -141,7 +142,7 @@ def experiment_ledger(client: MlflowClient, experiment_id: str, filter_string: s
     from runner.tracking.queries import and_filter
 
     scoped = and_filter(filter_string, f"tags.{DATA_DIGEST_TAG} = '{data_digest}'" if data_digest else None)
-    runs = _search(client, experiment_id, scoped or "")
+    runs = search_all(client, experiment_id, scoped or "")
     ledger = build_ledger(client, experiment_id, runs, {})
     if data_digest is not None:
         ledger.trials = [t for t in ledger.trials if t.data_digest == data_digest]

@@ -8,6 +8,7 @@ Tables are Parquet (the full record) plus ``.json`` views (MLflow 3 rejects ``.c
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import time
 from collections.abc import Mapping
@@ -267,8 +268,6 @@ class MLflowLogger:
 
     def _send_artifacts(self, run_id: str, local_dir: str, artifact_path: str | None) -> None:
         if self._pending is not None and run_id == self.run_id:
-            import shutil
-
             shutil.copytree(local_dir, Path(self._pending["files"], artifact_path or ""), dirs_exist_ok=True)
             return
         self.client.log_artifacts(run_id, local_dir, artifact_path)
@@ -276,8 +275,6 @@ class MLflowLogger:
     def _flush(self, run_id: str) -> None:
         """A ``defer_writes`` run's params, tags and metrics in as few ``log_batch`` calls as MLflow's limits allow
         (usually one), then its files in one upload."""
-        import shutil
-
         pending, self._pending = self._pending, None
         if pending is None:
             return
