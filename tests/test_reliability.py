@@ -312,3 +312,33 @@ def test_a_signal_never_stops_omegaconf_halfway_through_changing_a_config() -> N
         last = traceback.extract_tb(stopped.__traceback__)[-1]
         assert "omegaconf" not in last.filename, last
         assert len(config.bars) == 2000 and config.bars[1999] == 1999 and config.other.a == 1
+
+
+def test_a_signal_never_stops_sqlalchemy_inside_a_statement(tmp_path: Path) -> None:
+    """SIGINT landing while MLflow writes to its sqlite store is raised once SQLAlchemy is out of the statement:
+    the store's session rolls back, and the same process can still write (no "database is locked")."""
+    import threading
+    import traceback
+
+    from runner.tracking.lifecycle import Terminated, signals_as_interrupts
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = client.create_run(client.create_experiment("stops")).info.run_id
+    for attempt in range(10):
+        timer = threading.Timer(0.01 + attempt * 0.003, os.kill, (os.getpid(), signal.SIGINT))
+        stopped = None
+        with signals_as_interrupts():
+            timer.start()
+            try:
+                deadline = time.monotonic() + 5
+                step = 0
+                while time.monotonic() < deadline:
+                    step += 1
+                    client.set_tag(run_id, "step", str(step))
+            except Terminated as stop:
+                stopped = stop
+        timer.join()
+        assert stopped is not None
+        assert "sqlalchemy" not in traceback.extract_tb(stopped.__traceback__)[-1].filename
+        client.set_tag(run_id, "after", str(attempt))  # the store is not left locked
+    assert client.get_run(run_id).data.tags["after"] == "9"

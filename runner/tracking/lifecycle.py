@@ -1,9 +1,10 @@
 """Run lifecycle: signals become KILLED runs, exceptions FAILED runs with the error logged.
 
 MLflow alone leaves a SIGTERM'd run RUNNING and marks an un-``with``ed failed run FINISHED at exit. A
-signal handler raises at once, but an exception raised while the interpreter runs a finaliser
-(``__del__``, a GC callback) is printed and swallowed; so the handler also records the request, and long
-loops call ``check_stop()``, which raises it again: a stop is never lost.
+signal handler raises at once (inside OmegaConf or SQLAlchemy, as soon as they return: ``UNINTERRUPTIBLE``),
+but an exception raised while the interpreter runs a finaliser (``__del__``, a GC callback) is printed and
+swallowed; so the handler also records the request, and long loops call ``check_stop()``, which raises it
+again: a stop is never lost.
 """
 
 from __future__ import annotations
@@ -41,10 +42,13 @@ def check_stop() -> None:
         raise Terminated(_pending_stop)
 
 
-# Code a stop must not interrupt midway: OmegaConf restores a config it was changing only on an Exception, so a
+# Code a stop must not interrupt midway. OmegaConf restores a config it was changing only on an Exception, so a
 # KeyboardInterrupt raised inside it (Hydra composing the next job's config, say) leaves the config half-set, and
 # the error that this causes later hides the stop (exit 1 and a traceback instead of one line and 143).
-UNINTERRUPTIBLE = ("omegaconf",)
+# SQLAlchemy, interrupted inside a statement, invalidates its connection without rolling back, and the sqlite file
+# stays locked by it: ending the sweep's runs then fails ("database is locked") and leaves them RUNNING. Raised in
+# the caller (MLflow's store), the stop goes through the store's session handling, which rolls back and closes.
+UNINTERRUPTIBLE = ("omegaconf", "sqlalchemy")
 
 
 def _caller_outside(frame: Any) -> Any:
@@ -60,8 +64,9 @@ def _caller_outside(frame: Any) -> Any:
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:
-    """Record the stop and raise it here, or, inside OmegaConf, in its caller as soon as OmegaConf returns (a local
-    trace function on the caller's frame, as debuggers set breakpoints: nothing else is traced meanwhile)."""
+    """Record the stop and raise it here, or, inside ``UNINTERRUPTIBLE`` code, in its caller as soon as that code
+    returns (a local trace function on the caller's frame, as debuggers set breakpoints: nothing else is traced
+    meanwhile)."""
     global _pending_stop
     _pending_stop = stop = f"received {signal.Signals(signum).name}"
     caller = _caller_outside(frame)
