@@ -2,14 +2,17 @@
 
     python -m runner.report [--experiment N] [--metric M] [--mode max|min] [--top K] [--sweep ID]
                             [--format table|json|csv] [--data D] [--strategy S] [--model M]
-                            [--columns C1,C2] [--all-versions] [--register NAME] [--tracking-uri U]
+                            [--columns C1,C2] [--all-versions] [--tracking-uri U]
+                            [--register NAME [--alias A] [--gate [--gate-dsr X] [--gate-pvalue P]]]
     python -m runner.report --ledger [--sweep NAME] [--format table|json]   # what n_trials counts
     python -m runner.report --stale [--older-than HOURS] [--mark]   # runs left RUNNING by a hard kill
     python -m runner.report --figures RUN_ID   # draw a sweep child's figures from its logged tables
 
 Only runs of the current engine version rank unless ``--all-versions`` (the count left out is shown);
-``--register NAME`` puts the top run's model in the model registry. Sweep parent runs never rank. Exit 2
-with one clear message when the experiment, sweep or metric does not exist.
+``--register NAME`` puts the top run's whole strategy (raw bars in, weights out) in the model registry, ``--alias``
+points an alias at it, and ``--gate`` registers nothing unless the run clears the gate (``registry.Gate``). Sweep
+parent runs never rank. Runs on different data (another data digest) are said to mix data. Exit 2 with one clear
+message when the experiment, sweep or metric does not exist, or the gate refuses.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from runner.engine import ENGINE_VERSION
 from runner.errors import ConfigError, NotFoundError, UserError
+from runner.tracking.registry import Gate
 
 if TYPE_CHECKING:
     from runner.sweeps.ledger import Ledger
@@ -47,7 +51,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--all-versions", action="store_true",
                         help="also rank runs of older engine versions (their metrics may mean something else)")
     parser.add_argument("--register", metavar="NAME",
-                        help="register the top run's model as a new version of NAME in the model registry")
+                        help="register the top run's whole strategy as a new version of NAME in the model "
+                             "registry")
+    parser.add_argument("--alias", help="with --register: point this alias at the new version (e.g. champion)")
+    parser.add_argument("--gate", action="store_true",
+                        help="with --register: refuse (exit 2, nothing registered) unless the top run's deflated "
+                             "Sharpe is at least --gate-dsr, its sweep's SPA p-value at most --gate-pvalue, and its "
+                             "held-out metric beats NAME@ALIAS's on the same data")
+    parser.add_argument("--gate-dsr", type=float, default=Gate.min_dsr, help="with --gate (default %(default)s)")
+    parser.add_argument("--gate-pvalue", type=float, default=Gate.max_pvalue, help="with --gate (default %(default)s)")
     parser.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else ./outputs/mlflow.db")
     parser.add_argument("--ledger", action="store_true",
                         help="list the trials in scope (each configuration on its data once, with the launches that "
@@ -64,6 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.format = "json"
     if args.top < 1:
         parser.error(f"--top must be >= 1, got {args.top}")
+    if (args.alias or args.gate) and not args.register:
+        parser.error("--alias and --gate apply to --register NAME; add it")
     return args
 
 
@@ -161,13 +175,8 @@ def report(args: argparse.Namespace) -> int:
     rows = rows_for(runs, args.metric, columns)
     belief = top_run_belief(scope_ledger(logger, scope, runs[0], swept), runs[0], args.metric, args.all_versions)
     rows[0]["deflated_sharpe_ratio"] = belief.get("deflated_sharpe_ratio")
-    registered = None
-    if args.register:
-        from runner.tracking.registry import register_model
-
-        version = register_model(logger.client, logger.tracking_uri, runs[0], args.register, args.metric,
-                                 belief.get("deflated_sharpe_ratio"))
-        registered = {"name": version.name, "version": int(version.version), "run_id": runs[0].info.run_id}
+    digests = data_digests(runs)
+    registered = register(args, logger, runs[0], belief) if args.register else None
     if args.format == "csv":
         print(to_csv(rows, args.metric, columns), end="")
     elif args.format == "json":
@@ -177,6 +186,7 @@ def report(args: argparse.Namespace) -> int:
                                       "n_trials": belief["n_trials"], "trials_scope": belief["scope"],
                                       "engine_version": ENGINE_VERSION,
                                       "all_versions": args.all_versions, "older_runs_left_out": older,
+                                      "data_digests": digests, "mixed_data": len(digests) > 1,
                                       "registered": registered, "runs": rows}), indent=2))
     else:
         print(f"experiment {args.experiment!r}: top {len(rows)} by {args.mode} {args.metric} (winner first)")
@@ -184,15 +194,42 @@ def report(args: argparse.Namespace) -> int:
         if older:
             print(f"left out {older} finished run(s) of older engine versions (their metrics mean something else; "
                   "--all-versions ranks them too)")
+        if len(digests) > 1:
+            print(f"these runs mix data: {len(digests)} data digests ({', '.join(digests)}); a metric compares runs "
+                  "on the same bars only (--data, or --sweep of one data)")
         if registered:
-            print(f"registered run {registered['run_id']} as version {registered['version']} of model "
-                  f"{registered['name']!r}")
+            print(f"registered run {registered['run_id']}'s strategy as version {registered['version']} of model "
+                  f"{registered['name']!r}" + (f", alias {registered['alias']!r}: models:/{registered['name']}@"
+                                               f"{registered['alias']}" if registered["alias"] else ""))
         where = (f"sweep name {args.sweep!r} over {belief['scope']['launches']} launch(es)" if args.sweep else
                  "the experiment on the top run's data (distinct configurations)")
         dsr = belief.get("deflated_sharpe_ratio")
         print(f"deflated Sharpe of the top run given the {belief['n_trials']} trials of {where}: "
               + (f"{dsr:.4f}" if dsr is not None else belief.get("reason", "n/a")))
     return 0
+
+
+def data_digests(runs: list[Any]) -> list[str]:
+    """The distinct data digests of ``runs`` (``-`` for a run logged before digests existed), in rank order."""
+    from runner.tracking.queries import DATA_DIGEST_TAG
+
+    return list(dict.fromkeys(run.data.tags.get(DATA_DIGEST_TAG, "-") for run in runs))
+
+
+def register(args: argparse.Namespace, logger: MLflowLogger, top: Any, belief: dict[str, Any]) -> dict[str, Any]:
+    """``--register NAME [--alias A] [--gate]``: the top run's strategy as a new version, unless the gate refuses."""
+    from runner.tracking.registry import check_name, gate_refusal, register_model
+
+    check_name(args.register, args.alias)
+    if args.gate:
+        why = gate_refusal(logger.client, top, args.register, args.alias or "champion", args.metric, args.mode,
+                           belief, Gate(args.gate_dsr, args.gate_pvalue))
+        if why:
+            raise ConfigError(f"--gate: run {top.info.run_id} not registered: {why}.")
+    version = register_model(logger.client, logger.tracking_uri, top, args.register, args.metric,
+                             belief.get("deflated_sharpe_ratio"), args.alias)
+    return {"name": version.name, "version": int(version.version), "run_id": top.info.run_id,
+            "alias": args.alias, "model_uri": f"models:/{version.name}/{version.version}"}
 
 
 def scope_ledger(logger: MLflowLogger, scope: str | None, top: Any | None, swept: Ledger | None) -> Ledger:

@@ -81,10 +81,12 @@ def read_table(path: str | Path, date_column: str | None = None, label: str = "d
                         f"{str(error).splitlines()[0][:200]}). Check the file's format.") from None
     if frame.empty:
         raise DataError(f"{label}={str(path)!r} has no rows.")
-    return _index_by_date(frame, date_column, f"{label}={str(path)!r}")
+    return index_by_date(frame, date_column, f"{label}={str(path)!r}")
 
 
-def _index_by_date(frame: pd.DataFrame, date_column: str | None, where: str) -> pd.DataFrame:
+def index_by_date(frame: pd.DataFrame, date_column: str | None, where: str) -> pd.DataFrame:
+    """The frame indexed by its date column (``date_column``, else one named as in ``DATE_COLUMNS``, else the first
+    column), or as it is when its index holds dates already; a DataError names the frame (``where``)."""
     lower = {str(c).strip().lower(): c for c in frame.columns}
     if date_column is not None:
         if date_column.lower() not in lower:
@@ -164,7 +166,7 @@ def _rows(index: Sequence[Any], limit: int = 5) -> str:
 def bundled_bars(name: str) -> pd.DataFrame:
     """A bundled series, read once per process (package data does not change; sweep jobs share it)."""
     where = f"data={name}"
-    return normalise_ohlcv(_index_by_date(pd.read_csv(arch_data_path(name)), "Date", where), where)
+    return normalise_ohlcv(index_by_date(pd.read_csv(arch_data_path(name)), "Date", where), where)
 
 
 def trim(frame: pd.DataFrame, start: Any = None, end: Any = None) -> pd.DataFrame:

@@ -191,15 +191,20 @@ def read_folder(folder: Path, date_column: str | None) -> dict[str, pd.DataFrame
 
 def read_long(file: Path, date_column: str | None) -> dict[str, pd.DataFrame]:
     """One long file: a symbol column (symbol, ticker or asset; any case) beside the date and OHLCV columns."""
-    frame = read_table(file, date_column)
+    return split_long(read_table(file, date_column), f"data.path={str(file)!r}")
+
+
+def split_long(frame: pd.DataFrame, where: str) -> dict[str, pd.DataFrame]:
+    """A long frame indexed by date, with a symbol column (symbol, ticker or asset; any case), as
+    ``{symbol: OHLCV frame}``; ``where`` names it in messages."""
     lower = {str(c).strip().lower(): c for c in frame.columns}
     found = [lower[c] for c in SYMBOL_COLUMNS if c in lower]
     if not found:
-        raise DataError(f"data.path={str(file)!r} is one file but has no symbol column (allowed names: "
+        raise DataError(f"{where} is one file but has no symbol column (allowed names: "
                         f"{', '.join(SYMBOL_COLUMNS)}; columns are {list(map(str, frame.columns))}). A universe "
                         "is a long file (date, symbol, OHLCV) or a folder of one file per symbol.")
     symbols = frame[found[0]].astype(str)
-    return {str(symbol): normalise_ohlcv(part.drop(columns=[found[0]]), f"data.path={str(file)!r} symbol {symbol!r}")
+    return {str(symbol): normalise_ohlcv(part.drop(columns=[found[0]]), f"{where} symbol {symbol!r}")
             for symbol, part in frame.groupby(symbols, sort=True)}
 
 

@@ -69,14 +69,11 @@ def masked_panel_dataset(features: list[pd.DataFrame], close: np.ndarray, fit: n
     Standardised with the complete ``fit`` rows of every asset."""
     n, pad = len(close), max(seq_len, 1)
     width = n + pad
-    values = np.full((len(features) * width, features[0].shape[1]), np.nan)
+    values, on_bar = stacked_features(features, n, seq_len)
     target = np.full(len(values), np.nan)
-    for i, frame in enumerate(features):
-        values[i * width:i * width + n] = frame.to_numpy(dtype=float)
+    for i in range(len(features)):
         target[i * width:i * width + n - 1] = close[1:, i] / close[:-1, i] - 1.0
     defined = usable_rows(values, seq_len) & np.isfinite(target)
-    bar = np.tile(np.arange(width), len(features))
-    on_bar = bar < n
     masks = {name: np.tile(np.r_[mask, np.zeros(pad, dtype=bool)], len(features))
              for name, mask in (("train", fit), ("val", val), ("test", test))}
     rows = {name: np.flatnonzero(defined & mask) for name, mask in masks.items()}
@@ -88,8 +85,38 @@ def masked_panel_dataset(features: list[pd.DataFrame], close: np.ndarray, fit: n
     std[std == 0] = 1.0
     scale = float(np.std(target[rows["train"]])) or 1.0
     rows["all"] = np.flatnonzero(usable_rows(values, seq_len) & on_bar)
-    standardised = np.nan_to_num((values - mean) / std, nan=0.0).astype(np.float32)
-    return Dataset(standardised, target / scale, rows, mean, std, scale, list(features[0].columns), seq_len)
+    return Dataset(standardised(values, mean, std), target / scale, rows, mean, std, scale, list(features[0].columns),
+                   seq_len)
+
+
+def stacked_features(features: list[pd.DataFrame], n_bars: int, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each asset's feature rows stacked asset after asset, ``max(seq_len, 1)`` empty rows between them (no window
+    spans two assets); ``(values, on_bar)``, ``on_bar`` False on the empty rows."""
+    width = n_bars + max(seq_len, 1)
+    values = np.full((len(features) * width, features[0].shape[1]), np.nan)
+    for i, frame in enumerate(features):
+        values[i * width:i * width + n_bars] = frame.to_numpy(dtype=float)
+    return values, np.tile(np.arange(width), len(features)) < n_bars
+
+
+def standardised(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """What a model reads: ``(x - mean) / std`` with the training's statistics, 0 where undefined, float32."""
+    return np.nan_to_num((values - mean) / std, nan=0.0).astype(np.float32)
+
+
+def inference_dataset(features: list[pd.DataFrame], standardisation: dict[str, Any]) -> Dataset:
+    """New bars' model inputs standardised with a training's statistics (``Dataset.standardisation()``), laid out as
+    ``build_panel_dataset`` lays them out: ``rows["all"]`` are the bars with a complete input, no targets."""
+    n, seq_len = len(features[0]), int(standardisation["seq_len"])
+    names = [str(c) for c in features[0].columns]
+    if names != list(standardisation["features"]):
+        raise ValueError(f"the strategy computes features {names}, but the model was trained on "
+                         f"{list(standardisation['features'])}")
+    values, on_bar = stacked_features(features, n, seq_len)
+    mean, std = np.asarray(standardisation["mean"], float), np.asarray(standardisation["std"], float)
+    rows = {"all": np.flatnonzero(usable_rows(values, seq_len) & on_bar)}
+    return Dataset(standardised(values, mean, std), np.full(len(values), np.nan), rows, mean, std,
+                   float(standardisation["target_scale"]), names, seq_len)
 
 
 def panel_forecast(forecasts: np.ndarray, n_bars: int, n_assets: int) -> np.ndarray:
