@@ -170,9 +170,11 @@ def run_tracked(logger: MLflowLogger, cfg: DictConfig, prepared: Prepared | None
             require_strategy()
             choices = (hydra if hydra is not None else HydraConfig.get())["runtime"]["choices"]
             prepared = prepare(typed(cfg), choices["data"])
+        from runner.tracking.lineage import data_inputs
         from runner.tracking.queries import DATA_DIGEST_TAG
 
         logger.set_tags({DATA_DIGEST_TAG: prepared.book.digest()})  # the trial's identity: config hash + data
+        logger.log_inputs(data_inputs(prepared))  # the same bars, stretch by stretch: the UI's Dataset column
         if threads:  # a job sharing the CPU with other jobs; numpy's BLAS too: idle threads spin and slow the rest
             from threadpoolctl import threadpool_limits
 

@@ -1,7 +1,7 @@
 """``python -m runner.report``: which run won, as a table or JSON; and stale-run clean-up.
 
     python -m runner.report [--experiment N] [--metric M] [--mode max|min] [--top K] [--sweep ID]
-                            [--format table|json|csv] [--data D] [--strategy S] [--model M]
+                            [--format table|json|csv] [--data D] [--strategy S] [--model M] [--digest D]
                             [--columns C1,C2] [--all-versions] [--tracking-uri U]
                             [--register NAME [--alias A] [--gate [--gate-dsr X] [--gate-pvalue P]]]
     python -m runner.report --ledger [--sweep NAME] [--format table|json]   # what n_trials counts
@@ -46,6 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", help="only runs on this data option (e.g. sp500)")
     parser.add_argument("--strategy", help="only runs of this strategy (e.g. momentum)")
     parser.add_argument("--model", help="only runs of this model option (e.g. mlp, none)")
+    parser.add_argument("--digest", help="only runs on these bars: a data digest (the runs' data_digest tag)")
     parser.add_argument("--columns", help="comma-separated metrics, params or tags to show instead of the "
                                           "default columns, e.g. test_cagr,strategy.lookback")
     parser.add_argument("--all-versions", action="store_true",
@@ -137,7 +138,7 @@ def figures_report(logger: MLflowLogger, run_id: str) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
-    from runner.tracking.queries import and_filter, count_older, search_ranked, version_filter
+    from runner.tracking.queries import and_filter, count_older, data_digests, search_ranked, version_filter
     from runner.views.report_table import format_table, rows_for, to_csv
 
     logger = open_experiment(args.experiment, args.tracking_uri)
@@ -151,7 +152,8 @@ def report(args: argparse.Namespace) -> int:
              else None)  # --sweep: every launch of its sweep name, read once for the filter and the trials
     scope = and_filter(sweep_filter(logger, args.sweep, swept) if swept else None,
                        *(f"tags.{key} = '{value}'" for key, value in (("data", args.data), ("strategy", args.strategy),
-                                                                    ("model", args.model)) if value))
+                                                                    ("model", args.model), ("data_digest", args.digest))
+                         if value))
     if args.ledger:
         return ledger_report(args, scope_ledger(logger, scope, None, swept))
     filter_string = scope if args.all_versions else version_filter(scope)
@@ -196,7 +198,7 @@ def report(args: argparse.Namespace) -> int:
                   "--all-versions ranks them too)")
         if len(digests) > 1:
             print(f"these runs mix data: {len(digests)} data digests ({', '.join(digests)}); a metric compares runs "
-                  "on the same bars only (--data, or --sweep of one data)")
+                  "on the same bars only (--digest D keeps one)")
         if registered:
             print(f"registered run {registered['run_id']}'s strategy as version {registered['version']} of model "
                   f"{registered['name']!r}" + (f", alias {registered['alias']!r}: models:/{registered['name']}@"
@@ -207,13 +209,6 @@ def report(args: argparse.Namespace) -> int:
         print(f"deflated Sharpe of the top run given the {belief['n_trials']} trials of {where}: "
               + (f"{dsr:.4f}" if dsr is not None else belief.get("reason", "n/a")))
     return 0
-
-
-def data_digests(runs: list[Any]) -> list[str]:
-    """The distinct data digests of ``runs`` (``-`` for a run logged before digests existed), in rank order."""
-    from runner.tracking.queries import DATA_DIGEST_TAG
-
-    return list(dict.fromkeys(run.data.tags.get(DATA_DIGEST_TAG, "-") for run in runs))
 
 
 def register(args: argparse.Namespace, logger: MLflowLogger, top: Any, belief: dict[str, Any]) -> dict[str, Any]:

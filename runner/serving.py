@@ -60,6 +60,17 @@ def book_from_bars(frame: pd.DataFrame, spec: Mapping[str, Any]) -> Universe:
     return align(frames, int(rules["max_fill"]), name)
 
 
+def long_bars(book: Universe) -> pd.DataFrame:
+    """A book's own bars as the model's input: ``date`` and OHLCV (a universe: with ``symbol``, one row per asset's
+    bar, no filled rows), the inverse of ``book_from_bars``."""
+    def dated(bars: pd.DataFrame) -> pd.DataFrame:
+        return bars.rename_axis("date").reset_index()
+
+    if book.series:
+        return dated(book.bars)
+    return pd.concat([dated(book.frames[s]).assign(symbol=s) for s in book.symbols], ignore_index=True)
+
+
 def book_weights(strategy: Strategy, book: Universe, max_leverage: float, network: torch.nn.Module | None = None,
                  standardisation: Mapping[str, Any] | None = None) -> np.ndarray:
     """The weights held after each bar's close (bars x assets): the strategy's rule, or the network's forecasts

@@ -100,6 +100,11 @@ def upload(record: RunRecord, logger: MLflowLogger, parents: dict[str, str]) -> 
         client.log_batch(new_id, metrics=batch)
     for batch in _batches([RunTag(k, str(v)) for k, v in tags.items()], MAX_PARAMS_PER_BATCH):
         client.log_batch(new_id, tags=batch)
+    inputs = record.inputs()
+    if inputs:
+        from runner.tracking.lineage import from_record
+
+        client.log_inputs(new_id, datasets=[from_record(item) for item in inputs.values()])
     if (record.folder / "artifacts").is_dir():
         client.log_artifacts(new_id, str(record.folder / "artifacts"))
     source = logger.tracking_uri if REDACTED in run["tracking_uri"] else run["tracking_uri"]

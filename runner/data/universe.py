@@ -70,15 +70,21 @@ class Universe:
     def asset_bars(self, symbol: str) -> pd.DataFrame:
         return self.frames[symbol]
 
-    def digest(self) -> str:
+    def digest(self, start: int = 0, stop: int | None = None) -> str:
         """A digest of the bars a run trades: the timeline, the symbols and every asset's own bars (columns,
-        timestamps, values). The same data, however it was loaded, gives the same digest; a changed bar changes it."""
+        timestamps, values); ``start``/``stop``: of the bars ``[start, stop)`` of the timeline only. The same data,
+        however it was loaded, gives the same digest; a changed bar changes it."""
         import hashlib
 
+        timeline = self.index[start:stop]
         digest = hashlib.sha256()
-        digest.update(self.index.asi8.tobytes())
+        digest.update(timeline.asi8.tobytes())
+        whole = len(timeline) == len(self.index)
         for symbol in self.symbols:
             frame = self.frames[symbol]
+            if not whole:
+                frame = frame.loc[(frame.index >= timeline[0]) & (frame.index <= timeline[-1])] if len(
+                    timeline) else frame.iloc[:0]
             digest.update(f"|{symbol}|{','.join(map(str, frame.columns))}|".encode())
             digest.update(pd.DatetimeIndex(frame.index).asi8.tobytes())
             digest.update(np.ascontiguousarray(frame.to_numpy(dtype=np.float64, na_value=np.nan)).tobytes())

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.tracking.lifecycle import LOST_TAG
-from runner.tracking.queries import differing_params, members_filter, sweep_children
+from runner.tracking.queries import data_digests, differing_params, members_filter, sweep_children
 from runner.tracking.sanitize import to_jsonable
 
 if TYPE_CHECKING:
@@ -103,6 +103,7 @@ def summarise(logger: MLflowLogger, state: dict[str, str]) -> tuple[dict[str, An
     keys = differing_params(members)
     summary: dict[str, Any] = {"sweep_name": state["sweep_name"], "parent_run_id": parent, "metric": metric,
                                "mode": mode, "jobs": len(children), "failed_jobs": failed, "winner": None,
+                               "data_digests": data_digests(members),
                                "lost_attempts": {job_label(r, state["sweep_name"]): {"run_id": r.info.run_id,
                                                                    "why": r.data.tags[LOST_TAG]} for r in lost}}
     if best is not None:
@@ -201,6 +202,10 @@ def format_winner(summary: dict[str, Any]) -> str:
                      f"over its {scope['launches']} launches" + (" (the winner ran in an earlier launch)"
                                                                    if winner.get("earlier_launch") else ""))
     lines.append(f"winner ({summary['mode']} {summary['metric']}): {winner['run_name']}  run id {winner['run_id']}")
+    digests = summary.get("data_digests", [])
+    if len(digests) > 1:
+        lines.append(f"  these configurations mix data: {len(digests)} data digests ({', '.join(digests)}); the winner "
+                     "is best on its own bars (python -m runner.report --digest D ranks one)")
     for key, value in winner["params"].items():
         lines.append(f"  {key} = {value}")
     selection, test = winner["selection_segment"] or "val", winner["test_segment"] or "test"

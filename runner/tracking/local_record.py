@@ -4,7 +4,8 @@ produced, to the run's own output folder, so that a tracking server that goes aw
 Kept for runs that log to a tracking server (a local sqlite store cannot go away). Layout of
 ``<run folder>/record/`` (replayed by ``python -m runner.sync``):
 ``run.json`` (experiment, tracking URI, run name and id, parent, status, start and end times),
-``params.json``, ``tags.json``, ``metrics.jsonl`` (one ``{key, value, step, timestamp}`` a line),
+``params.json``, ``tags.json``, ``metrics.jsonl`` (one ``{key, value, step, timestamp}`` a line), ``inputs.json``
+(the dataset inputs by context),
 ``artifacts/`` (every artifact as logged), ``model/`` (the model, saved here when it could not be logged)
 and ``synced.json`` once uploaded.
 
@@ -32,7 +33,7 @@ from runner.tracking.sanitize import redact_uri, redact_value
 
 if TYPE_CHECKING:
     import torch
-    from mlflow.entities import Run
+    from mlflow.entities import DatasetInput, Run
 
 RECORD_DIR = "record"
 START_TOKEN_TAG = "runner.start_token"  # one per start_run: finds a copy that a retried create-run request made
@@ -108,7 +109,11 @@ class RunRecord:
     def tags(self) -> dict[str, str]:
         return self._read("tags.json", {})
 
-    def add(self, name: str, values: dict[str, str]) -> None:
+    def inputs(self) -> dict[str, dict[str, Any]]:
+        """The run's dataset inputs by context (``runner.tracking.lineage.input_record``)."""
+        return self._read("inputs.json", {})
+
+    def add(self, name: str, values: dict[str, Any]) -> None:
         self._write(name, {**self._read(name, {}), **values})
 
     def add_metrics(self, metrics: list[Any]) -> None:
@@ -204,6 +209,13 @@ class RecordingLogger(MLflowLogger):
             if metrics:
                 self.record.add_metrics(list(metrics))
         self._forward(super()._send_batch, run_id, metrics, params, tags)
+
+    def _send_inputs(self, run_id: str, inputs: list[DatasetInput]) -> None:
+        if run_id == self.run_id:
+            from runner.tracking.lineage import context_of, input_record
+
+            self.record.add("inputs.json", {context_of(item): input_record(item) for item in inputs})
+        self._forward(super()._send_inputs, run_id, inputs)
 
     def _send_artifacts(self, run_id: str, local_dir: str, artifact_path: str | None) -> None:
         if run_id == self.run_id:

@@ -11,7 +11,7 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,7 +47,7 @@ from runner.tracking.tables import write_backtest_files
 
 if TYPE_CHECKING:
     import torch
-    from mlflow.entities import Run
+    from mlflow.entities import DatasetInput, Run
 
 
 class NoActiveRunError(LookupError):
@@ -124,7 +124,8 @@ class MLflowLogger:
                             run_name=run_name or datetime.now().strftime("run_%Y%m%d_%H%M%S"))
         self.run_id = run.info.run_id
         if self.defer_writes:
-            self._pending = {"params": {}, "tags": {}, "metrics": [], "files": tempfile.mkdtemp(prefix="runner_run_")}
+            self._pending = {"params": {}, "tags": {}, "metrics": [], "inputs": [],
+                             "files": tempfile.mkdtemp(prefix="runner_run_")}
         return run
 
     def attach(self, run_id: str) -> None:
@@ -252,6 +253,10 @@ class MLflowLogger:
             write(path)
             self.log_artifacts(tmp)
 
+    def log_inputs(self, inputs: Sequence[DatasetInput]) -> None:
+        """The datasets the run read (``mlflow.log_input``'s entities; ``runner.tracking.lineage``)."""
+        self._send_inputs(self._require_run(), list(inputs))
+
     def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
         self._send_artifacts(self._require_run(), str(local_dir),
                              safe_artifact_path(artifact_path) if artifact_path else None)
@@ -265,6 +270,12 @@ class MLflowLogger:
             return
         when_unlocked(self.client.log_batch, run_id, metrics=list(metrics), params=list(params), tags=list(tags),
                       synchronous=True)
+
+    def _send_inputs(self, run_id: str, inputs: list[DatasetInput]) -> None:
+        if self._pending is not None and run_id == self.run_id:
+            self._pending["inputs"].extend(inputs)
+            return
+        when_unlocked(self.client.log_inputs, run_id, datasets=inputs)
 
     def _send_artifacts(self, run_id: str, local_dir: str, artifact_path: str | None) -> None:
         if self._pending is not None and run_id == self.run_id:
@@ -287,6 +298,8 @@ class MLflowLogger:
                 some_metrics, metrics = metrics[:room], metrics[room:]
                 when_unlocked(self.client.log_batch, run_id, metrics=some_metrics, params=some_params,
                               tags=some_tags, synchronous=True)
+            if pending["inputs"]:
+                when_unlocked(self.client.log_inputs, run_id, datasets=pending["inputs"])
             if any(Path(pending["files"]).iterdir()):
                 self.client.log_artifacts(run_id, pending["files"])
         finally:

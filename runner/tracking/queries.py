@@ -152,13 +152,26 @@ def search_ranked(client: MlflowClient, experiment_ids: list[str], metric_name: 
 
 def best_run(client: MlflowClient, experiment_ids: list[str], metric_name: str, mode: str = "max",
              filter_string: str | None = None, all_versions: bool = False) -> dict[str, Any] | None:
-    """``{"run_id", "metrics", "params", "older_runs_left_out"}`` of the best finished run, or None when no
-    run has the metric. Only runs of the current engine version compete unless ``all_versions``; the count
-    says how many finished runs of older versions with a finite metric were left out (0 with ``all_versions``)."""
+    """``{"run_id", "metrics", "params", "older_runs_left_out", "data_digest", "mixed_data"}`` of the best finished
+    run, or None when no run has the metric. Only runs of the current engine version compete unless
+    ``all_versions``; the count says how many finished runs of older versions with a finite metric were left out (0
+    with ``all_versions``). ``mixed_data``: a run in scope ran on other bars (another data digest), so the best
+    value may be best for its data only."""
     scope = filter_string if all_versions else version_filter(filter_string)
     runs = search_ranked(client, experiment_ids, metric_name, mode, scope, max_results=1)
+    if not runs:
+        return None
     older = 0 if all_versions else count_older(client, experiment_ids, metric_name, filter_string)
-    return {**run_to_dict(runs[0]), "older_runs_left_out": older} if runs else None
+    digest = runs[0].data.tags.get(DATA_DIGEST_TAG)
+    other = client.search_runs(experiment_ids, and_filter(scope, "attributes.status = 'FINISHED'",
+                                                          f"tags.{DATA_DIGEST_TAG} != '{digest}'"),
+                               max_results=1) if digest else []
+    return {**run_to_dict(runs[0]), "older_runs_left_out": older, "data_digest": digest, "mixed_data": bool(other)}
+
+
+def data_digests(runs: list[Run]) -> list[str]:
+    """The distinct data digests of ``runs`` (``-`` for a run logged before digests existed), in their order."""
+    return list(dict.fromkeys(run.data.tags.get(DATA_DIGEST_TAG, "-") for run in runs))
 
 
 def sweep_children(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Any]:
