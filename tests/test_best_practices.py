@@ -1,5 +1,5 @@
-"""The logger's best practices: engine versions, documented parameters, consistent param types, the model
-registry and clean-up, on real sqlite stores and through the real CLIs."""
+"""The logger's best practices: engine versions, documented parameters, consistent param types and clean-up, on
+real sqlite stores and through the real CLIs (the registry: ``test_registry.py``)."""
 
 from __future__ import annotations
 
@@ -117,29 +117,6 @@ def _model_run(logger: MLflowLogger, name: str, value: float, status: str = "FIN
     run_id = logger.run_id
     logger.end_run(status)
     return run_id
-
-
-def test_register_makes_exactly_one_version_with_its_tags(tracking_uri: str, capsys: pytest.CaptureFixture) -> None:
-    logger = MLflowLogger("models", tracking_uri)
-    winner = _model_run(logger, "winner", 2.0)
-    _model_run(logger, "runner_up", 1.0)
-    assert report.main(["--experiment", "models", "--register", "momentum_mlp", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert out["registered"] == {"name": "momentum_mlp", "version": 1, "run_id": winner}
-    versions = MlflowClient(tracking_uri).search_model_versions("name = 'momentum_mlp'")
-    assert len(versions) == 1 and versions[0].run_id == winner
-    tags = versions[0].tags
-    assert tags["run_id"] == winner and tags["runner.engine_version"] == str(ENGINE_VERSION)
-    assert tags["val_sharpe_ratio"] == "2.0" and "deflated_sharpe_ratio" in tags and "sweep_name" in tags
-
-    assert report.main(["--experiment", "models", "--register", "momentum_mlp"]) == 2
-    assert f"run {winner} is already version 1 of registered model 'momentum_mlp'" in capsys.readouterr().err
-    assert len(MlflowClient(tracking_uri).search_model_versions("name = 'momentum_mlp'")) == 1
-
-    rules = MLflowLogger("rules", tracking_uri)
-    _run(rules, "no_model", 1.0)
-    assert report.main(["--experiment", "rules", "--register", "x"]) == 2
-    assert "logged no model" in capsys.readouterr().err
 
 
 def test_clean_frees_failed_and_killed_runs_and_keeps_the_rest(tmp_path: Path, tracking_uri: str, cli_env: dict,

@@ -6,9 +6,12 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from runner.data.series import bundled_bars
 from tests.conftest import run_cli
 from tests.test_races import FAST, check_sweep, start_together
 
@@ -49,18 +52,22 @@ def test_two_sweeps_started_together_against_the_server_keep_their_own_runs(tmp_
         check_sweep(MlflowClient(SERVER), name, result, 2, tmp_path)
 
 
-def test_register_and_clean_on_the_server(tmp_path: Path, cli_env: dict, capsys: pytest.CaptureFixture) -> None:
+def test_register_and_clean_on_the_server(tmp_path: Path, cli_env: dict, capsys: pytest.CaptureFixture,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
     from runner import clean, report
     from runner.logger import MLflowLogger
 
     experiment = f"server_clean_{tmp_path.name}"
+    done = run_cli(["runner", "+strategy=momentum", "model=none", "data.start=2012-01-01", "run_name=kept",
+                    f"experiment_name={experiment}"], {**cli_env, "MLFLOW_TRACKING_URI": SERVER}, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
     logger = MLflowLogger(experiment, SERVER)
-    ids = {}
-    for name, status in (("kept", "FINISHED"), ("failed", "FAILED"), ("killed", "KILLED")):
+    ids = {"kept": logger.client.search_runs([logger.experiment_id])[0].info.run_id}
+    for name, status in (("failed", "FAILED"), ("killed", "KILLED")):
         logger.start_run(run_name=name)
-        logger.log_metrics({"val_sharpe_ratio": {"kept": 2.0, "failed": 1.0, "killed": 0.5}[name]})
+        logger.log_metrics({"val_sharpe_ratio": {"failed": 9.0, "killed": 8.0}[name]})  # never rank: not FINISHED
         logger.log_model(torch.nn.Sequential(torch.nn.Linear(3, 1)), "model", input_example=torch.zeros(2, 3))
         logger.log_text("x" * 20_000, "backtest/portfolio_values.json")
         ids[name] = logger.run_id
@@ -70,6 +77,14 @@ def test_register_and_clean_on_the_server(tmp_path: Path, cli_env: dict, capsys:
     assert report.main(["--tracking-uri", SERVER, "--experiment", experiment, "--register", experiment]) == 2
     versions = client.search_model_versions(f"name = '{experiment}'")
     assert len(versions) == 1 and versions[0].run_id == ids["kept"]
+    import mlflow.pyfunc  # the strategy packaged on the server loads back from it, pickle off, and trades
+
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    mlflow.set_tracking_uri(SERVER)
+    bars = pd.read_parquet(client.download_artifacts(ids["kept"], "backtest/portfolio_values.parquet", str(tmp_path)))
+    served = mlflow.pyfunc.load_model(f"models:/{experiment}/1").predict(
+        bundled_bars("sp500").loc["2012-01-01":].rename_axis("date").reset_index())
+    np.testing.assert_allclose(served["weight"].to_numpy(), bars["weight"].to_numpy(), rtol=0, atol=1e-9)
 
     assert clean.main(["--tracking-uri", SERVER, "--experiment", experiment, "--status", "FAILED,KILLED",
                        "--yes"]) == 2
