@@ -213,7 +213,8 @@ def report(args: argparse.Namespace) -> int:
 
 def register(args: argparse.Namespace, logger: MLflowLogger, top: Any, belief: dict[str, Any]) -> dict[str, Any]:
     """``--register NAME [--alias A] [--gate]``: the top run's strategy as a new version, unless the gate refuses."""
-    from runner.tracking.registry import check_name, gate_refusal, register_model
+    from runner.serving.packaging import log_strategy_model
+    from runner.tracking.registry import check_name, gate_refusal, refuse_twice, register_model
 
     check_name(args.register, args.alias)
     if args.gate:
@@ -221,7 +222,9 @@ def register(args: argparse.Namespace, logger: MLflowLogger, top: Any, belief: d
                            belief, Gate(args.gate_dsr, args.gate_pvalue))
         if why:
             raise ConfigError(f"--gate: run {top.info.run_id} not registered: {why}.")
-    version = register_model(logger.client, logger.tracking_uri, top, args.register, args.metric,
+    refuse_twice(logger.client, top, args.register)
+    model_id = log_strategy_model(logger.client, logger.tracking_uri, top)
+    version = register_model(logger.client, logger.tracking_uri, top, model_id, args.register, args.metric,
                              belief.get("deflated_sharpe_ratio"), args.alias)
     return {"name": version.name, "version": int(version.version), "run_id": top.info.run_id,
             "alias": args.alias, "model_uri": f"models:/{version.name}/{version.version}"}

@@ -87,7 +87,7 @@ def latest(model_uri: str, bars: pd.DataFrame, tracking_uri: str | None) -> pd.D
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        from runner.serving import long_bars
+        from runner.serving.strategy import long_bars
 
         book = load_bars(args.overrides)
         held = latest(args.model_uri, long_bars(book), args.tracking_uri)

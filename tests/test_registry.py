@@ -148,7 +148,7 @@ def test_a_registered_universe_rule_serves_weights_per_symbol(tmp_path: Path, cl
     import mlflow.pyfunc
 
     from runner.data.loader import load_data
-    from runner.serving import long_bars
+    from runner.serving.strategy import long_bars
     from tests.conftest import data_config
 
     data = ["data=synthetic_universe", "data.n_assets=4", "data.n_bars=400", "seed=3"]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from runner.evaluation.experiment import compute, prepare
-from runner.serving import book_from_bars, book_weights, long_bars
+from runner.serving.strategy import book_from_bars, book_weights, long_bars
 from runner.tracking.lineage import data_inputs, stretches
 from runner.tracking.sanitize import to_jsonable
 from tests.test_universe_strategies import composed

@@ -35,10 +35,20 @@ def test_sync_supersedes_the_run_a_lost_server_created_without_answering(tmp_pat
                  parent_record=None)
     record.add("tags.json", tags)
     record.add("params.json", {"p": "1"})
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    from runner.tracking.lineage import CONTEXT_TAG, input_record
+
+    bars = DatasetInput(Dataset("csv", "0123456789abcdef", "local", '{"uri": "file:///data/bars.csv"}', None,
+                                '{"num_bars": 3}'), tags=[InputTag(CONTEXT_TAG, "bars")])
+    record.add("inputs.json", {"bars": input_record(bars)})  # as RecordingLogger keeps a run's dataset inputs
     record.finish("FINISHED")
     done = run_cli(["runner.sync", str(tmp_path / "run")], cli_env, tmp_path)
     assert done.returncode == 0, done.stderr
     recovered = logger.client.search_runs([logger.experiment_id], "tags.`runner.recovered` = 'true'")[0]
     assert recovered.info.status == "FINISHED" and recovered.data.params == {"p": "1"}
+    [declared] = recovered.inputs.dataset_inputs  # the run's bars, declared as the lost run declared them
+    assert (declared.dataset.digest, declared.dataset.source, declared.tags[0].value) == (
+        "0123456789abcdef", '{"uri": "file:///data/bars.csv"}', "bars")
     original = logger.client.get_run(orphan.info.run_id)
     assert original.info.status == "KILLED" and original.data.tags["runner.superseded_by"] == recovered.info.run_id

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,7 @@ class Universe:
     close: np.ndarray  # (bars, assets): the close, carried max_fill bars; NaN where the asset has no price
     frames: dict[str, pd.DataFrame]  # each asset's own validated OHLCV bars (no filled rows)
     series: bool = False  # one series' bars (reported as that series: its own close, round trips, no per-asset tables)
+    _digests: dict[tuple[int, int | None], str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_series(cls, bars: pd.DataFrame, name: str) -> Universe:
@@ -74,6 +75,8 @@ class Universe:
         """A digest of the bars a run trades: the timeline, the symbols and every asset's own bars (columns,
         timestamps, values); ``start``/``stop``: of the bars ``[start, stop)`` of the timeline only. The same data,
         however it was loaded, gives the same digest; a changed bar changes it."""
+        if (start, stop) in self._digests:  # the bars never change once loaded: a batch's configurations share them
+            return self._digests[start, stop]
         import hashlib
 
         timeline = self.index[start:stop]
@@ -88,7 +91,8 @@ class Universe:
             digest.update(f"|{symbol}|{','.join(map(str, frame.columns))}|".encode())
             digest.update(pd.DatetimeIndex(frame.index).asi8.tobytes())
             digest.update(np.ascontiguousarray(frame.to_numpy(dtype=np.float64, na_value=np.nan)).tobytes())
-        return digest.hexdigest()[:16]
+        self._digests[start, stop] = digest.hexdigest()[:16]
+        return self._digests[start, stop]
 
     def on_timeline(self, values: np.ndarray, symbol: str, fill: bool = True) -> np.ndarray:
         """One value per bar of ``symbol``'s own bars placed on the universe's timeline: carried across its

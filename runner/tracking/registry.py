@@ -8,14 +8,13 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from runner.errors import ConfigError, NotFoundError
+from runner.errors import ConfigError
 from runner.tracking.queries import ENGINE_VERSION_TAG, engine_version
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
-MODEL_NAME = "model"  # the name a run logs its network under (runs:/<run id>/model)
 ALIAS = re.compile(r"[A-Za-z0-9_\-]{1,255}")  # what MLflow takes as an alias
 ALIAS_VERSION = re.compile(r"[vV]\d+")  # reserved by MLflow: it reads like a version
 
@@ -32,17 +31,6 @@ def registered_run_ids(client: MlflowClient) -> dict[str, list[str]]:
         token = page.token
         if not token:
             return found
-
-
-def network_model_id(client: MlflowClient, run: Run) -> str:
-    """The id of the network the run logged under ``model``; NotFoundError when it logged none."""
-    models = client.search_logged_models(experiment_ids=[run.info.experiment_id],
-                                         filter_string=f"source_run_id = '{run.info.run_id}'", max_results=100)
-    ids = [m.model_id for m in models if m.name == MODEL_NAME]
-    if not ids:
-        raise NotFoundError(f"run {run.info.run_id} ({run.info.run_name}) trained a model but logged none (its "
-                            "network is missing): nothing to package. Register another run.")
-    return ids[-1]
 
 
 @dataclass
@@ -114,25 +102,26 @@ def sweep_pvalue(client: MlflowClient, run: Run) -> float | None:
     return sweep.data.metrics.get("spa_pvalue")
 
 
-def register_model(client: MlflowClient, tracking_uri: str, run: Run, name: str, metric: str,
-                   deflated_sharpe: float | None = None, alias: str | None = None) -> Any:
-    """Register the run's whole strategy (``runner.tracking.packaging``: raw bars in, weights out) as a new version
-    of ``name`` (the registered model is created when new), and point ``alias`` at it when given.
-
-    Version tags: the run id and name, its sweep, its engine version, its data digest, the ranking metric's value
-    and the deflated Sharpe when known. The same run registered twice under one name is refused (ConfigError).
-    """
-    import mlflow
-
-    from runner.tracking.packaging import log_strategy_model
-    from runner.tracking.queries import DATA_DIGEST_TAG
-
-    check_name(name, alias)
+def refuse_twice(client: MlflowClient, run: Run, name: str) -> None:
+    """The same run is never registered twice under one name (ConfigError)."""
     existing = client.search_model_versions(f"name = '{name}' and run_id = '{run.info.run_id}'")
     if existing:
         raise ConfigError(f"run {run.info.run_id} is already version {existing[0].version} of registered model "
                           f"{name!r}; it is not registered twice.")
-    model_id = log_strategy_model(client, tracking_uri, run)
+
+
+def register_model(client: MlflowClient, tracking_uri: str, run: Run, model_id: str, name: str, metric: str,
+                   deflated_sharpe: float | None = None, alias: str | None = None) -> Any:
+    """Register the run's logged model ``model_id`` (its packaged strategy: ``runner.serving.packaging``) as a new
+    version of ``name`` (the registered model is created when new), and point ``alias`` at it when given.
+
+    Version tags: the run id and name, its sweep, its engine version, its data digest, the ranking metric's value
+    and the deflated Sharpe when known.
+    """
+    import mlflow
+
+    from runner.tracking.queries import DATA_DIGEST_TAG
+
     value = run.data.metrics.get(metric)
     tags = {"run_id": run.info.run_id, "run_name": run.info.run_name or "",
             "sweep_name": run.data.tags.get("sweep_name", ""), ENGINE_VERSION_TAG: str(engine_version(run)),

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
 
 STRATEGY_MODEL = "strategy"  # the name of the packaged strategy among a run's logged models
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-SERVED_FILE = PROJECT_ROOT / "runner" / "served_strategy.py"
+MODEL_CODE = Path(__file__).resolve().parent / "model_code.py"  # what MLflow runs to load the model
+NETWORK = "model"  # the name a run logs its network under (runs:/<run id>/model)
 
 
 def strategy_spec(config: dict[str, Any], run: Run) -> dict[str, Any]:
@@ -60,6 +60,17 @@ def requirements(with_network: bool) -> list[str]:
     return [f"{name}=={metadata.version(name).split('+')[0]}" for name in names]
 
 
+def network_model_id(client: MlflowClient, run: Run) -> str:
+    """The id of the network the run logged under ``model``; NotFoundError when it logged none."""
+    models = client.search_logged_models(experiment_ids=[run.info.experiment_id],
+                                         filter_string=f"source_run_id = '{run.info.run_id}'", max_results=100)
+    ids = [m.model_id for m in models if m.name == NETWORK]
+    if not ids:
+        raise NotFoundError(f"run {run.info.run_id} ({run.info.run_name}) trained a model but logged none (its "
+                            "network is missing): nothing to package. Register another run.")
+    return ids[-1]
+
+
 def log_strategy_model(client: MlflowClient, tracking_uri: str, run: Run) -> str:
     """Package the run's strategy as a logged model of that run and return its model id. A model run carries its
     network (the run's logged ``model``) and the training's standardisation; a rule run, its rule alone."""
@@ -67,8 +78,7 @@ def log_strategy_model(client: MlflowClient, tracking_uri: str, run: Run) -> str
     from mlflow.artifacts import download_artifacts
     from mlflow.entities import LoggedModelOutput
 
-    from runner.serving import SPEC_FILE, STANDARDISATION_FILE, signature
-    from runner.tracking.registry import network_model_id
+    from runner.serving.strategy import SPEC_FILE, STANDARDISATION_FILE, signature
 
     run_id = run.info.run_id
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,7 +102,7 @@ def log_strategy_model(client: MlflowClient, tracking_uri: str, run: Run) -> str
         model = client.create_logged_model(run.info.experiment_id, name=STRATEGY_MODEL, source_run_id=run_id,
                                            model_type="strategy", tags={"runner.packaged_from": run_id})
         client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
-        mlflow.pyfunc.log_model(name=STRATEGY_MODEL, python_model=str(SERVED_FILE), artifacts=artifacts,
+        mlflow.pyfunc.log_model(name=STRATEGY_MODEL, python_model=str(MODEL_CODE), artifacts=artifacts,
                                 code_paths=code_paths(config), signature=signature(spec["universe"] is not None),
                                 pip_requirements=requirements(network is not None), model_id=model.model_id)
     client.finalize_logged_model(model.model_id, "READY")

@@ -5,7 +5,7 @@ alignment rules; with a model, the training's standardisation and the network (`
 by the code a backtest uses (``Universe``, ``Strategy.portfolio_weights``, ``runner.ml.dataset``, the engine's
 ``holdings``), so a served weight equals the backtest's ``weight`` on the same bars (with ``backtest.rebalance=1``;
 with a schedule, the served weight is the target a rebalance trades to). ``StrategyModel`` is MLflow's
-``PythonModel``; ``runner/served_strategy.py`` is the file MLflow's models-from-code loads it from (no pickle).
+``PythonModel``; ``runner.serving.model_code`` is the file MLflow's models-from-code loads it from (no pickle).
 """
 
 from __future__ import annotations

@@ -1,8 +1,0 @@
-"""The file MLflow's models-from-code runs to load a registered strategy (``runner.serving.StrategyModel``): code, not a
-pickle, so it loads with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``."""
-
-from mlflow.models import set_model
-
-from runner.serving import StrategyModel
-
-set_model(StrategyModel())
