@@ -2,7 +2,7 @@
 --grid, the batch launcher on a rule grid.
 
     python bench/sweep.py [--jobs 20] [--models none mlp] [--baseline CHECKOUT] [--rounds 1]
-    python bench/sweep.py --grid [--fast 5 25] [--slow 30 230]   # 20 x 20 = 400 SMA pairs on sp500
+    python bench/sweep.py --grid [--fast 5 25] [--slow 30 230] [--baseline CHECKOUT]   # 400 SMA pairs on sp500
 
 --grid times, side by side in one run: a single sma_crossover run; the grid with hydra/launcher=batch (seconds per
 configuration beyond the single run, split into Hydra's own composition of each job, which the basic sweeper does
@@ -139,19 +139,24 @@ def engine_against_vectorbt(fast: range, slow: range) -> None:
           f"from_signals {theirs * 1000:.0f} ms (ours / vectorbt = {ours / theirs:.2f})")
 
 
-def grid(fast: range, slow: range) -> None:
+def grid(fast: range, slow: range, checkouts: list[tuple[str, Path]]) -> None:
     n = len(fast) * len(slow)
-    single = run(["+strategy=sma_crossover", "model=none"])
-    batch = run(["-m", "+strategy=sma_crossover", "model=none", f"strategy.fast=range({fast.start},{fast.stop})",
-                 f"strategy.slow=range({slow.start},{slow.stop},{slow.step})", "hydra/launcher=batch", "resume=false"])
+    print(f"{n} configurations, sma_crossover on sp500; {os.cpu_count()} cores")
+    for label, root in checkouts:
+        single = run(["+strategy=sma_crossover", "model=none"], root)
+        batch = run(["-m", "+strategy=sma_crossover", "model=none", f"strategy.fast=range({fast.start},{fast.stop})",
+                     f"strategy.slow=range({slow.start},{slow.stop},{slow.step})", "hydra/launcher=batch",
+                     "resume=false"], root)
+        beyond = (batch - single) / n
+        print(f"{label}: single run {single:.2f} s; batch launcher {batch:.1f} s: {beyond:.3f} s per configuration "
+              "beyond the single run", flush=True)
     compose = composition_seconds()
     floor = mlflow_floor()
-    beyond = (batch - single) / n
-    print(f"{n} configurations, sma_crossover on sp500; {os.cpu_count()} cores")
-    print(f"single run {single:.2f} s; batch launcher {batch:.1f} s: {beyond:.3f} s per configuration beyond the "
-          f"single run, of which Hydra's composition of each job by the basic sweeper {compose:.3f} s")
-    print(f"MLflow's own floor per child run: {floor:.3f} s; batch beyond a single run / floor = {beyond / floor:.2f}x"
-          f" ({(beyond - compose) / floor:.2f}x without Hydra's composition)")
+    print(f"of which Hydra's composition of each job by the basic sweeper {compose:.3f} s; MLflow's own floor per "
+          f"child run: {floor:.3f} s; this checkout's batch beyond a single run / floor = {beyond / floor:.2f}x"
+          f" ({(beyond - compose) / floor:.2f}x without Hydra's composition)" if len(checkouts) == 1 else
+          f"Hydra's composition of each job by the basic sweeper {compose:.3f} s; MLflow's own floor per child run: "
+          f"{floor:.3f} s")
     engine_against_vectorbt(fast, slow)
 
 
@@ -165,14 +170,14 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, help="another checkout to time the same way, interleaved")
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
+    checkouts = [("this", ROOT)] + ([("baseline", args.baseline.resolve())] if args.baseline else [])
     if args.grid:
-        grid(range(*args.fast), range(args.slow[0], args.slow[1], 10))
+        grid(range(*args.fast), range(args.slow[0], args.slow[1], 10), checkouts)
         return
     lookbacks = ",".join(str(5 + 5 * i) for i in range(args.jobs))
     print(f"{args.jobs} jobs; {os.cpu_count()} cores; joblib = hydra/launcher=joblib hydra.launcher.n_jobs=2")
     print(f"{'checkout':<9} {'model':<6} {'single run s':>12} {'basic total s':>13} {'beyond 1st s/job':>16} "
           f"{'joblib total s':>14} {'joblib speed-up':>15}")
-    checkouts = [("this", ROOT)] + ([("baseline", args.baseline.resolve())] if args.baseline else [])
     for _ in range(args.rounds):
         for model in args.models:
             for label, root in checkouts:
