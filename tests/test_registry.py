@@ -176,3 +176,17 @@ def test_a_registered_universe_rule_serves_weights_per_symbol(tmp_path: Path, cl
     assert signal.returncode == 0, signal.stderr
     assert signal.stdout.splitlines()[0].startswith("models:/xs@champion: hold after the close of ")
     assert len(signal.stdout.splitlines()) == 5  # the bar, then one weight per symbol
+
+
+def test_a_sweep_over_two_files_says_its_winner_mixes_data(tmp_path: Path, cli_env: dict, tracking_uri: str) -> None:
+    from runner.logger import MLflowLogger
+
+    files = [tmp_path / "a.csv", tmp_path / "b.csv"]
+    for seed, file in enumerate(files):
+        write_bars(file, seed=21 + seed)
+    done = run_cli(["runner", "-m", "+strategy=momentum", "model=none", "data=csv",
+                    f"data.path={files[0]},{files[1]}", "experiment_name=mixed"], cli_env, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "these configurations mix data: 2 data digests" in done.stdout
+    best = MLflowLogger("mixed", tracking_uri).get_best_run("val_sharpe_ratio")
+    assert best["mixed_data"] and best["data_digest"]

@@ -215,6 +215,7 @@ def test_a_position_held_from_the_first_bar_pays_its_entry_cost(tmp_path: Path, 
     assert trades["return"].iloc[0] == pytest.approx(0.998 * everything[-1] / everything[0] - 1, rel=1e-9)
 
 
+@pytest.mark.slow
 def test_timings_are_printed_only_with_verbose(tmp_path: Path, cli_env: dict, tracking_uri: str) -> None:
     """Not on a terminal: one training summary line without a time; verbose=true adds the timings."""
     command = ["runner", "+strategy=momentum", "model=linear", "trainer.epochs=2", "data.start=2016-01-01"]

@@ -105,20 +105,24 @@ def test_joblib_sweep_with_two_workers_loses_no_run(tmp_path: Path, cli_env: dic
     assert len({r.data.tags["config_hash"] for r in children}) == 4
 
 
-def test_report_errors_are_clear(tmp_path: Path, cli_env: dict, tracking_uri: str) -> None:
+def test_report_errors_are_clear(tmp_path: Path, cli_env: dict, tracking_uri: str,
+                                 capsys: pytest.CaptureFixture) -> None:
+    from runner import report
     from runner.logger import MLflowLogger
 
     logger = MLflowLogger("trading_experiment", tracking_uri)
     with logger:
         logger.log_metrics({"val_sharpe_ratio": 1.0})
-    cases = [(["--experiment", "nope"], "no experiment named 'nope'"),
-             (["--metric", "val_nothing"], "has a finite 'val_nothing'"),
-             (["--sweep", "sweep_missing"], "no sweep with that parent run id or name")]
-    for args, message in cases:
-        done = run_cli(["runner.report", *args], cli_env, tmp_path)
-        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
-    ok = run_cli(["runner.report", "--json"], cli_env, tmp_path)
-    assert ok.returncode == 0 and json.loads(ok.stdout)["runs"][0]["val_sharpe_ratio"] == 1.0
+    done = run_cli(["runner.report", "--experiment", "nope"], cli_env, tmp_path)  # the CLI itself, once
+    assert done.returncode == 2 and "no experiment named 'nope'" in done.stderr and "Traceback" not in done.stderr
+    cases = [(["--metric", "val_nothing"], "has a finite 'val_nothing'"),
+             (["--sweep", "sweep_missing"], "no sweep with that parent run id or name"),
+             (["--register", "x", "--alias", "v2"], "--alias 'v2': allowed are letters, digits")]
+    for args, message in cases:  # the same main(), in this process
+        assert report.main(args) == 2
+        assert message in capsys.readouterr().err
+    assert report.main(["--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["runs"][0]["val_sharpe_ratio"] == 1.0
 
 
 @pytest.mark.slow
