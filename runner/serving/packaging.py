@@ -3,6 +3,7 @@ bundled, the network as a ``pt2`` artifact): what ``runner.report --register`` p
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import tempfile
 from importlib import metadata
@@ -42,14 +43,13 @@ def code_paths(config: dict[str, Any]) -> list[str]:
             packages.add(str(target).split(".", 1)[0])
     paths = []
     for package in sorted(packages):
-        import importlib.util
-
         spec = importlib.util.find_spec(package)
-        if spec is None or spec.origin is None and not spec.submodule_search_locations:
+        if spec is None:  # nothing importable by that name: the config's own error, raised when it was built
             continue
-        where = Path(next(iter(spec.submodule_search_locations))) if spec.submodule_search_locations else Path(
-            str(spec.origin))
-        paths.append(str(where))
+        if spec.submodule_search_locations:  # a package: its folder
+            paths.append(str(next(iter(spec.submodule_search_locations))))
+        elif spec.origin:  # a single module: its file
+            paths.append(str(spec.origin))
     return paths
 
 

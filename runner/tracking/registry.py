@@ -80,7 +80,9 @@ def gate_refusal(client: MlflowClient, run: Run, name: str, alias: str | None, m
         return (f"{name}@{alias} (version {champion.version}, run {champion.run_id}) was measured on other data "
                 f"(data digest {theirs} vs {ours}): not comparable; run its configuration on this data first")
     new, old = run.data.metrics.get(held_out, math.nan), incumbent.data.metrics.get(held_out, math.nan)
-    if not math.isfinite(new) or (math.isfinite(old) and not (new > old if mode == "max" else new < old)):
+    if not math.isfinite(new):
+        return f"it has no finite {held_out} to compare with {name}@{alias}'s (version {champion.version})"
+    if math.isfinite(old) and not (new > old if mode == "max" else new < old):
         return (f"{held_out} {new:.4f} is not better than {name}@{alias}'s {old:.4f} (version {champion.version}) "
                 "on the same data")
     return None
