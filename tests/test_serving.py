@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from runner.evaluation.experiment import compute, prepare
@@ -105,3 +106,15 @@ def test_walk_forward_and_cpcv_runs_name_each_fold_and_group() -> None:
     assert len(contexts) == 1 + 2 * len(folds) + (walk.final_fold is not None)
     cpcv = prepare(composed([*SERIES, "model=none", "evaluation=cpcv"]))
     assert [k for k in stretches(cpcv) if k != "bars"] == [f"group {g}" for g in range(len(cpcv.cpcv.groups))]
+
+
+def test_a_walk_forward_model_serves_its_last_folds_network() -> None:
+    """A walk-forward run packages its last fold's network and standardisation: served, they hold the weights that
+    fold's test stretch traded."""
+    prepared = prepare(composed([*SERIES, "model=linear", "trainer.epochs=2", "evaluation=walk_forward"]))
+    outcome = compute(prepared)
+    last = prepared.folds[-1]
+    weights = served(prepared, outcome, long_bars(prepared.book))[:, 0]
+    stitched = pd.Series(outcome.result.weights, index=outcome.result.index)
+    stretch = prepared.book.index[last.test_start:last.test_end]
+    np.testing.assert_array_equal(weights[last.test_start:last.test_end], stitched.loc[stretch].to_numpy())
