@@ -57,6 +57,11 @@ def test_metrics_pinned_on_a_hand_checkable_series() -> None:
     se = math.sqrt((1 - m["skew"] * sr + (m["kurtosis"] - 1) / 4 * sr**2) / 3)
     assert m["sharpe_se"] == pytest.approx(se)
     assert m["psr"] == pytest.approx(0.5 * (1 + math.erf(sr / se / math.sqrt(2))))
+    # always in the market but at bar 2's (flat) bar: s == b, so beta 1, alpha 0, no tracking error (IR undefined)
+    assert m["beta"] == pytest.approx(1.0) and m["alpha"] == pytest.approx(0.0, abs=1e-12)
+    assert math.isnan(m["information_ratio"])
+    # sorted s = [-.1, 0, .1, .1]: the 5% quantile sits 0.15 of the way from -.1 to 0; CVaR: the worst int(3*.05)+1
+    assert m["value_at_risk"] == pytest.approx(-0.085) and m["conditional_value_at_risk"] == pytest.approx(-0.1)
     trades = result.trades
     assert list(trades["is_open"]) == [False, True]
     assert trades["return"].tolist() == pytest.approx([-0.01, 0.1])
@@ -229,3 +234,27 @@ def test_forecasts_become_weights_by_the_shared_rules() -> None:
     # warm-up (2 bars) flat; beyond +-0.5 long/short; inside the band and NaN flat
     np.testing.assert_array_equal(strategy.weights_from_forecast(forecast), [0, 0, 1, 0, 0, -1, 0])
     np.testing.assert_array_equal(Momentum(lookback=2).weights_from_forecast(forecast), [0, 0, 1, 1, 0, 0, 0])
+
+
+@pytest.mark.parametrize("risk_free_rate", [0.0, 0.03])
+def test_benchmark_relative_and_tail_metrics_equal_empyrical(risk_free_rate: float) -> None:
+    """alpha, beta, information ratio, VaR and CVaR per segment against empyrical-reloaded on a real backtest: the
+    same per-bar returns (the segment's strategy returns against buy and hold's), empyrical's conventions."""
+    empyrical = pytest.importorskip("empyrical")
+    from runner.data.series import bundled_bars
+
+    bars = bundled_bars("sp500").iloc[-1500:]
+    close = bars["close"].to_numpy()
+    weights = Momentum(40).target_weights(bars) * 0.7
+    config = BacktestConf(periods_per_year=252, risk_free_rate=risk_free_rate, commission=0.0005)
+    result = run_backtest(close, weights, 900, 1200, config, bars.index)
+    rf = risk_free_rate / 252
+    for segment, (start, stop) in result.bounds.items():
+        s = result.strategy_returns[start + (segment == "train"):stop]  # train's first bar has no return
+        b = result.bar_returns[start + (segment == "train"):stop]
+        m = result.metrics[segment]
+        assert m["beta"] == pytest.approx(empyrical.beta(s, b, risk_free=rf), rel=1e-12)
+        assert m["alpha"] == pytest.approx(empyrical.alpha(s, b, risk_free=rf, annualization=252), rel=1e-10)
+        assert m["information_ratio"] == pytest.approx(empyrical.excess_sharpe(s, b) * math.sqrt(252), rel=1e-12)
+        assert m["value_at_risk"] == pytest.approx(empyrical.value_at_risk(s), rel=1e-12)
+        assert m["conditional_value_at_risk"] == pytest.approx(empyrical.conditional_value_at_risk(s), rel=1e-12)

@@ -84,8 +84,45 @@ def segment_metrics(strategy_returns: np.ndarray, bar_returns: np.ndarray, equit
         "benchmark_sharpe_ratio": sharpe(bar_returns, ppy, risk_free_rate),
         "excess_return": total_return - benchmark_total,  # strategy minus buy-and-hold total return
         "num_bars": float(len(equity)),
+        **benchmark_relative(strategy_returns, bar_returns, ppy, risk_free_rate),
+        **tail_risk(strategy_returns),
         **belief_metrics(strategy_returns - risk_free_rate / ppy),
     }
+
+
+def benchmark_relative(strategy_returns: np.ndarray, benchmark_returns: np.ndarray, periods_per_year: int,
+                       risk_free_rate: float = 0.0) -> dict[str, float]:
+    """Against buy and hold, per bar (empyrical's conventions): ``beta`` = cov(y, x) / var(x) and ``alpha`` =
+    (1 + mean(y - beta x))**ppy - 1 (annualised), with y, x the strategy's and the benchmark's returns less
+    rf/ppy; ``information_ratio`` = mean(a) / std(a, ddof=1) * sqrt(ppy), a = s - b (annualised; empyrical's
+    ``excess_sharpe`` times sqrt(ppy)). NaN with < 2 returns or a flat benchmark."""
+    nan = {"alpha": math.nan, "beta": math.nan, "information_ratio": math.nan}
+    if len(strategy_returns) < 2:
+        return nan
+    y = strategy_returns - risk_free_rate / periods_per_year
+    x = benchmark_returns - risk_free_rate / periods_per_year
+    residual = x - np.mean(x)
+    spread = float(np.mean(residual * residual))
+    beta = float(np.mean(residual * y)) / spread if spread > ZERO_STD**2 else math.nan
+    alpha = (float(np.mean(y - beta * x)) + 1.0) ** periods_per_year - 1.0 if math.isfinite(beta) else math.nan
+    active = strategy_returns - benchmark_returns
+    tracking = float(np.std(active, ddof=1))
+    information = float(np.mean(active)) / tracking * math.sqrt(periods_per_year) if tracking > ZERO_STD else math.nan
+    return {"alpha": alpha, "beta": beta, "information_ratio": information}
+
+
+VAR_CUTOFF = 0.05  # the tail value_at_risk and conditional_value_at_risk look at
+
+
+def tail_risk(returns: np.ndarray, cutoff: float = VAR_CUTOFF) -> dict[str, float]:
+    """Historical, per bar (empyrical's conventions): ``value_at_risk`` the ``cutoff`` quantile of the returns
+    (linear interpolation; a return, negative for a loss), ``conditional_value_at_risk`` the mean of the
+    ``int((n - 1) * cutoff) + 1`` worst returns. NaN without returns."""
+    if not len(returns):
+        return {"value_at_risk": math.nan, "conditional_value_at_risk": math.nan}
+    worst = int((len(returns) - 1) * cutoff)
+    return {"value_at_risk": float(np.percentile(returns, 100 * cutoff)),
+            "conditional_value_at_risk": float(np.mean(np.partition(returns, worst)[:worst + 1]))}
 
 
 def belief_metrics(excess_returns: np.ndarray) -> dict[str, float]:
