@@ -7,6 +7,7 @@
     python -m runner.report --ledger [--sweep NAME] [--format table|json]   # what n_trials counts
     python -m runner.report --stale [--older-than HOURS] [--mark]   # runs left RUNNING by a hard kill
     python -m runner.report --figures RUN_ID   # draw a sweep child's figures from its logged tables
+    python -m runner.report --metrics   # what every metric means, and its unit
 
 Only runs of the current engine version rank unless ``--all-versions`` (the count left out is shown);
 ``--register NAME`` puts the top run's whole strategy (raw bars in, weights out) in the model registry, ``--alias``
@@ -48,7 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", help="only runs of this model option (e.g. mlp, none)")
     parser.add_argument("--digest", help="only runs on these bars: a data digest (the runs' data_digest tag)")
     parser.add_argument("--columns", help="comma-separated metrics, params or tags to show instead of the "
-                                          "default columns, e.g. test_cagr,strategy.lookback")
+                                          "default columns, e.g. test_cagr,strategy.lookback (--metrics: what each "
+                                          "metric means)")
+    parser.add_argument("--metrics", action="store_true", help="print what every metric means, and its unit")
     parser.add_argument("--all-versions", action="store_true",
                         help="also rank runs of older engine versions (their metrics may mean something else)")
     parser.add_argument("--register", metavar="NAME",
@@ -284,6 +287,11 @@ def ledger_report(args: argparse.Namespace, ledger: Ledger) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.metrics:
+        from runner.engine.metric_docs import render_text
+
+        print(render_text(), end="")
+        return 0
     try:
         return report(args)
     except UserError as error:

@@ -4,6 +4,7 @@ real sqlite stores and through the real CLIs (the registry: ``test_registry.py``
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,40 @@ def test_the_readme_parameter_table_is_generated_and_in_sync() -> None:
     block = text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
     assert block == render_markdown().strip(), ("README parameter table drifted: run python -m runner.config.docs "
                                                 "--write")
+    from runner.config.docs import METRICS_BEGIN, METRICS_END
+    from runner.engine.metric_docs import render_markdown as render_metrics
+
+    block = text.split(METRICS_BEGIN, 1)[1].split(METRICS_END, 1)[0].strip()
+    assert block == render_metrics().strip(), "README metric table drifted: run python -m runner.config.docs --write"
+
+
+def test_every_metric_a_run_logs_has_a_meaning_and_a_unit() -> None:
+    """The golden runs' metrics (holdout, walk-forward, universe, model), a CPCV run's, and the run-level ones."""
+    from runner.engine.metric_docs import RUN, SEGMENT, describe
+    from runner.evaluation.experiment import compute, prepare
+    from tests.golden_runs import GOLDEN
+    from tests.test_universe_strategies import composed
+
+    keys = {re.sub(r"^fold\d+_", "fold_test_", key)  # a fold's metrics are logged as fold_test_* with step = fold
+            for path in GOLDEN.glob("*.json") for key in json.loads(path.read_text())}
+    cpcv = compute(prepare(composed(["+strategy=momentum", "model=none", "data=synthetic", "data.n_bars=600",
+                                     "evaluation=cpcv"]))).cpcv
+    keys |= set(cpcv.distribution) | {f"path_{k}" for k in cpcv.path_metrics} | set(RUN)
+    assert len(keys) > 100
+    undocumented = sorted(k for k in keys if describe(k) is None)
+    assert not undocumented, undocumented
+    assert all(describe(k)["meaning"] for k in keys) and describe("test_turnover")["unit"] == "x equity/year"
+    assert describe("fold_test_sharpe_ratio")["meaning"].endswith("each walk-forward fold's test stretch, step = fold")
+    assert describe("test_nothing") is None and set(SEGMENT) >= {"alpha", "beta", "value_at_risk"}
+
+
+def test_the_report_says_what_each_metric_means_in_100_columns(capsys: pytest.CaptureFixture) -> None:
+    from runner.engine.metric_docs import RUN, SEGMENT
+
+    assert report.main(["--metrics"]) == 0  # no store needed
+    out = capsys.readouterr().out
+    assert all(f"  {name} " in out for name in [*SEGMENT, *RUN]) and "historical 95% value at risk" in out
+    assert max(map(len, out.splitlines())) <= 100
 
 
 @pytest.mark.parametrize("strategy", sorted(p.stem for p in (ROOT / "conf" / "strategy").glob("*.yaml")))

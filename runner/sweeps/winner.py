@@ -146,6 +146,9 @@ def _record_on_parent(logger: MLflowLogger, summary: dict[str, Any], members: li
             ("winner_deflated_sharpe_ratio_effective", trials.get("deflated_sharpe_ratio_effective")),
             ("pbo", trials.get("pbo")), ("spa_pvalue", trials.get("spa_pvalue")),
             ("reality_check_pvalue", trials.get("reality_check_pvalue"))) if value is not None})
+        from runner.tracking.recorder import log_metric_descriptions
+
+        log_metric_descriptions(logger)
     logger.set_tags(tags)
     finished = [r for r in members if r.info.status == "FINISHED"]
     with tempfile.TemporaryDirectory() as tmp:

@@ -74,6 +74,7 @@ class MLflowLogger:
             self.experiment_id = self._get_or_create_experiment(experiment_name)
         self.run_id: str | None = None
         self.defer_writes = False  # True: each run's writes go to the store in one batch and one upload at its end
+        self.metric_keys: set[str] = set()  # the metric keys logged by this logger to its active or attached run
         self._pending: dict[str, Any] | None = None
 
     @classmethod
@@ -123,6 +124,7 @@ class MLflowLogger:
         run = when_unlocked(self._mlflow.start_run, experiment_id=self.experiment_id, tags=run_tags,
                             run_name=run_name or datetime.now().strftime("run_%Y%m%d_%H%M%S"))
         self.run_id = run.info.run_id
+        self.metric_keys = set()
         if self.defer_writes:
             self._pending = {"params": {}, "tags": {}, "metrics": [], "inputs": [],
                              "files": tempfile.mkdtemp(prefix="runner_run_")}
@@ -134,6 +136,7 @@ class MLflowLogger:
             raise RuntimeError(f"run {self.run_id} is still active; call end_run() first.")
         self.client.get_run(run_id)  # fails clearly if it does not exist
         self.run_id = run_id
+        self.metric_keys = set()
 
     def detach(self) -> None:
         """Stop logging into an ``attach``ed run, leaving its status as it is."""
@@ -211,6 +214,7 @@ class MLflowLogger:
         self._log_metric_batches(run_id, items)
 
     def _log_metric_batches(self, run_id: str, items: list[Any]) -> None:
+        self.metric_keys.update(item.key for item in items)
         for start in range(0, len(items), MAX_METRICS_PER_BATCH):
             self._send_batch(run_id, metrics=items[start:start + MAX_METRICS_PER_BATCH])
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 PARAM_GROUPS = ("data", "model", "trainer", "strategy", "backtest", "evaluation", "selection")
 DESCRIPTIONS_ARTIFACT = "params/descriptions.json"
+METRIC_DESCRIPTIONS_ARTIFACT = "metrics/descriptions.json"
 PNG = {"dpi": 90, "pil_kwargs": {"compress_level": 1}}  # fast zlib: a slightly larger file, less CPU per run
 
 
@@ -60,6 +61,14 @@ def run_params(redacted_config: dict[str, Any]) -> dict[str, Any]:
     params["seed"] = redacted_config.get("seed")
     params["experiment_name"] = redacted_config.get("experiment_name")
     return params
+
+
+def log_metric_descriptions(logger: MLflowLogger) -> None:
+    """``metrics/descriptions.json``: what each metric the run logged means, and its unit
+    (``runner.engine.metric_docs``, the source of the README's metric table too)."""
+    from runner.engine.metric_docs import descriptions
+
+    logger.log_dict(descriptions(sorted(logger.metric_keys)), METRIC_DESCRIPTIONS_ARTIFACT)
 
 
 def log_run_start(logger: MLflowLogger, extras: RunExtras) -> None:
@@ -217,5 +226,6 @@ def log_outcome(logger: MLflowLogger, prepared: Prepared, outcome: Outcome, extr
     with tempfile.TemporaryDirectory() as tmp:
         _stage_files(Path(tmp), prepared, outcome, extras, figures)
         logger.log_artifacts(tmp)
+    log_metric_descriptions(logger)
     if outcome.training is not None:
         logger.log_model(outcome.training.model, "model")  # the example comes from model.example_input
