@@ -114,12 +114,13 @@ def test_batched_children_log_what_the_basic_launchers_jobs_log(tmp_path: Path, 
         assert run.data.tags["job_number"] == other.data.tags["job_number"]
         _assert_logged_alike(run, other)
         files = _files(client, run.info.run_id)
-        full = {f for f in _files(client, other.info.run_id) if not f.startswith("figures/")} | {"figures/equity.png"}
+        full = {f for f in _files(client, other.info.run_id) if not f.startswith("figures/")} | {
+            "figures/equity.png", "tearsheet.html"}
         if rank < 2:  # the best two: everything a single run has, figures and table views included
             assert files == full
             assert run.data.tags["mlflow.loggedArtifacts"] == other.data.tags["mlflow.loggedArtifacts"]
         else:  # the rest: the Parquet records, results, config and Hydra's files; no PNG, no JSON table view
-            assert files == {f for f in full if not f.startswith("figures/") and not (
+            assert files == {f for f in full if not f.startswith("figures/") and f != "tearsheet.html" and not (
                 f.startswith("backtest/") and f.endswith(".json") and f != "backtest/results.json")}
             assert "mlflow.loggedArtifacts" not in run.data.tags
     [best] = [b for b in (json.loads(f.read_text()) for f in tmp_path.glob("outputs/multirun/*/*/best_run.json"))
@@ -201,10 +202,14 @@ def test_a_rule_sweep_draws_its_winners_figures_and_any_runs_on_request(tmp_path
     children = sorted(_children(_runs(tracking_uri), _runs(tracking_uri)[0].data.tags["sweep_name"]).values(),
                       key=lambda r: -r.data.metrics["val_sharpe_ratio"])
     winner, other = children
-    assert "figures/equity.png" in _files(client, winner.info.run_id)  # drawn from its tables at the sweep's end
-    assert not [f for f in _files(client, other.info.run_id) if f.startswith("figures/")]
+    assert {"figures/equity.png", "tearsheet.html"} <= _files(client, winner.info.run_id)  # drawn at the sweep's end
+    assert not [f for f in _files(client, other.info.run_id) if f.startswith("figures/") or f == "tearsheet.html"]
     drawn = run_cli(["runner.report", "--figures", other.info.run_id], cli_env, tmp_path)
-    assert drawn.returncode == 0 and drawn.stdout.strip() == f"logged figures/equity.png into run {other.info.run_id}"
+    assert drawn.returncode == 0 and drawn.stdout.strip() == (f"logged figures/equity.png, tearsheet.html into run "
+                                                              f"{other.info.run_id}")
+    page = Path(client.download_artifacts(winner.info.run_id, "tearsheet.html", str(tmp_path))).read_text()
+    assert "Monthly and yearly returns" in page and "round trips closed in the segment" in page
+    assert "<td class=l>information_ratio</td>" in page  # the metrics come back from the run's logged ones
     for run in (winner, other):  # pixel for pixel what the run alone draws
         fast = run.data.params["strategy.fast"]
         single = run_cli(["runner", *SYNTHETIC, f"strategy.fast={fast}", "strategy.slow=40", f"run_name=alone{fast}"],

@@ -111,6 +111,7 @@ def test_cli_trades_the_bundled_universe_with_every_artifact(tmp_path: Path, cli
     client = mlflow.MlflowClient()
     files = {a.path for folder in ("backtest", "figures") for a in client.list_artifacts(run.info.run_id, folder)}
     assert {"backtest/weights.json", "backtest/weights.parquet", "figures/weights.png", "figures/equity.png"} <= files
+    assert {"tearsheet.html", "metrics"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
     weights = pd.read_json(client.download_artifacts(run.info.run_id, "backtest/weights.json", str(tmp_path)),
                            orient="split")
     assert list(weights.columns) == ["timestamp", "symbol", "weight"]

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 PARAM_GROUPS = ("data", "model", "trainer", "strategy", "backtest", "evaluation", "selection")
 DESCRIPTIONS_ARTIFACT = "params/descriptions.json"
 METRIC_DESCRIPTIONS_ARTIFACT = "metrics/descriptions.json"
+TEARSHEET = "tearsheet.html"
 PNG = {"dpi": 90, "pil_kwargs": {"compress_level": 1}}  # fast zlib: a slightly larger file, less CPU per run
 
 
@@ -89,12 +90,18 @@ def _log_training(logger: MLflowLogger, training: TrainingResult) -> None:
 
 
 def stage_figures(root: Path, prepared: Prepared, outcome: Outcome) -> None:
-    """The run's figures, as ``root/figures/*.png``."""
-    from runner.views.figures import run_figures
+    """The run's figures, as ``root/figures/*.png``, and its tearsheet, ``root/tearsheet.html``."""
+    from runner.views.figures import figure_title, run_figures
+    from runner.views.tearsheet import tearsheet_html
 
     (root / "figures").mkdir()
     for name, figure in run_figures(prepared, outcome).items():
         figure.savefig(root / "figures" / name, **PNG)
+    walk, cpcv = outcome.walk, outcome.cpcv
+    (root / TEARSHEET).write_text(tearsheet_html(
+        outcome.result, figure_title(prepared), prepared.backtest.periods_per_year,
+        walk.folds_table(prepared.book.index) if walk is not None else None,
+        cpcv.distribution if cpcv is not None else None))
 
 
 def log_views(logger: MLflowLogger, run_id: str, prepared: Prepared, outcome: Outcome) -> None:
@@ -168,12 +175,20 @@ def draw_logged_figures(client: MlflowClient, run_id: str) -> list[str]:
     figures = {"equity.png": equity_figure(result, title=title)}
     if result.symbols is not None:
         figures["weights.png"] = weights_figure(result, title=f"{title}: weights")
+    from runner.tracking.tables import read_backtest_table
+    from runner.views.tearsheet import tearsheet_html
+
+    result.trades = read_backtest_table(run.info.artifact_uri, "trades")
+    result.metrics = {segment: {key[len(segment) + 1:]: value for key, value in run.data.metrics.items()
+                                if key.startswith(f"{segment}_")} for segment in result.bounds}
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "figures").mkdir()
         for name, figure in figures.items():
             figure.savefig(Path(tmp) / "figures" / name, **PNG)
+        (Path(tmp) / TEARSHEET).write_text(tearsheet_html(result, title, float(params.get(
+            "backtest.periods_per_year_used", 252))))
         client.log_artifacts(run_id, tmp)
-    return [f"figures/{name}" for name in figures]
+    return [f"figures/{name}" for name in figures] + [TEARSHEET]
 
 
 def _stage_files(root: Path, prepared: Prepared, outcome: Outcome, extras: RunExtras, figures: bool = True) -> None:

@@ -259,14 +259,19 @@ def cpcv_figure(paths: list[BacktestResult], sharpes: list[float], title: str = 
     return fig
 
 
+def figure_title(prepared: Prepared) -> str:
+    """``Momentum with MLPForecaster on sp500 (4 assets)``: the strategy, the model when there is one, the data."""
+    target = prepared.config.model.get("_target_")
+    model = f" with {target.rsplit('.', 1)[-1]}" if target else ""
+    return (f"{type(prepared.strategy).__name__}{model} on {prepared.data_name}"
+            + ("" if prepared.book.series else f" ({prepared.book.n_assets} assets)"))
+
+
 def run_figures(prepared: Prepared, outcome: Outcome) -> dict[str, Figure]:
     """A run's figures by file name, built from its outcome (``runner.evaluation.experiment``): the equity (or the
     walk-forward record), a universe's weights, and the training curves when a model trained."""
-    book, walk = prepared.book, outcome.walk
-    target = prepared.config.model.get("_target_")
-    model = f" with {target.rsplit('.', 1)[-1]}" if target else ""
-    title = (f"{type(prepared.strategy).__name__}{model} on {prepared.data_name}"
-             + ("" if book.series else f" ({book.n_assets} assets)"))
+    walk = outcome.walk
+    title = figure_title(prepared)
     figures = {}
     if outcome.cpcv is not None:
         figures["cpcv.png"] = cpcv_figure(outcome.cpcv.paths, outcome.cpcv.path_metrics["sharpe_ratio"], title)
