@@ -19,6 +19,7 @@ message when the experiment, sweep or metric does not exist, or the gate refuses
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -52,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                           "default columns, e.g. test_cagr,strategy.lookback (--metrics: what each "
                                           "metric means)")
     parser.add_argument("--metrics", action="store_true", help="print what every metric means, and its unit")
+    parser.add_argument("--wide", action="store_true", help="every column, however wide (default: 100 characters)")
     parser.add_argument("--all-versions", action="store_true",
                         help="also rank runs of older engine versions (their metrics may mean something else)")
     parser.add_argument("--register", metavar="NAME",
@@ -142,7 +144,7 @@ def figures_report(logger: MLflowLogger, run_id: str) -> int:
 
 def report(args: argparse.Namespace) -> int:
     from runner.tracking.queries import and_filter, count_older, data_digests, search_ranked, version_filter
-    from runner.views.report_table import format_table, rows_for, to_csv
+    from runner.views.report_table import WIDTH, format_table, rows_for, to_csv
 
     logger = open_experiment(args.experiment, args.tracking_uri)
     if args.figures:
@@ -194,24 +196,37 @@ def report(args: argparse.Namespace) -> int:
                                       "data_digests": digests, "mixed_data": len(digests) > 1,
                                       "registered": registered, "runs": rows}), indent=2))
     else:
-        print(f"experiment {args.experiment!r}: top {len(rows)} by {args.mode} {args.metric} (winner first)")
-        print(format_table(rows, args.metric, columns))
+        width = None if args.wide else WIDTH
+        say = functools.partial(print_wrapped, width=width)
+        say(f"experiment {args.experiment!r}: top {len(rows)} by {args.mode} {args.metric} (winner first)")
+        table, left_out = format_table(rows, args.metric, columns, width)
+        print(table)
+        if left_out:
+            say(f"(left out to fit {WIDTH} columns: {', '.join(left_out)}; --wide shows them)")
         if older:
-            print(f"left out {older} finished run(s) of older engine versions (their metrics mean something else; "
+            say(f"left out {older} finished run(s) of older engine versions (their metrics mean something else; "
                   "--all-versions ranks them too)")
         if len(digests) > 1:
-            print(f"these runs mix data: {len(digests)} data digests ({', '.join(digests)}); a metric compares runs "
+            say(f"these runs mix data: {len(digests)} data digests ({', '.join(digests)}); a metric compares runs "
                   "on the same bars only (--digest D keeps one)")
         if registered:
-            print(f"registered run {registered['run_id']}'s strategy as version {registered['version']} of model "
-                  f"{registered['name']!r}" + (f", alias {registered['alias']!r}: models:/{registered['name']}@"
-                                               f"{registered['alias']}" if registered["alias"] else ""))
+            say(f"registered run {registered['run_id']}'s strategy as version {registered['version']} of model "
+                f"{registered['name']!r}" + (f", alias {registered['alias']!r}" if registered["alias"] else ""))
+            print(f"  {registered['model_uri']}" + (f"  models:/{registered['name']}@{registered['alias']}"
+                                                     if registered["alias"] else ""))
         where = (f"sweep name {args.sweep!r} over {belief['scope']['launches']} launch(es)" if args.sweep else
                  "the experiment on the top run's data (distinct configurations)")
         dsr = belief.get("deflated_sharpe_ratio")
-        print(f"deflated Sharpe of the top run given the {belief['n_trials']} trials of {where}: "
+        say(f"deflated Sharpe of the top run given the {belief['n_trials']} trials of {where}: "
               + (f"{dsr:.4f}" if dsr is not None else belief.get("reason", "n/a")))
     return 0
+
+
+def print_wrapped(text: str, width: int | None) -> None:
+    """A line of the report within ``width`` characters (None: as it is)."""
+    import textwrap
+
+    print(textwrap.fill(text, width, break_on_hyphens=False) if width else text)
 
 
 def register(args: argparse.Namespace, logger: MLflowLogger, top: Any, belief: dict[str, Any]) -> dict[str, Any]:
@@ -294,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return report(args)
+    except BrokenPipeError:  # the reader stopped reading (| head): not an error; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except UserError as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -92,9 +92,55 @@ def frame_for(rows: list[dict[str, Any]], metric: str, columns: list[str] | None
     return frame.rename(columns=HEADERS | {metric: metric} if not full else {})
 
 
-def format_table(rows: list[dict[str, Any]], metric: str, columns: list[str] | None = None) -> str:
+WIDTH = 100  # the table's default width in characters (--wide: no limit)
+CELL = 24  # the widest a text cell is shown before it is cut with an ellipsis (paths: their file name first)
+
+
+def _text(value: Any) -> str:
+    """A cell as text: numbers to 4 decimals, missing as ``-`` (never ``None`` or ``nan``), a path by its file name."""
+    import math
+
+    if value is None or value in ("None", "nan", "") or isinstance(value, float) and not math.isfinite(value):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    text = str(value)
+    if "/" in text and len(text) > CELL:
+        text = text.rstrip("/").rsplit("/", 1)[-1]
+    return text if len(text) <= CELL else text[:CELL - 1] + "…"
+
+
+def format_table(rows: list[dict[str, Any]], metric: str, columns: list[str] | None = None,
+                 width: int | None = WIDTH) -> tuple[str, list[str]]:
+    """The table as text within ``width`` characters (None: every column), and the columns left out to fit.
+
+    Strategy, model and data are already in the run name (``strategy-model-data``): they are their own columns
+    only when a run was named otherwise. A column with no value, or the values of a column before it (``data.source``
+    beside ``data``), is not shown. A param's header is its last key when that is unique. Columns beyond the width
+    are left out from the right, the first four always kept."""
     frame = frame_for(rows, metric, columns)
-    return frame.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="nan")
+    if not columns and all(str(r["run_name"]).startswith(f"{r['strategy']}-{r['model']}-{r['data']}") for r in rows):
+        frame = frame.drop(columns=["strategy", "model", "data"])
+    last = [str(c).rsplit(".", 1)[-1] for c in frame.columns]
+    frame.columns = [short if last.count(short) == 1 and short not in HEADERS.values() else column
+                     for column, short in zip(frame.columns, last, strict=True)]
+    cells: dict[str, list[str]] = {}
+    for i, column in enumerate(frame.columns):  # a column with nothing in it, or another's values again, is noise
+        values = [_text(v) for v in frame[column]]
+        if i < 3 or columns or set(values) != {"-"} and values not in cells.values():  # asked for: shown
+            cells[column] = values
+    sizes = {column: max(len(str(column)), *(len(v) for v in values)) for column, values in cells.items()}
+    shown, used, left_out = [], -1, []
+    for i, column in enumerate(cells):
+        if width is None or i < 4 or used + 1 + sizes[column] <= width:
+            shown.append(column)
+            used += 1 + sizes[column]
+        else:
+            left_out.append(str(column))
+    lines = [" ".join((str(c).ljust if c in ("run name",) else str(c).rjust)(sizes[c]) for c in shown)]
+    for i in range(len(frame)):
+        lines.append(" ".join((cells[c][i].ljust if c == "run name" else cells[c][i].rjust)(sizes[c]) for c in shown))
+    return "\n".join(lines), left_out
 
 
 def to_csv(rows: list[dict[str, Any]], metric: str, columns: list[str] | None = None) -> str:
