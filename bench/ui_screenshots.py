@@ -1,12 +1,12 @@
 """What a user sees in the MLflow UI, as headless Chromium renders it: the experiment's runs (the training
-view link the runner prints), one run's page, a sweep parent's page (the winner's trial statistics) and a CPCV
-run's page.
+view link the runner prints, and the experiment as a click in MLflow's own list opens it), one run's page, its
+tearsheet in the artifact viewer, a sweep parent's page (the winner's trial statistics) and a CPCV run's page.
 
     python bench/ui_screenshots.py [--out /tmp/ui_shots] [--chromium chromium]
 
 Runs one experiment and a 3-job sweep into a fresh sqlite store, serves it with ``mlflow ui`` on 127.0.0.1,
-and writes ``experiment.png``, ``run.png``, ``sweep.png`` and ``cpcv_run.png`` (Debian: ``apt-get install
-chromium``).
+and writes ``experiment.png``, ``experiment_clicked.png``, ``run.png``, ``tearsheet.png``, ``sweep.png`` and
+``cpcv_run.png`` (Debian: ``apt-get install chromium``).
 """
 
 from __future__ import annotations
@@ -75,8 +75,14 @@ def main() -> None:
     try:
         wait_healthy(f"http://127.0.0.1:{port}")
         local = f"http://127.0.0.1:{port}"
+        run_link = re.search(r"this run: (\S+)", single).group(1)
         links = {"experiment.png": re.search(r"runs: (\S+)", single).group(1),
-                 "run.png": re.search(r"this run: (\S+)", single).group(1),
+                 # where a click in MLflow's own experiment list lands (no workflowType in the link): with the
+                 # experiment tagged mlflow.experimentKind=custom_model_development, the training views
+                 "experiment_clicked.png": re.search(r"runs: (\S+)", single).group(1).split("?")[0],
+                 "run.png": run_link,
+                 "tearsheet.png": run_link.replace("?workflowType=machine_learning",
+                                                   "/artifacts/tearsheet.html?workflowType=machine_learning"),
                  "sweep.png": re.search(r"the sweep: (\S+)", sweep).group(1),
                  "cpcv_run.png": re.search(r"this run: (\S+)", cpcv).group(1)}
         for name, link in links.items():
