@@ -178,7 +178,10 @@ def draw_logged_figures(client: MlflowClient, run_id: str) -> list[str]:
     from runner.tracking.tables import read_backtest_table
     from runner.views.tearsheet import tearsheet_html
 
-    result.trades = read_backtest_table(run.info.artifact_uri, "trades")
+    try:
+        result.trades = read_backtest_table(run.info.artifact_uri, "trades")
+    except NotFoundError:  # a run logged without its trades table: the tearsheet says there are none
+        pass
     result.metrics = {segment: {key[len(segment) + 1:]: value for key, value in run.data.metrics.items()
                                 if key.startswith(f"{segment}_")} for segment in result.bounds}
     with tempfile.TemporaryDirectory() as tmp:
