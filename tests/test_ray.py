@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -52,6 +53,9 @@ def test_an_eight_job_sweep_on_the_cluster_is_tracked_on_the_server(tmp_path: Pa
     launcher_pid = parents[0].data.tags["runner.pid"]
     assert all(r.data.tags["runner.pid"] != launcher_pid for r in children)  # each ran in a Ray worker
     assert {r.data.tags["runner.threads"] for r in children} == {"1"}  # Ray's default: 1 CPU per job
+    nodes = {r.data.tags["runner.ray_node"] for r in children}  # where each job ran: a node's address
+    assert len(nodes) >= 1 and all(re.fullmatch(r"[0-9a-f.:]+", node) for node in nodes), nodes
+    assert "runner.ray_node" not in parents[0].data.tags
     best = json.loads(next(tmp_path.glob("outputs/multirun/*/*/best_run.json")).read_text())
     winner = max(children, key=lambda r: r.data.metrics["val_sharpe_ratio"])  # an independent query's answer
     assert best["winner"]["run_id"] == winner.info.run_id

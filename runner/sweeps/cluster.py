@@ -101,6 +101,15 @@ def job_cpus() -> int | None:
     return max(1, int(cpus)) if cpus else None
 
 
+def job_node() -> str | None:
+    """In a Ray job: the address of the node it runs on (tag ``runner.ray_node``: where a job ran)."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    return ray.util.get_node_ip_address()
+
+
 def disconnect() -> None:
     """End this driver's Ray connection: Ray then stops every task it submitted (none is left running)."""
     import ray

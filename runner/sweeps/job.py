@@ -157,6 +157,10 @@ def _tracked_job(cfg: DictConfig, state: dict[str, str], run_name: str) -> float
     # runner.report --figures RUN_ID); a model's training curves are drawn as it trains.
     rule = rule_on_holdout(cfg)
     logger.defer_writes = rule
+    if is_ray(hydra_cfg.launcher):
+        from runner.sweeps.cluster import job_node
+
+        tags["runner.ray_node"] = job_node() or ""  # which node of the cluster ran it
     run = logger.start_run(title, tags=tags, parent_run_id=state["parent_run_id"])
     lost: list[str] = []
     if is_ray(hydra_cfg.launcher):  # only Ray runs a job again within one sweep (its worker died)
