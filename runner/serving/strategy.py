@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc import PythonModelContext  # at run time: MLflow reads predict's type hints when the class is made
 
 if TYPE_CHECKING:
     import torch
+    from mlflow.models import ModelSignature
 
     from runner.data.universe import Universe
     from strategies.base import Strategy
@@ -31,7 +33,7 @@ OHLCV = ("open", "high", "low", "close", "volume")
 WHERE = "the model's input bars"
 
 
-def signature(universe: bool) -> Any:
+def signature(universe: bool) -> ModelSignature:
     """Columns in: ``date`` (and ``symbol`` for a universe), close and the optional OHLCV; out: the same keys
     and ``weight``."""
     from mlflow.models import ModelSignature
@@ -105,7 +107,7 @@ def weights_frame(book: Universe, weights: np.ndarray, universe: bool) -> pd.Dat
 class StrategyModel(mlflow.pyfunc.PythonModel):
     """The served strategy: ``predict`` takes raw bars and returns the weight to hold after each bar."""
 
-    def load_context(self, context: Any) -> None:
+    def load_context(self, context: PythonModelContext) -> None:
         from runner.evaluation.experiment import build_strategy
 
         self.spec = json.loads(Path(context.artifacts["spec"]).read_text())
@@ -117,7 +119,8 @@ class StrategyModel(mlflow.pyfunc.PythonModel):
             self.network = mlflow.pytorch.load_model(context.artifacts["network"])
             self.standardisation = json.loads(Path(context.artifacts["standardisation"]).read_text())
 
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(self, context: PythonModelContext, model_input: pd.DataFrame,
+                params: dict[str, Any] | None = None) -> pd.DataFrame:
         book = book_from_bars(model_input, self.spec)
         weights = book_weights(self.strategy, book, float(self.spec["max_leverage"]), self.network,
                                self.standardisation)
