@@ -108,7 +108,9 @@ def test_from_a_model_sweep_to_a_served_signal(tmp_path: Path, cli_env: dict, tr
 
     done = report(["--sweep", "s", "--register", "mom", "--alias", "champion"], cli_env, tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "alias 'champion'" in done.stdout and "  models:/mom/1  models:/mom@champion\n" in done.stdout
+    said = " ".join(done.stdout.split())  # the report wraps its lines at 100 columns
+    assert "strategy as version 1 of model 'mom', alias 'champion'" in said
+    assert "\n  models:/mom/1  models:/mom@champion\n" in done.stdout
     version = client.get_model_version_by_alias("mom", "champion")
     assert int(version.version) == 1 and version.run_id == winner
     assert version.tags["run_id"] == winner and version.tags["data_digest"] == by_file[csv.as_uri()].pop()

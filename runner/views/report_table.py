@@ -96,8 +96,9 @@ WIDTH = 100  # the table's default width in characters (--wide: no limit)
 CELL = 24  # the widest a text cell is shown before it is cut with an ellipsis (paths: their file name first)
 
 
-def _text(value: Any) -> str:
-    """A cell as text: numbers to 4 decimals, missing as ``-`` (never ``None`` or ``nan``), a path by its file name."""
+def _text(value: Any, cut: bool = True) -> str:
+    """A cell as text: numbers to 4 decimals, missing as ``-`` (never ``None`` or ``nan``); with ``cut``, a long path
+    by its file name and any long text cut to ``CELL`` characters."""
     import math
 
     if value is None or value in ("None", "nan", "") or isinstance(value, float) and not math.isfinite(value):
@@ -105,6 +106,8 @@ def _text(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
     text = str(value)
+    if not cut:
+        return text
     if "/" in text and len(text) > CELL:
         text = text.rstrip("/").rsplit("/", 1)[-1]
     return text if len(text) <= CELL else text[:CELL - 1] + "…"
@@ -126,7 +129,7 @@ def format_table(rows: list[dict[str, Any]], metric: str, columns: list[str] | N
                      for column, short in zip(frame.columns, last, strict=True)]
     cells: dict[str, list[str]] = {}
     for i, column in enumerate(frame.columns):  # a column with nothing in it, or another's values again, is noise
-        values = [_text(v) for v in frame[column]]
+        values = [_text(v, cut=column != "run name") for v in frame[column]]  # a run's name is shown whole
         if i < 3 or columns or set(values) != {"-"} and values not in cells.values():  # asked for: shown
             cells[column] = values
     sizes = {column: max(len(str(column)), *(len(v) for v in values)) for column, values in cells.items()}
