@@ -53,8 +53,11 @@ def test_three_job_sweep_winner_matches_an_independent_query(tmp_path: Path, cli
                                         "winner_deflated_sharpe_ratio_effective", "spa_pvalue",
                                         "reality_check_pvalue"}  # no segment metric:
     # parents never rank
-    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"best_run.json",
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"best_run.json", "metrics",
                                                                            "sweep_val_sharpe_ratio.png"}
+    meanings = json.loads(Path(client.download_artifacts(parent.info.run_id, "metrics/descriptions.json",
+                                                         str(tmp_path))).read_text())
+    assert set(meanings) == set(parent.data.metrics) and "(undocumented)" not in json.dumps(meanings)
     # The report agrees, as a table and as JSON, and restricted to the sweep.
     report = run_cli(["runner.report", "--json", "--top", "3", "--sweep", best["sweep_name"]], cli_env, tmp_path)
     assert report.returncode == 0, report.stderr
