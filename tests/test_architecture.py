@@ -13,14 +13,16 @@ from tests.conftest import ROOT, run_cli
 LAYERS = [
     ("runner.errors",),
     ("runner.config.schema", "runner.config.build", "runner.stats", "runner.bootstrap"),
-    ("runner.data", "runner.config.docs", "runner.engine", "runner.ml", "runner.views.figures", "strategies"),
+    ("runner.data", "runner.config.docs", "runner.engine", "runner.ml", "runner.views.figures",
+     "runner.views.tearsheet", "strategies"),
     ("runner.tracking",),
     ("runner.evaluation", "runner.logger", "runner.serving"),
     ("runner.pipeline", "runner.sweeps", "runner.report", "runner.views.report_table", "runner.sync", "runner.clean",
      "runner.config.overrides", "runner.signal", "runner.__main__"),
 ]
 PURE = ("runner.errors", "runner.config.schema", "runner.config.build", "runner.stats", "runner.bootstrap",
-        "runner.data", "runner.config.docs", "runner.engine", "runner.ml", "runner.views.figures", "strategies")
+        "runner.data", "runner.config.docs", "runner.engine", "runner.ml", "runner.views.figures",
+        "runner.views.tearsheet", "strategies")
 PACKAGES = ("config", "data", "engine", "evaluation", "ml", "serving", "sweeps", "tracking", "views")
 
 

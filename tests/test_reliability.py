@@ -77,6 +77,7 @@ BAD_INPUTS = [
 ]
 
 
+@pytest.mark.slow
 def test_a_periods_per_year_far_from_the_bars_density_warns(tmp_path: Path, cli_env: dict) -> None:
     done = run_cli(["runner", "+strategy=momentum", "model=none", "data.start=2015-01-01",
                     "backtest.periods_per_year=52"], cli_env, tmp_path)
@@ -119,6 +120,7 @@ def test_cuda_without_cuda_fails_before_any_run(tmp_path: Path, cli_env: dict, t
     assert not Path(tracking_uri[len("sqlite:///"):]).exists()  # refused before any MLflow run
 
 
+@pytest.mark.slow
 def test_unsorted_csv_is_sorted_and_runs(tmp_path: Path, cli_env: dict, tracking_uri: str) -> None:
     rows = _good_rows(400).splitlines()
     path = _csv(tmp_path, "unsorted.csv", "\n".join([rows[0], *reversed(rows[1:])]) + "\n")

@@ -108,6 +108,7 @@ def test_walk_forward_and_cpcv_runs_name_each_fold_and_group() -> None:
     assert [k for k in stretches(cpcv) if k != "bars"] == [f"group {g}" for g in range(len(cpcv.cpcv.groups))]
 
 
+@pytest.mark.slow  # five trainings
 def test_a_walk_forward_model_serves_its_last_folds_network() -> None:
     """A walk-forward run packages its last fold's network and standardisation: served, they hold the weights that
     fold's test stretch traded."""
