@@ -1,7 +1,7 @@
 """``python -m runner.signal MODEL_URI [data=... data.path=...]``: what a registered strategy holds after the latest
 bar, for a cron job.
 
-    python -m runner.signal models:/momentum_mlp@champion data=csv data.path=prices.csv [--json] [--tracking-uri U]
+    python -m runner.signal models:/momentum@champion data=csv data.path=examples/prices.csv [--json] [--tracking-uri U]
 
 The data options are a run's (Hydra composes them from ``conf/``, so ``data.start``, ``data.max_fill`` and a user's
 own source work as in a run); the model is loaded with pickle deserialisation off and given the raw bars. It prints
@@ -28,10 +28,13 @@ ALLOWED = ("data", "data.", "seed=")  # the overrides a signal takes: the data o
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m runner.signal", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m runner.signal",
+                                     description="What a registered strategy holds after the latest bar of the bars "
+                                                 "the data options give (the strategy travels in the model).")
     parser.add_argument("model_uri", metavar="MODEL_URI", help="e.g. models:/NAME@champion or models:/NAME/3")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="data options as for a run, e.g. data=csv data.path=prices.csv (default: data=sp500)")
+                        help="data options as for a run, e.g. data=csv data.path=examples/prices.csv (default: "
+                             "data=sp500)")
     parser.add_argument("--json", action="store_true", help="print JSON: the bar and the weights")
     parser.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else ./outputs/mlflow.db")
     return parser.parse_args(argv)
