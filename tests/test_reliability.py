@@ -9,7 +9,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -18,6 +20,9 @@ from mlflow import MlflowClient
 
 from runner.tracking.sanitize import REDACTED
 from tests.conftest import ROOT, run_cli
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 
 def _csv(tmp_path: Path, name: str, content: str | bytes) -> str:
@@ -284,32 +289,41 @@ def test_a_signal_swallowed_in_a_finaliser_still_stops_the_run() -> None:
 
 
 
+def stopped_while(work: Callable[[], object], signum: int, delay: float) -> BaseException | None:
+    """Send ``signum`` to this process after ``delay`` seconds while ``work`` runs again and again (for at most 5 s),
+    with the runner's handlers on; the stop raised (None: none came)."""
+    import threading
+
+    from runner.tracking.lifecycle import Terminated, signals_as_interrupts
+
+    timer = threading.Timer(delay, os.kill, (os.getpid(), signum))
+    stopped = None
+    with signals_as_interrupts():
+        timer.start()
+        try:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                work()
+        except Terminated as stop:
+            stopped = stop
+    timer.join()
+    return stopped
+
+
 def test_a_signal_never_stops_omegaconf_halfway_through_changing_a_config() -> None:
     """SIGTERM landing while OmegaConf sets a list (what Hydra does composing a job's config) is raised just after
     OmegaConf is done, never inside it: the config is whole, the stop is the one raised."""
-    import os
-    import signal
-    import threading
-    import time
     import traceback
 
     from omegaconf import OmegaConf
 
-    from runner.tracking.lifecycle import Terminated, signals_as_interrupts
-
     for attempt in range(20):
         config = OmegaConf.create({"bars": list(range(2000)), "other": {"a": 1}})
-        timer = threading.Timer(0.005 + attempt * 0.002, os.kill, (os.getpid(), signal.SIGTERM))
-        stopped = None
-        with signals_as_interrupts():
-            timer.start()
-            try:
-                deadline = time.monotonic() + 5
-                while time.monotonic() < deadline:
-                    config.bars = list(range(2000))  # ListConfig._set_value: OmegaConf restores it on Exception only
-            except Terminated as stop:
-                stopped = stop
-        timer.join()
+
+        def set_bars(config: DictConfig = config) -> None:
+            config.bars = list(range(2000))  # ListConfig._set_value: OmegaConf restores it on Exception only
+
+        stopped = stopped_while(set_bars, signal.SIGTERM, 0.005 + attempt * 0.002)
         assert stopped is not None and str(stopped) == "received SIGTERM"
         last = traceback.extract_tb(stopped.__traceback__)[-1]
         assert "omegaconf" not in last.filename, last
@@ -319,27 +333,15 @@ def test_a_signal_never_stops_omegaconf_halfway_through_changing_a_config() -> N
 def test_a_signal_never_stops_sqlalchemy_inside_a_statement(tmp_path: Path) -> None:
     """SIGINT landing while MLflow writes to its sqlite store is raised once SQLAlchemy is out of the statement:
     the store's session rolls back, and the same process can still write (no "database is locked")."""
-    import threading
+    import itertools
     import traceback
-
-    from runner.tracking.lifecycle import Terminated, signals_as_interrupts
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run_id = client.create_run(client.create_experiment("stops")).info.run_id
+    steps = itertools.count(1)  # each write a new value
     for attempt in range(10):
-        timer = threading.Timer(0.01 + attempt * 0.003, os.kill, (os.getpid(), signal.SIGINT))
-        stopped = None
-        with signals_as_interrupts():
-            timer.start()
-            try:
-                deadline = time.monotonic() + 5
-                step = 0
-                while time.monotonic() < deadline:
-                    step += 1
-                    client.set_tag(run_id, "step", str(step))
-            except Terminated as stop:
-                stopped = stop
-        timer.join()
+        stopped = stopped_while(lambda: client.set_tag(run_id, "step", str(next(steps))), signal.SIGINT,
+                                0.01 + attempt * 0.003)
         assert stopped is not None
         assert "sqlalchemy" not in traceback.extract_tb(stopped.__traceback__)[-1].filename
         client.set_tag(run_id, "after", str(attempt))  # the store is not left locked
