@@ -77,6 +77,7 @@ def log_strategy_model(client: MlflowClient, tracking_uri: str, run: Run) -> str
     import mlflow
     from mlflow.artifacts import download_artifacts
     from mlflow.entities import LoggedModelOutput
+    from mlflow.exceptions import MlflowException
 
     from runner.serving.strategy import SPEC_FILE, STANDARDISATION_FILE, signature
 
@@ -85,7 +86,7 @@ def log_strategy_model(client: MlflowClient, tracking_uri: str, run: Run) -> str
         try:
             config = yaml.safe_load(Path(download_artifacts(run_id=run_id, artifact_path="config.yaml",
                                                            dst_path=tmp, tracking_uri=tracking_uri)).read_text())
-        except Exception as error:  # noqa: BLE001 - any failed download means the run has no config to package
+        except (MlflowException, OSError) as error:  # not there (a run logged by hand, or before config.yaml)
             raise NotFoundError(f"run {run_id} has no config.yaml artifact to package its strategy from "
                                 f"({type(error).__name__}).") from None
         spec = strategy_spec(config, run)
