@@ -140,7 +140,7 @@ def format_table(rows: list[dict[str, Any]], metric: str, columns: list[str] | N
             used += 1 + sizes[column]
         else:
             left_out.append(str(column))
-    lines = [" ".join((str(c).ljust if c in ("run name",) else str(c).rjust)(sizes[c]) for c in shown)]
+    lines = [" ".join((str(c).ljust if c == "run name" else str(c).rjust)(sizes[c]) for c in shown)]
     for i in range(len(frame)):
         lines.append(" ".join((cells[c][i].ljust if c == "run name" else cells[c][i].rjust)(sizes[c]) for c in shown))
     return "\n".join(lines), left_out
