@@ -31,6 +31,15 @@ def cli_env(tmp_path: Path, tracking_uri: str) -> dict[str, str]:
     return env
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 300):
     import subprocess
 

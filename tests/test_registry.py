@@ -6,7 +6,6 @@ backtest's weights with pickle deserialisation off, and ``runner.signal`` prints
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import pytest
 from mlflow import MlflowClient
 
 from runner.data.sources import SyntheticSeries
-from tests.conftest import run_cli
+from tests.conftest import free_port, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -37,12 +36,6 @@ def report(args: list[str], env: dict, cwd: Path) -> subprocess.CompletedProcess
 def logged_weights(client: MlflowClient, run_id: str, folder: Path) -> np.ndarray:
     table = client.download_artifacts(run_id, "backtest/portfolio_values.parquet", str(folder))
     return pd.read_parquet(table)["weight"].to_numpy()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def serve(model_uri: str, env: dict, cwd: Path, bars: pd.DataFrame) -> pd.DataFrame:
