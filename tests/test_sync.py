@@ -52,3 +52,17 @@ def test_sync_supersedes_the_run_a_lost_server_created_without_answering(tmp_pat
         "0123456789abcdef", '{"uri": "file:///data/bars.csv"}', "bars")
     original = logger.client.get_run(orphan.info.run_id)
     assert original.info.status == "KILLED" and original.data.tags["runner.superseded_by"] == recovered.info.run_id
+
+
+def test_a_runs_start_id_is_stored_as_given_so_a_retried_creation_is_found(tmp_path: Path, tracking_uri: str) -> None:
+    """A copy that a retried create-run request stored carries the same start id; the id must not be redacted as a
+    secret (it was, as ``runner.start_token``), or no copy is ever found and one is left RUNNING."""
+    from runner.tracking.local_record import START_ID_TAG, RecordingLogger
+
+    logger = RecordingLogger("e", tracking_uri, tmp_path / "record")
+    run = logger.start_run("r")
+    start_id = run.data.tags[START_ID_TAG]
+    assert len(start_id) == 32 and int(start_id, 16) >= 0  # the uuid itself
+    found = logger.client.search_runs([logger.experiment_id], f"tags.`{START_ID_TAG}` = '{start_id}'")
+    assert [r.info.run_id for r in found] == [run.info.run_id]
+    logger.end_run()

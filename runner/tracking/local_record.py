@@ -36,7 +36,9 @@ if TYPE_CHECKING:
     from mlflow.entities import DatasetInput, Run
 
 RECORD_DIR = "record"
-START_TOKEN_TAG = "runner.start_token"  # one per start_run: finds a copy that a retried create-run request made
+# One per start_run: finds a copy that a retried create-run request made. Not "..._token": a key that looks secret
+# has its value redacted, and the copies could never be found by it.
+START_ID_TAG = "runner.start_id"
 _server_lost: dict[str, str] = {}  # tracking URI -> the error: no later run or job of this process waits on it
 
 
@@ -167,10 +169,10 @@ class RecordingLogger(MLflowLogger):
         name = run_name or datetime.now().strftime("run_%Y%m%d_%H%M%S")
         run = None
         if not self.server_lost:
-            token = uuid.uuid4().hex
+            start_id = uuid.uuid4().hex
             try:
-                run = super().start_run(name, {**(tags or {}), START_TOKEN_TAG: token}, parent_run_id)
-                self._drop_duplicates(run, token)
+                run = super().start_run(name, {**(tags or {}), START_ID_TAG: start_id}, parent_run_id)
+                self._drop_duplicates(run, start_id)
             except MlflowException as error:
                 if not is_unreachable(error):
                     raise
@@ -185,11 +187,11 @@ class RecordingLogger(MLflowLogger):
         self.record.add("tags.json", recorded)
         return run
 
-    def _drop_duplicates(self, run: Run, token: str) -> None:
+    def _drop_duplicates(self, run: Run, start_id: str) -> None:
         """Creating a run is not idempotent: a server that stored it and then went away before answering gets
-        the request again from MLflow's retries and stores a second copy. Every copy carries this start's token;
+        the request again from MLflow's retries and stores a second copy. Every copy carries this start's id;
         all but the one in use are deleted (one search per run, only against a tracking server)."""
-        copies = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{START_TOKEN_TAG}` = '{token}'")
+        copies = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{START_ID_TAG}` = '{start_id}'")
         for copy in copies:
             if copy.info.run_id != run.info.run_id:
                 self.client.delete_run(copy.info.run_id)
