@@ -83,13 +83,18 @@ def run_job(cfg: DictConfig) -> float:
     return value if math.isfinite(value) else worst(state["mode"])
 
 
+def override_key(override: str) -> str:
+    """``key`` of ``key=value``, ``+key=value`` or ``~key``."""
+    return override.lstrip("+~").partition("=")[0]
+
+
 def job_identity(resolved: dict[str, Any], state: dict[str, Any], hydra: Mapping[str, Any] | None = None,
                  ) -> tuple[str, str, dict[str, str]]:
     """A job's label in the console (``<sweep name>-<job number>``), its run's name (what it is: the swept values)
     and its tags. ``hydra``: the job's Hydra node; None: this process's."""
     node = hydra if hydra is not None else HydraConfig.get()
-    fixed = set(state.get("fixed_overrides", ()))
-    title = run_title([o for o in task_overrides(hydra) if o not in fixed], hydra)
+    fixed = {override_key(o) for o in state.get("fixed_overrides", ())}  # by key: the sweeper re-quotes values
+    title = run_title([o for o in task_overrides(hydra) if override_key(o) not in fixed], hydra)
     number = str(node["job"]["num"])
     tags = {**run_tags(resolved, hydra), "sweep_id": state["parent_run_id"], "sweep_name": state["sweep_name"],
             "job_number": number}
