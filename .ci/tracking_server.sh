@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Start (or stop) a throwaway PostgreSQL cluster and an MLflow server on it, both bound to 127.0.0.1.
+# Start (or stop) a throwaway PostgreSQL cluster on 127.0.0.1 and an MLflow server on it, bound to RUNNER_TEST_HOST
+# (127.0.0.1 unless .ci/test_network.sh set it: this side of the private test network, where a worker node in its
+# namespace reaches the server).
 #   source .ci/tracking_server.sh start   -> exports RUNNER_TEST_SERVER_URI, _DB and _ARTIFACTS
 #   .ci/tracking_server.sh stop
 set -euo pipefail
 STATE="${RUNNER_SERVER_STATE:-/tmp/runner-ci-server}"
 PG_PORT="${RUNNER_PG_PORT:-55432}"
 MLFLOW_PORT="${RUNNER_MLFLOW_PORT:-55000}"
+HOST="${RUNNER_TEST_HOST:-127.0.0.1}"
 
 pg_bin() {
   if ! ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1; then
@@ -24,13 +27,13 @@ start() {
       -o '-c listen_addresses=127.0.0.1 -p $PG_PORT -k $STATE/pg' start" >/dev/null
   su postgres -s /bin/sh -c "$bin/createdb -h 127.0.0.1 -p $PG_PORT -U postgres mlflow"
   setsid mlflow server --backend-store-uri "postgresql://postgres@127.0.0.1:$PG_PORT/mlflow" \
-      --artifacts-destination "$STATE/artifacts" --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 2 \
+      --artifacts-destination "$STATE/artifacts" --host "$HOST" --port "$MLFLOW_PORT" --workers 2 \
       >"$STATE/mlflow.log" 2>&1 &
   echo $! >"$STATE/mlflow.pid"
   for _ in $(seq 1 120); do
-    if python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$MLFLOW_PORT/health', timeout=2)" \
+    if python3 -c "import urllib.request as u; u.urlopen('http://$HOST:$MLFLOW_PORT/health', timeout=2)" \
         >/dev/null 2>&1; then
-      export RUNNER_TEST_SERVER_URI="http://127.0.0.1:$MLFLOW_PORT"
+      export RUNNER_TEST_SERVER_URI="http://$HOST:$MLFLOW_PORT"
       export RUNNER_TEST_SERVER_DB="postgresql://postgres@127.0.0.1:$PG_PORT/mlflow"  # for mlflow gc
       export RUNNER_TEST_SERVER_ARTIFACTS="$STATE/artifacts"
       echo "tracking server up at $RUNNER_TEST_SERVER_URI"

@@ -1,5 +1,6 @@
-"""Sweeps on a real Ray cluster on 127.0.0.1 (``.ci/ray_cluster.sh``) tracked on the PostgreSQL-backed MLflow
-server (``.ci/tracking_server.sh``): the launcher is Hydra's own ``hydra/launcher=ray``."""
+"""Sweeps on a real Ray cluster (``.ci/ray_cluster.sh``; in CI two nodes, the second in a network namespace of its
+own) tracked on the PostgreSQL-backed MLflow server (``.ci/tracking_server.sh``): the launcher is Hydra's own
+``hydra/launcher=ray``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,8 @@ from tests.conftest import run_cli
 SERVER = os.environ.get("RUNNER_TEST_SERVER_URI")
 RAY = os.environ.get("RUNNER_TEST_RAY_ADDRESS")
 DASHBOARD = os.environ.get("RUNNER_TEST_RAY_DASHBOARD")
+NODE_NS = os.environ.get("RUNNER_TEST_RAY_NODE_NS")  # the worker node's network namespace (--nodes 2)
+CLUSTER_SCRIPT = Path(__file__).resolve().parents[1] / ".ci" / "ray_cluster.sh"
 NEEDS = "set RUNNER_TEST_SERVER_URI and RUNNER_TEST_RAY_ADDRESS (.ci/tracking_server.sh, .ci/ray_cluster.sh)"
 pytestmark = [pytest.mark.ray, pytest.mark.skipif(not (SERVER and RAY), reason=NEEDS)]
 
@@ -32,6 +36,14 @@ SLOW = ["+strategy=momentum", "model=mlp", "trainer.epochs=40", "trainer.patienc
 
 def server_env(cli_env: dict) -> dict:
     return {k: v for k, v in cli_env.items() if k != "MLFLOW_TRACKING_URI"}  # the server comes from tracking.uri
+
+
+def alive_nodes() -> dict[str, float]:
+    """Ray's own answer: each live node's address and CPUs."""
+    from ray.util.state import list_nodes
+
+    return {n.node_ip: n.resources_total.get("CPU", 0.0) for n in list_nodes(address=DASHBOARD)
+            if n.state == "ALIVE"}
 
 
 def runs_of(experiment: str) -> list:
@@ -53,8 +65,10 @@ def test_an_eight_job_sweep_on_the_cluster_is_tracked_on_the_server(tmp_path: Pa
     launcher_pid = parents[0].data.tags["runner.pid"]
     assert all(r.data.tags["runner.pid"] != launcher_pid for r in children)  # each ran in a Ray worker
     assert {r.data.tags["runner.threads"] for r in children} == {"1"}  # Ray's default: 1 CPU per job
+    assert all("uri=" not in r.info.run_name for r in children)  # a job's name shows what it swept, not the store
     nodes = {r.data.tags["runner.ray_node"] for r in children}  # where each job ran: a node's address
-    assert len(nodes) >= 1 and all(re.fullmatch(r"[0-9a-f.:]+", node) for node in nodes), nodes
+    assert nodes == set(alive_nodes()), nodes  # in CI two nodes, and both ran jobs
+    assert all(re.fullmatch(r"[0-9a-f.:]+", node) for node in nodes), nodes
     assert "runner.ray_node" not in parents[0].data.tags
     best = json.loads(next(tmp_path.glob("outputs/multirun/*/*/best_run.json")).read_text())
     winner = max(children, key=lambda r: r.data.metrics["val_sharpe_ratio"])  # an independent query's answer
@@ -62,11 +76,13 @@ def test_an_eight_job_sweep_on_the_cluster_is_tracked_on_the_server(tmp_path: Pa
     assert parents[0].data.tags["best_run_id"] == winner.info.run_id and best["jobs"] == 8
 
 
-def wait_for_running_child(experiment: str, process: subprocess.Popen, timeout: float = 120):
+def wait_for_running_child(experiment: str, process: subprocess.Popen, timeout: float = 120, node: str = ""):
+    """A child run RUNNING (on ``node`` when given)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert process.poll() is None, process.communicate()[1][-3000:]
-        running = [r for r in runs_of(experiment) if r.info.status == "RUNNING" and "job_number" in r.data.tags]
+        running = [r for r in runs_of(experiment) if r.info.status == "RUNNING" and "job_number" in r.data.tags
+                   and r.data.tags.get("runner.ray_node", "").startswith(node)]
         if running:
             return running[0]
         time.sleep(0.2)
@@ -83,8 +99,9 @@ def test_a_worker_that_dies_mid_job_is_rerun_and_named(tmp_path: Path, cli_env: 
     runs the job again, the rerun FINISHES, the other jobs and the winner report stand, and the sweep exits 1
     naming the job."""
     experiment = f"ray_death_{uuid.uuid4().hex[:8]}"  # unique on a long-lived server
+    cpus = int(max(alive_nodes().values()))  # all of a node's CPUs for each job: 2 on one node, 1 on two
     process = launch(["-m", *SLOW, *ON_RAY, f"experiment_name={experiment}", "strategy.lookback=10,20,40",
-                      "+hydra.launcher.ray.remote.num_cpus=2"], server_env(cli_env), tmp_path)
+                      f"+hydra.launcher.ray.remote.num_cpus={cpus}"], server_env(cli_env), tmp_path)
     victim = wait_for_running_child(experiment, process)
     os.kill(int(victim.data.tags["runner.pid"]), signal.SIGKILL)
     _, stderr = process.communicate(timeout=600)
@@ -100,8 +117,69 @@ def test_a_worker_that_dies_mid_job_is_rerun_and_named(tmp_path: Path, cli_env: 
     best = json.loads(next(tmp_path.glob("outputs/multirun/*/*/best_run.json")).read_text())
     assert best["jobs"] == 3 and best["failed_jobs"] == [] and list(best["lost_attempts"]) == [name]
     children = [r for r in runs if r.data.tags.get("job_number") and "runner.lost" not in r.data.tags]
-    assert {r.data.tags["runner.threads"] for r in children} == {"2"}  # the CPUs Ray gave each job
+    assert {r.data.tags["runner.threads"] for r in children} == {str(cpus)}  # the CPUs Ray gave each job
     assert best["winner"]["run_id"] == max(children, key=lambda r: r.data.metrics["val_sharpe_ratio"]).info.run_id
+
+
+@pytest.fixture
+def worker_node() -> Iterator[str]:
+    """The two-node cluster's worker node: its address; brought back up after the test (which takes it down)."""
+    if not NODE_NS:
+        pytest.skip("needs the two-node cluster: source .ci/ray_cluster.sh start --nodes 2")
+    address = next(node for node in alive_nodes() if node != RAY.rsplit(":", 1)[0])
+    yield address
+    if address not in alive_nodes():
+        subprocess.run(["bash", str(CLUSTER_SCRIPT), "add-node"], check=True, capture_output=True)
+
+
+def test_a_node_lost_mid_sweep_its_job_reruns_on_the_other_node(tmp_path: Path, cli_env: dict,
+                                                                 worker_node: str) -> None:
+    """Every process of the worker node (its raylet, its Ray workers, the job) killed at once, as when a machine
+    vanishes: the lost attempt's run ends FAILED tagged runner.lost, Ray reruns the job on the head node, the
+    rerun FINISHES, the winner stands over the finished jobs, the sweep exits 1 naming the attempt."""
+    experiment = f"ray_node_{uuid.uuid4().hex[:8]}"  # unique on a long-lived server
+    process = launch(["-m", *SLOW, *ON_RAY, f"experiment_name={experiment}", "strategy.lookback=10,20,40"],
+                     server_env(cli_env), tmp_path)
+    victim = wait_for_running_child(experiment, process, node=worker_node)
+    pids = subprocess.run(["ip", "netns", "pids", NODE_NS], capture_output=True, text=True, check=True).stdout
+    assert victim.data.tags["runner.pid"] in pids.split()  # the job ran inside the worker node's namespace
+    subprocess.run(["kill", "-9", *pids.split()], check=True)
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 1, stderr[-3000:]
+    name = f"{victim.data.tags['sweep_name']}-{victim.data.tags['job_number']}"
+    assert f"{name} (an attempt's process died mid-job: run {victim.info.run_id} FAILED; the job ran again)" in stderr
+    runs = runs_of(experiment)
+    assert "RUNNING" not in {r.info.status for r in runs}
+    lost = next(r for r in runs if r.info.run_id == victim.info.run_id)
+    assert lost.info.status == "FAILED" and f"Ray node {worker_node}" in lost.data.tags["runner.lost"]
+    rerun = next(r for r in runs if r.data.tags.get("job_number") == victim.data.tags["job_number"]
+                 and r.info.run_id != victim.info.run_id)
+    assert rerun.info.status == "FINISHED" and rerun.data.tags["runner.ray_node"] == RAY.rsplit(":", 1)[0]
+    best = json.loads(next(tmp_path.glob("outputs/multirun/*/*/best_run.json")).read_text())
+    assert best["jobs"] == 3 and best["failed_jobs"] == [] and list(best["lost_attempts"]) == [name]
+    finished = [r for r in runs if r.data.tags.get("job_number") and r.info.status == "FINISHED"]
+    assert len(finished) == 3
+    assert best["winner"]["run_id"] == max(finished, key=lambda r: r.data.metrics["val_sharpe_ratio"]).info.run_id
+
+
+def test_jobs_on_a_node_that_shares_no_files_keep_their_folders_on_its_disk(tmp_path: Path, cli_env: dict,
+                                                                             worker_node: str) -> None:
+    """The worker node cannot see the launch folder (an empty tmpfs hides it there): its jobs write their Hydra
+    folders on its own disk, the head node's in the launch folder; every job is tracked the same on the server."""
+    experiment = f"ray_files_{uuid.uuid4().hex[:8]}"  # unique on a long-lived server
+    done = run_cli(["runner", "-m", *QUICK, *ON_RAY, f"experiment_name={experiment}",
+                    "strategy.lookback=5,10,20,40"], server_env(cli_env), tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    children = [r for r in runs_of(experiment) if "job_number" in r.data.tags]
+    assert {r.info.status for r in children} == {"FINISHED"} and len(children) == 4
+    assert {r.data.tags["runner.ray_node"] for r in children} == set(alive_nodes())  # both nodes ran jobs
+    sweep_dir = next(tmp_path.glob("outputs/multirun/*/*"))
+    node_pid = subprocess.run(["ip", "netns", "pids", NODE_NS], capture_output=True, text=True).stdout.split()[0]
+    for run in children:
+        folder = sweep_dir / run.data.tags["job_number"]
+        on_node = subprocess.run(["nsenter", "-t", node_pid, "-m", "test", "-d", str(folder)]).returncode == 0
+        on_worker = run.data.tags["runner.ray_node"] == worker_node
+        assert (folder.is_dir(), on_node) == ((False, True) if on_worker else (True, False)), run.data.tags
 
 
 def test_ctrl_c_ends_the_sweep_and_its_running_children_killed_and_leaves_no_ray_task(tmp_path: Path,

@@ -166,6 +166,8 @@ def close_lost_attempts(client: MlflowClient, experiment_id: str, parent_run_id:
     lost = [r for r in runs if r.info.run_id != rerun.info.run_id]
     for run in lost:
         where = f"pid {run.data.tags.get('runner.pid', '?')} on {run.data.tags.get('runner.host', '?')}"
+        if run.data.tags.get("runner.ray_node"):
+            where += f", Ray node {run.data.tags['runner.ray_node']}"
         client.set_tag(run.info.run_id, LOST_TAG, f"its process ({where}) died mid-job; the job ran again as run "
                                                   f"{rerun.info.run_id}")
         client.set_terminated(run.info.run_id, "FAILED")
