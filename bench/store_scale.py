@@ -76,10 +76,10 @@ INSERT INTO tags (key, value, run_uuid)
 INSERT INTO params (key, value, run_uuid)
   SELECT p.key, p.value, m.new FROM params p JOIN mapping m ON m.old = p.run_uuid;
 INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan)
-  SELECT x.key, x.value + ((m.k * 7919) %% 1000 - 500) * 1e-5, x.timestamp, m.new, x.step, x.is_nan
+  SELECT x.key, x.value + ((m.k * 7919) % 1000 - 500) * 1e-5, x.timestamp, m.new, x.step, x.is_nan
   FROM metrics x JOIN mapping m ON m.old = x.run_uuid;
 INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid)
-  SELECT x.key, x.value + ((m.k * 7919) %% 1000 - 500) * 1e-5, x.timestamp, x.step, x.is_nan, m.new
+  SELECT x.key, x.value + ((m.k * 7919) % 1000 - 500) * 1e-5, x.timestamp, x.step, x.is_nan, m.new
   FROM latest_metrics x JOIN mapping m ON m.old = x.run_uuid;
 CREATE TEMP TABLE input_map AS
   SELECT i.input_uuid AS old, md5(i.input_uuid || ':' || m.k) AS new, m.new AS run, i.source_type, i.source_id,
@@ -104,8 +104,6 @@ def fill(server: str, db: str, runs: int, work: Path) -> str:
         def count(experiment_id: str) -> int:
             return connection.execute("SELECT count(*) FROM runs WHERE experiment_id = %s",
                                       (int(experiment_id),)).fetchone()[0]
-        if found is not None and count(found.experiment_id) >= runs:
-            return found.experiment_id
         if found is None:
             start = time.perf_counter()
             seed(server, work)
@@ -120,10 +118,8 @@ def fill(server: str, db: str, runs: int, work: Path) -> str:
         values = {"first": first, "last": last, "experiment": int(found.experiment_id), "id_tags": list(ID_TAGS),
                   "seed": SEED_SWEEP}
         with connection.transaction():
-            for statement in filter(str.strip, COPY_SQL.split(";")):
-                parameters = "%(" in statement
-                connection.execute(statement if parameters else statement.replace("%%", "%"),
-                                   values if parameters else None)
+            for statement in filter(str.strip, COPY_SQL.split(";")):  # without values, % is a plain modulo
+                connection.execute(statement, values if "%(" in statement else None)
         connection.execute("ANALYZE")
         print(f"copied them {last - first + 1} times in SQL in {time.perf_counter() - start:.1f} s: "
               f"{count(found.experiment_id)} runs")

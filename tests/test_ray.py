@@ -82,7 +82,7 @@ def wait_for_running_child(experiment: str, process: subprocess.Popen, timeout: 
     while time.time() < deadline:
         assert process.poll() is None, process.communicate()[1][-3000:]
         running = [r for r in runs_of(experiment) if r.info.status == "RUNNING" and "job_number" in r.data.tags
-                   and r.data.tags.get("runner.ray_node", "").startswith(node)]
+                   and (not node or r.data.tags.get("runner.ray_node") == node)]
         if running:
             return running[0]
         time.sleep(0.2)
