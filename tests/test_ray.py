@@ -121,15 +121,34 @@ def test_a_worker_that_dies_mid_job_is_rerun_and_named(tmp_path: Path, cli_env: 
     assert best["winner"]["run_id"] == max(children, key=lambda r: r.data.metrics["val_sharpe_ratio"]).info.run_id
 
 
+def node_pids() -> list[str]:
+    """The processes of the worker node's namespace: none once a test has killed the node."""
+    return subprocess.run(["ip", "netns", "pids", NODE_NS], capture_output=True, text=True, check=True).stdout.split()
+
+
+def wait_until(alive: bool, address: str, timeout: float = 120) -> None:
+    """Until Ray lists the node at address as alive (or no longer alive: its health checks take a while to fail)."""
+    deadline = time.monotonic() + timeout
+    while (address in alive_nodes()) != alive:
+        assert time.monotonic() < deadline, f"Ray node {address} still {'down' if alive else 'alive'}"
+        time.sleep(1)
+
+
 @pytest.fixture
 def worker_node() -> Iterator[str]:
-    """The two-node cluster's worker node: its address; brought back up after the test (which takes it down)."""
+    """The two-node cluster's worker node, up: its address. A test that killed it gets it back afterwards, once
+    Ray has marked the dead one (its check of Ray's node list alone raced that: the next test found one node)."""
     if not NODE_NS:
         pytest.skip("needs the two-node cluster: source .ci/ray_cluster.sh start --nodes 2")
-    address = next(node for node in alive_nodes() if node != RAY.rsplit(":", 1)[0])
-    yield address
-    if address not in alive_nodes():
+    address = os.environ["RUNNER_TEST_NODE_HOST"]
+    if not node_pids():
         subprocess.run(["bash", str(CLUSTER_SCRIPT), "add-node"], check=True, capture_output=True)
+    wait_until(True, address)
+    yield address
+    if not node_pids():
+        wait_until(False, address)
+        subprocess.run(["bash", str(CLUSTER_SCRIPT), "add-node"], check=True, capture_output=True)
+        wait_until(True, address)
 
 
 def test_a_node_lost_mid_sweep_its_job_reruns_on_the_other_node(tmp_path: Path, cli_env: dict,
@@ -141,9 +160,9 @@ def test_a_node_lost_mid_sweep_its_job_reruns_on_the_other_node(tmp_path: Path, 
     process = launch(["-m", *SLOW, *ON_RAY, f"experiment_name={experiment}", "strategy.lookback=10,20,40"],
                      server_env(cli_env), tmp_path)
     victim = wait_for_running_child(experiment, process, node=worker_node)
-    pids = subprocess.run(["ip", "netns", "pids", NODE_NS], capture_output=True, text=True, check=True).stdout
-    assert victim.data.tags["runner.pid"] in pids.split()  # the job ran inside the worker node's namespace
-    subprocess.run(["kill", "-9", *pids.split()], check=True)
+    pids = node_pids()
+    assert victim.data.tags["runner.pid"] in pids  # the job ran inside the worker node's namespace
+    subprocess.run(["kill", "-9", *pids], check=True)
     _, stderr = process.communicate(timeout=600)
     assert process.returncode == 1, stderr[-3000:]
     name = f"{victim.data.tags['sweep_name']}-{victim.data.tags['job_number']}"
@@ -172,9 +191,9 @@ def test_jobs_on_a_node_that_shares_no_files_keep_their_folders_on_its_disk(tmp_
     assert done.returncode == 0, done.stderr[-4000:]
     children = [r for r in runs_of(experiment) if "job_number" in r.data.tags]
     assert {r.info.status for r in children} == {"FINISHED"} and len(children) == 4
-    assert {r.data.tags["runner.ray_node"] for r in children} == set(alive_nodes())  # both nodes ran jobs
+    assert {r.data.tags["runner.ray_node"] for r in children} == {RAY.rsplit(":", 1)[0], worker_node}  # both ran jobs
     sweep_dir = next(tmp_path.glob("outputs/multirun/*/*"))
-    node_pid = subprocess.run(["ip", "netns", "pids", NODE_NS], capture_output=True, text=True).stdout.split()[0]
+    node_pid = node_pids()[0]
     for run in children:
         folder = sweep_dir / run.data.tags["job_number"]
         on_node = subprocess.run(["nsenter", "-t", node_pid, "-m", "test", "-d", str(folder)]).returncode == 0
