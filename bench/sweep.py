@@ -5,10 +5,11 @@
     python bench/sweep.py --grid [--fast 5 25] [--slow 30 230] [--baseline CHECKOUT]   # 400 SMA pairs on sp500
 
 --grid times, side by side in one run: a single sma_crossover run; the grid with hydra/launcher=batch (seconds per
-configuration beyond the single run, split into Hydra's own composition of each job, which the basic sweeper does
-before any launcher sees a job, and the rest); MLflow's own floor for one child run (create, one log_batch of 40
-params and 70 metrics, one small Parquet table, terminate, on sqlite); and, when vectorbt is installed
-(pip install -e ".[bench]"), the grid's engine pass against vectorbt's Portfolio.from_signals over the same columns.
+configuration beyond the single run) with the default sweeper (hydra/sweeper=grid) and with Hydra's basic sweeper,
+which composes every job before any launcher sees one; Hydra's composition of one job; MLflow's own floor for one
+child run (create, one log_batch of 40 params and 70 metrics, one small Parquet table, terminate, on sqlite); and,
+when vectorbt is installed (pip install -e ".[bench]"), the grid's engine pass against vectorbt's
+Portfolio.from_signals over the same columns.
 
 --baseline times another checkout of the project (say a worktree of an earlier commit) the same way, its runs
 interleaved with this one's, so that both see the same machine; --rounds repeats each measurement.
@@ -78,8 +79,8 @@ def mlflow_floor(runs: int = 40) -> float:
 
 
 def composition_seconds(jobs: int = 20) -> float:
-    """Seconds Hydra takes to compose one sweep job's config (what the basic sweeper does once per job to validate
-    the sweep, before it hands the jobs to any launcher)."""
+    """Seconds Hydra takes to compose one sweep job's config (what Hydra's basic sweeper does once per job to
+    validate the sweep, before it hands the jobs to any launcher; the grid sweeper, a covering set of jobs)."""
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.types import RunMode
@@ -142,21 +143,24 @@ def engine_against_vectorbt(fast: range, slow: range) -> None:
 def grid(fast: range, slow: range, checkouts: list[tuple[str, Path]]) -> None:
     n = len(fast) * len(slow)
     print(f"{n} configurations, sma_crossover on sp500; {os.cpu_count()} cores")
+    sweep = ["-m", "+strategy=sma_crossover", "model=none", f"strategy.fast=range({fast.start},{fast.stop})",
+             f"strategy.slow=range({slow.start},{slow.stop},{slow.step})", "hydra/launcher=batch", "resume=false"]
+    beyond: dict[str, float] = {}
     for label, root in checkouts:
         single = run(["+strategy=sma_crossover", "model=none"], root)
-        batch = run(["-m", "+strategy=sma_crossover", "model=none", f"strategy.fast=range({fast.start},{fast.stop})",
-                     f"strategy.slow=range({slow.start},{slow.stop},{slow.step})", "hydra/launcher=batch",
-                     "resume=false"], root)
-        beyond = (batch - single) / n
-        print(f"{label}: single run {single:.2f} s; batch launcher {batch:.1f} s: {beyond:.3f} s per configuration "
-              "beyond the single run", flush=True)
+        # this checkout: its default sweeper (grid) and Hydra's basic one; a baseline: its own default
+        for sweeper in (["grid", "basic"] if root == ROOT else [""]):
+            batch = run([*sweep, f"hydra/sweeper={sweeper}"] if sweeper else sweep, root)
+            beyond[sweeper] = (batch - single) / n
+            named = f" with hydra/sweeper={sweeper}" if sweeper else ""
+            print(f"{label}: single run {single:.2f} s; batch launcher{named} {batch:.1f} s: {beyond[sweeper]:.3f} s "
+                  "per configuration beyond the single run", flush=True)
     compose = composition_seconds()
     floor = mlflow_floor()
-    print(f"of which Hydra's composition of each job by the basic sweeper {compose:.3f} s; MLflow's own floor per "
-          f"child run: {floor:.3f} s; this checkout's batch beyond a single run / floor = {beyond / floor:.2f}x"
-          f" ({(beyond - compose) / floor:.2f}x without Hydra's composition)" if len(checkouts) == 1 else
-          f"Hydra's composition of each job by the basic sweeper {compose:.3f} s; MLflow's own floor per child run: "
-          f"{floor:.3f} s")
+    print(f"Hydra's composition of one job {compose:.3f} s (the basic sweeper composes all {n} jobs before "
+          f"launching any, the grid sweeper {len(fast) + len(slow) - 1}: a row and a column); MLflow's own floor per "
+          f"child run {floor:.3f} s; this checkout's batch beyond a single run / floor = "
+          f"{beyond['grid'] / floor:.2f}x (grid sweeper), {beyond['basic'] / floor:.2f}x (basic sweeper)")
     engine_against_vectorbt(fast, slow)
 
 

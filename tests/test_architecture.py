@@ -105,21 +105,24 @@ HYDRA_PLUGIN_NAMES = {"basic", "joblib", "ray", "ray_aws", "rq", "submitit_local
 
 
 def test_hydras_plugins_are_hydras_own() -> None:
-    """Nothing replaces a Hydra sweeper or launcher under Hydra's name: the project's own plugin (the batch
-    launcher) lives in its own package of Hydra's ``hydra_plugins`` namespace (no ``__init__.py`` there, as Hydra
-    documents) and registers a name of its own, which Hydra's plugin discovery finds."""
+    """Nothing replaces a Hydra sweeper or launcher under Hydra's name: the project's own plugins (the batch
+    launcher, the grid sweeper) live in their own packages of Hydra's ``hydra_plugins`` namespace (no
+    ``__init__.py`` there, as Hydra documents) and register names of their own, which Hydra's plugin discovery
+    finds."""
     from hydra.core.config_store import ConfigStore
     from hydra.core.plugins import Plugins
     from hydra.plugins.launcher import Launcher
+    from hydra.plugins.sweeper import Sweeper
 
     assert not (ROOT / "hydra_plugins" / "__init__.py").exists()
     assert sorted(p.name for p in (ROOT / "hydra_plugins").iterdir() if p.is_dir() and p.name != "__pycache__") == [
-        "runner_batch_launcher"]
-    launchers = {p.__name__ for p in Plugins.instance().discover(Launcher)}
-    assert {"BasicLauncher", "BatchLauncher"} <= launchers
-    ours = [name.removesuffix(".yaml") for name, node in ConfigStore.instance().repo["hydra"]["launcher"].items()
-            if node.provider == "trading-runner"]
-    assert ours == ["batch"] and not set(ours) & HYDRA_PLUGIN_NAMES
+        "runner_batch_launcher", "runner_grid_sweeper"]
+    assert {"BasicLauncher", "BatchLauncher"} <= {p.__name__ for p in Plugins.instance().discover(Launcher)}
+    assert {"BasicSweeper", "GridSweeper"} <= {p.__name__ for p in Plugins.instance().discover(Sweeper)}
+    for group, name in (("launcher", "batch"), ("sweeper", "grid")):
+        ours = [key.removesuffix(".yaml") for key, node in ConfigStore.instance().repo["hydra"][group].items()
+                if getattr(node, "provider", None) == "trading-runner"]  # (a dict: a nested group)
+        assert ours == [name] and not set(ours) & HYDRA_PLUGIN_NAMES
     shadows = [p for p in (ROOT / "conf").glob("hydra/*/*.yaml") if p.stem in HYDRA_PLUGIN_NAMES]
     assert not shadows, shadows
 
