@@ -5,7 +5,7 @@ Hydra's basic sweeper composes every job's config before its launcher sees the f
 long again as the launcher's own composition): a 400-configuration grid spent 28 s in it. This sweeper composes
 only enough jobs that every value of every override is composed at least once under each combination of config
 group choices: a misspelt key, a group option that does not exist or a value that does not fit its schema stops
-the sweep before any job runs, as with the basic sweeper, after ~2 x sqrt(jobs) compositions for a square grid.
+the sweep before any job runs, as with the basic sweeper, after sqrt(jobs) compositions for a square grid.
 """
 
 from __future__ import annotations
@@ -55,16 +55,20 @@ def grid(overrides: Sequence[Override], max_batch_size: int | None) -> list[list
 
 
 def to_compose(batch: Sequence[Sequence[str]], shapes_config: Callable[[str], bool]) -> list[Sequence[str]]:
-    """The jobs whose composition checks the batch: grouped by their overrides that shape the config (a config
-    group's choice, an added or deleted key), a group's jobs in order, each taken when it holds an override that no
-    job taken before it in its group held."""
-    seen: dict[tuple[str, ...], set[str]] = {}
-    taken = []
+    """The jobs whose composition checks the batch: the jobs grouped by their overrides that shape the config (a
+    config group's choice, an added or deleted key); in each group, greedily, the job holding the most overrides no
+    job taken yet holds (the first such in the grid's order), until every override of the group is held. A grid of
+    a x b values takes max(a, b) jobs."""
+    groups: dict[tuple[str, ...], list[Sequence[str]]] = {}
     for job in batch:
-        held = seen.setdefault(tuple(o for o in job if shapes_config(o)), set())
-        if not held.issuperset(job):
+        groups.setdefault(tuple(o for o in job if shapes_config(o)), []).append(job)
+    taken = []
+    for jobs in groups.values():
+        unseen = {o for job in jobs for o in job}
+        while unseen:
+            job = max(jobs, key=lambda job: len(unseen.intersection(job)))
             taken.append(job)
-            held.update(job)
+            unseen.difference_update(job)
     return taken
 
 
