@@ -122,10 +122,16 @@ def build_ledger(client: MlflowClient, experiment_id: str, runs: list[Run], scop
     return Ledger(list(trials.values()), scope)
 
 
-def sweep_ledger(client: MlflowClient, experiment_id: str, sweep_name: str) -> Ledger:
-    """Every trial of a sweep name over all its launches (parents that were replaced by a recovered copy left out)."""
+def sweep_runs(client: MlflowClient, experiment_id: str, sweep_name: str) -> list[Run]:
+    """Every run tagged with the sweep name: its launches' parents and all their children's attempts."""
     escaped = sweep_name.replace("'", "\\'")
-    tagged = search_all(client, experiment_id, f"tags.sweep_name = '{escaped}'")
+    return search_all(client, experiment_id, f"tags.sweep_name = '{escaped}'")
+
+
+def sweep_ledger(client: MlflowClient, experiment_id: str, sweep_name: str, tagged: list[Run] | None = None) -> Ledger:
+    """Every trial of a sweep name over all its launches (parents that were replaced by a recovered copy left out);
+    ``tagged``: ``sweep_runs``, when read already."""
+    tagged = sweep_runs(client, experiment_id, sweep_name) if tagged is None else tagged
     parents = [r.info.run_id for r in tagged
                if r.data.tags.get("runner.role") == "sweep_parent" and SUPERSEDED_TAG not in r.data.tags]
     ledger = build_ledger(client, experiment_id, tagged, {})

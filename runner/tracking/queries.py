@@ -174,11 +174,6 @@ def data_digests(runs: list[Run]) -> list[str]:
     return list(dict.fromkeys(run.data.tags.get(DATA_DIGEST_TAG, "-") for run in runs))
 
 
-def sweep_children(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Any]:
-    return client.search_runs([experiment_id], max_results=10000,
-                              filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
-
-
 def members_filter(run_ids: list[str]) -> str:
     return "attributes.run_id IN ({})".format(", ".join(f"'{run_id}'" for run_id in run_ids))
 
