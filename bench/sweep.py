@@ -158,7 +158,7 @@ def grid(fast: range, slow: range, checkouts: list[tuple[str, Path]]) -> None:
     compose = composition_seconds()
     floor = mlflow_floor()
     print(f"Hydra's composition of one job {compose:.3f} s (the basic sweeper composes all {n} jobs before "
-          f"launching any, the grid sweeper {max(len(fast), len(slow))}: a diagonal); MLflow's own floor per "
+          "launching any; the grid sweeper one: a strategy's parameters take any scalar); MLflow's own floor per "
           f"child run {floor:.3f} s; this checkout's batch beyond a single run / floor = "
           f"{beyond['grid'] / floor:.2f}x (grid sweeper), {beyond['basic'] / floor:.2f}x (basic sweeper)")
     engine_against_vectorbt(fast, slow)

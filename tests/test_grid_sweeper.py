@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from hydra_plugins.runner_grid_sweeper.grid_sweeper import grid, to_compose
+from hydra_plugins.runner_grid_sweeper.grid_sweeper import cover, free_keys, grid, shape_groups
 from tests.conftest import run_cli
 
 SWEEPS = [
@@ -45,15 +45,34 @@ def test_the_jobs_composed_hold_every_value_under_every_group_choice() -> None:
 
     (jobs,) = grid(OverridesParser.create().parse_overrides(
         ["+strategy=momentum,sma_crossover", "strategy.fast=range(5,25)", "strategy.slow=range(30,230,10)"]), None)
-    taken = to_compose(jobs, lambda override: override.startswith("+strategy="))
-    assert len(jobs) == 800 and len(taken) == 2 * 20  # a diagonal of each group's 20 x 20
-    assert all(job in jobs for job in taken)
-    for choice in ("+strategy=momentum", "+strategy=sma_crossover"):
-        assert {o for job in taken if choice in job for o in job} == {o for job in jobs if choice in job for o in job}
+    groups = shape_groups(jobs, lambda override: override.startswith("+strategy="))
+    assert [len(group) for group in groups] == [400, 400] and groups[0] + groups[1] == jobs
+    for group in groups:
+        taken = cover(group)
+        assert len(taken) == 20 and taken[0] == group[0] and all(job in group for job in taken)  # a diagonal
+        assert {o for job in taken for o in job} == {o for job in group for o in job}
+        assert cover(group, lambda o: o.split("=")[0]) == [group[0]]  # every value of a key as one: the first job
     (ragged,) = grid(OverridesParser.create().parse_overrides(["a=1,2,3", "b=4,5", "c=6"]), None)
-    assert to_compose(ragged[1:], lambda override: False) == [["a=1", "b=5", "c=6"], ["a=2", "b=4", "c=6"],
-                                                              ["a=3", "b=4", "c=6"]]
-    assert to_compose(jobs, lambda override: True) == jobs  # every override shapes the config: each job composed
+    assert cover(ragged[1:]) == [["a=1", "b=5", "c=6"], ["a=2", "b=4", "c=6"], ["a=3", "b=4", "c=6"]]
+
+
+def test_a_key_takes_any_scalar_when_its_value_is_untyped_or_an_optional_string() -> None:
+    from dataclasses import dataclass, field
+
+    from omegaconf import OmegaConf
+
+    @dataclass
+    class Schema:
+        rate: float = 0.1
+        name: str = "x"
+        label: str | None = None
+        rules: dict = field(default_factory=dict)
+
+    config = OmegaConf.merge(OmegaConf.structured(Schema), {"rules": {"fast": 5}})
+    OmegaConf.set_struct(config, True)
+    overrides = {"rate=0.2", "name=y", "label=z", "rules.fast=7", "rules.fast=[1]", "+rules.slow=3", "nope=1"}
+    assert free_keys(config, overrides) == {"label=z", "rules.fast=7"}
+    assert config.rules.fast == 5 and config.label is None  # probed on a copy
 
 
 def runs_of(tracking_uri: str, *search: str, **options: object) -> list:
