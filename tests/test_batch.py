@@ -108,21 +108,27 @@ def test_batched_children_log_what_the_basic_launchers_jobs_log(tmp_path: Path, 
     assert len(batched) == 6 and batched.keys() == alone.keys()
     client = MlflowClient(tracking_uri)
     ranked = sorted(batched.values(), key=lambda r: -r.data.metrics["val_sharpe_ratio"])
+    # Both sweeps' winners hold everything a single run has, figures and table views included (the basic sweep's
+    # drawn at its end from its logged tables); the other children of both, the Parquet records, results, config and
+    # Hydra's files: no PNG, no JSON table view.
+    winner = alone[ranked[0].data.tags["config_hash"]]
+    full = _files(client, winner.info.run_id)
+    assert {"figures/equity.png", "tearsheet.html", "backtest/portfolio_values.json"} <= full
+    rest = {f for f in full if not f.startswith("figures/") and f != "tearsheet.html" and not (
+        f.startswith("backtest/") and f.endswith(".json") and f != "backtest/results.json")}
     for rank, run in enumerate(ranked):
         other = alone[run.data.tags["config_hash"]]
         assert run.info.status == "FINISHED" and run.info.run_name == other.info.run_name
         assert run.data.tags["job_number"] == other.data.tags["job_number"]
         _assert_logged_alike(run, other)
         files = _files(client, run.info.run_id)
-        full = {f for f in _files(client, other.info.run_id) if not f.startswith("figures/")} | {
-            "figures/equity.png", "tearsheet.html"}
-        if rank < 2:  # the best two: everything a single run has, figures and table views included
+        if rank < 2:  # the best two
             assert files == full
-            assert run.data.tags["mlflow.loggedArtifacts"] == other.data.tags["mlflow.loggedArtifacts"]
-        else:  # the rest: the Parquet records, results, config and Hydra's files; no PNG, no JSON table view
-            assert files == {f for f in full if not f.startswith("figures/") and f != "tearsheet.html" and not (
-                f.startswith("backtest/") and f.endswith(".json") and f != "backtest/results.json")}
-            assert "mlflow.loggedArtifacts" not in run.data.tags
+            assert run.data.tags["mlflow.loggedArtifacts"] == winner.data.tags["mlflow.loggedArtifacts"]
+        else:
+            assert files == rest and "mlflow.loggedArtifacts" not in run.data.tags
+        if rank > 0:
+            assert _files(client, other.info.run_id) == rest and "mlflow.loggedArtifacts" not in other.data.tags
     [best] = [b for b in (json.loads(f.read_text()) for f in tmp_path.glob("outputs/multirun/*/*/best_run.json"))
               if b["sweep_name"] == "batched"]
     parent = client.get_run(best["parent_run_id"])
@@ -204,9 +210,20 @@ def test_a_rule_sweep_draws_its_winners_figures_and_any_runs_on_request(tmp_path
     winner, other = children
     assert {"figures/equity.png", "tearsheet.html"} <= _files(client, winner.info.run_id)  # drawn at the sweep's end
     assert not [f for f in _files(client, other.info.run_id) if f.startswith("figures/") or f == "tearsheet.html"]
+    assert "mlflow.loggedArtifacts" in client.get_run(winner.info.run_id).data.tags
+    assert "mlflow.loggedArtifacts" not in other.data.tags  # a child logs Parquet tables only
     drawn = run_cli(["runner.report", "--figures", other.info.run_id], cli_env, tmp_path)
-    assert drawn.returncode == 0 and drawn.stdout.strip() == (f"logged figures/equity.png, tearsheet.html into run "
-                                                              f"{other.info.run_id}")
+    views = "backtest/trades.json, backtest/fills.json, backtest/portfolio_values.json"
+    assert drawn.returncode == 0 and drawn.stdout.strip() == (f"logged figures/equity.png, tearsheet.html, {views} "
+                                                              f"into run {other.info.run_id}")
+    assert _files(client, other.info.run_id) == _files(client, winner.info.run_id)  # all its single run holds
+    shown = json.loads(client.get_run(other.info.run_id).data.tags["mlflow.loggedArtifacts"])
+    assert [v["path"] for v in shown] == views.split(", ")
+    view = json.loads(Path(client.download_artifacts(other.info.run_id, "backtest/portfolio_values.json",
+                                                     str(tmp_path))).read_text())
+    pd.testing.assert_series_equal(pd.DataFrame(view["data"], columns=view["columns"])["equity"],
+                                  read_backtest_table(other.info.artifact_uri, "portfolio_values")["equity"],
+                                  check_exact=True, check_names=False)
     page = Path(client.download_artifacts(winner.info.run_id, "tearsheet.html", str(tmp_path))).read_text()
     assert "Monthly and yearly returns" in page and "round trips closed in the segment" in page
     assert "<td class=l>information_ratio</td>" in page  # the metrics come back from the run's logged ones

@@ -43,7 +43,7 @@ from runner.tracking.store import (
     store_lock,
     when_unlocked,
 )
-from runner.tracking.tables import write_backtest_files
+from runner.tracking.tables import views_tag, write_backtest_files
 
 if TYPE_CHECKING:
     import torch
@@ -338,9 +338,8 @@ class MLflowLogger:
         with tempfile.TemporaryDirectory() as tmp:
             shown = write_backtest_files(Path(tmp), results, tables, folder)
             self.log_artifacts(tmp, folder)
-        if shown:  # the tag MLflow's UI reads to show these files as tables (what client.log_table sets)
-            self.set_tags({"mlflow.loggedArtifacts": json.dumps([{"path": f"{folder}/{name}", "type": "table"}
-                                                                  for name in shown])})
+        if shown:
+            self.set_tags(views_tag(shown, folder))
         if results.get("metrics") and log_metrics:
             self.log_metrics(dict(results["metrics"]))
 

@@ -160,8 +160,9 @@ def logged_result(artifact_uri: str) -> BacktestResult:
 
 
 def draw_logged_figures(client: MlflowClient, run_id: str) -> list[str]:
-    """Draw a finished run's figures from its logged tables and log them into it (``drawn_later`` runs only;
-    ``python -m runner.report --figures RUN_ID``). Returns the figure files logged (none: not such a run)."""
+    """Draw a finished run's figures from its logged tables and log them into it, with its tables' JSON views where
+    it has none (``drawn_later`` runs only, which log their tables as Parquet in a sweep; ``python -m runner.report
+    --figures RUN_ID``): it then holds what its single run holds. Returns the files logged (none: not such a run)."""
     from runner.views.figures import equity_figure, weights_figure
 
     run = client.get_run(run_id)
@@ -175,7 +176,7 @@ def draw_logged_figures(client: MlflowClient, run_id: str) -> list[str]:
     figures = {"equity.png": equity_figure(result, title=title)}
     if result.symbols is not None:
         figures["weights.png"] = weights_figure(result, title=f"{title}: weights")
-    from runner.tracking.tables import read_backtest_table
+    from runner.tracking.tables import VIEWS_TAG, logged_results, read_backtest_table, views_tag, write_backtest_files
     from runner.views.tearsheet import tearsheet_html
 
     try:
@@ -190,8 +191,14 @@ def draw_logged_figures(client: MlflowClient, run_id: str) -> list[str]:
             figure.savefig(Path(tmp) / "figures" / name, **PNG)
         (Path(tmp) / TEARSHEET).write_text(tearsheet_html(result, title, float(params.get(
             "backtest.periods_per_year_used", 252))))
+        views = []
+        if VIEWS_TAG not in run.data.tags:  # the same record again, with its views
+            (Path(tmp) / "backtest").mkdir()
+            views = write_backtest_files(Path(tmp) / "backtest", logged_results(run.info.artifact_uri))
         client.log_artifacts(run_id, tmp)
-    return [f"figures/{name}" for name in figures] + [TEARSHEET]
+    for key, value in views_tag(views).items():
+        client.set_tag(run_id, key, value)
+    return [f"figures/{name}" for name in figures] + [TEARSHEET] + [f"backtest/{name}" for name in views]
 
 
 def _stage_files(root: Path, prepared: Prepared, outcome: Outcome, extras: RunExtras, figures: bool = True) -> None:

@@ -29,6 +29,7 @@ TABLES = ("trades", "fills", "portfolio_values", "weights", "walk_forward", "fol
 TABLE_FORMATS = ("auto", "parquet", "json")
 JSON_ROWS = 8000  # a JSON view keeps every row up to this many: 30 years of daily bars
 PARQUET_ROW_GROUP = 131_072
+VIEWS_TAG = "mlflow.loggedArtifacts"
 
 
 def thinned_rows(frame: pd.DataFrame, limit: int = JSON_ROWS) -> np.ndarray:
@@ -88,26 +89,50 @@ def write_backtest_files(folder: Path, results: Mapping[str, Any], tables: str =
     return shown
 
 
+def views_tag(shown: list[str], artifact_path: str = "backtest") -> dict[str, str]:
+    """The tag MLflow's UI reads to show these JSON files as tables (what ``client.log_table`` sets); none for
+    none."""
+    return {VIEWS_TAG: json.dumps([{"path": f"{artifact_path}/{name}", "type": "table"} for name in shown])
+            } if shown else {}
+
+
 def read_backtest_table(artifact_uri: str, name: str, artifact_path: str = "backtest") -> pd.DataFrame:
     """A run's full table ``name`` from its artifact location: the Parquet record, or for runs logged
     before it existed (or with ``tables="json"``) the JSON table. Local stores are read in place."""
+    for suffix in ("parquet", "json"):
+        frame = _read_artifact(f"{artifact_uri}/{artifact_path}/{name}.{suffix}", suffix)
+        if frame is not None:
+            return frame
+    raise NotFoundError(f"no {artifact_path}/{name}.parquet or .json under {artifact_uri}")
+
+
+def logged_results(artifact_uri: str, artifact_path: str = "backtest") -> dict[str, Any]:
+    """What ``write_backtest_files`` wrote for a run, read back: ``results.json``'s entries and every table it
+    lists, in full (``write_backtest_files`` again writes the same record, with any format)."""
+    results = _read_artifact(f"{artifact_uri}/{artifact_path}/results.json", "results")
+    if results is None:
+        raise NotFoundError(f"no {artifact_path}/results.json under {artifact_uri}")
+    tables = results.pop("tables", {})
+    return {**results, **{name: read_backtest_table(artifact_uri, name, artifact_path) for name in tables}}
+
+
+def _read_artifact(uri: str, kind: str) -> Any:
+    """The Parquet table, JSON table (``kind`` "parquet", "json") or ``results.json`` dict at ``uri``; None when
+    there is none."""
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
 
-    for suffix in ("parquet", "json"):
-        uri = f"{artifact_uri}/{artifact_path}/{name}.{suffix}"
-        local = local_path(uri)
-        with tempfile.TemporaryDirectory() as tmp:
-            if local is None:
-                os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per table is noise
-                try:
-                    local = Path(download_artifacts(uri, dst_path=tmp))
-                except (MlflowException, OSError):
-                    continue
-            if not local.is_file():
-                continue
-            if suffix == "parquet":
-                return pd.read_parquet(local)
-            payload = json.loads(local.read_text())
-            return pd.DataFrame(payload["data"], columns=payload["columns"])
-    raise NotFoundError(f"no {artifact_path}/{name}.parquet or .json under {artifact_uri}")
+    local = local_path(uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        if local is None:
+            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per table is noise
+            try:
+                local = Path(download_artifacts(uri, dst_path=tmp))
+            except (MlflowException, OSError):
+                return None
+        if not local.is_file():
+            return None
+        if kind == "parquet":
+            return pd.read_parquet(local)
+        payload = json.loads(local.read_text())
+        return payload if kind == "results" else pd.DataFrame(payload["data"], columns=payload["columns"])
