@@ -67,13 +67,14 @@ def segment_table(run: Run, segment: str) -> pd.DataFrame:
     the same bars), read from the run's artifact location directly (a ``runs:/`` URI would look it up twice more)."""
     from runner.tracking.tables import read_backtest_table
 
-    table = read_backtest_table(run.info.artifact_uri, TABLES.get(segment, "portfolio_values"))
+    columns = ["timestamp", "close", "strategy_return"] + ([] if segment in TABLES else ["segment"])
+    table = read_backtest_table(run.info.artifact_uri, TABLES.get(segment, "portfolio_values"), columns=columns)
     if segment == "cpcv":  # the paths' mean return per bar: what cpcv_sharpe_ratio_mean averages over
         table = table.groupby("timestamp", sort=True).agg(close=("close", "first"),
                                                           strategy_return=("strategy_return", "mean")).reset_index()
     table = table.assign(benchmark_return=table["close"].pct_change())  # the level (a universe: its equal-weight index)
     if segment not in TABLES:
-        table = table.loc[table["segment"].astype(str) == segment]
+        table = table.loc[(table["segment"] == segment).to_numpy()]  # a category or, in older runs, a string
     return table[["timestamp", "strategy_return", "benchmark_return"]].reset_index(drop=True)
 
 

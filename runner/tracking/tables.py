@@ -96,11 +96,12 @@ def views_tag(shown: list[str], artifact_path: str = "backtest") -> dict[str, st
             } if shown else {}
 
 
-def read_backtest_table(artifact_uri: str, name: str, artifact_path: str = "backtest") -> pd.DataFrame:
-    """A run's full table ``name`` from its artifact location: the Parquet record, or for runs logged
-    before it existed (or with ``tables="json"``) the JSON table. Local stores are read in place."""
+def read_backtest_table(artifact_uri: str, name: str, artifact_path: str = "backtest",
+                        columns: list[str] | None = None) -> pd.DataFrame:
+    """A run's full table ``name`` from its artifact location (only ``columns``, when given): the Parquet record, or
+    for runs logged before it existed (or with ``tables="json"``) the JSON table. Local stores are read in place."""
     for suffix in ("parquet", "json"):
-        frame = _read_artifact(f"{artifact_uri}/{artifact_path}/{name}.{suffix}", suffix)
+        frame = _read_artifact(f"{artifact_uri}/{artifact_path}/{name}.{suffix}", suffix, columns)
         if frame is not None:
             return frame
     raise NotFoundError(f"no {artifact_path}/{name}.parquet or .json under {artifact_uri}")
@@ -116,9 +117,9 @@ def logged_results(artifact_uri: str, artifact_path: str = "backtest") -> dict[s
     return {**results, **{name: read_backtest_table(artifact_uri, name, artifact_path) for name in tables}}
 
 
-def _read_artifact(uri: str, kind: str) -> Any:
-    """The Parquet table, JSON table (``kind`` "parquet", "json") or ``results.json`` dict at ``uri``; None when
-    there is none."""
+def _read_artifact(uri: str, kind: str, columns: list[str] | None = None) -> Any:
+    """The Parquet table, JSON table (``kind`` "parquet", "json"; only ``columns``, when given) or ``results.json``
+    dict at ``uri``; None when there is none."""
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
 
@@ -133,6 +134,9 @@ def _read_artifact(uri: str, kind: str) -> Any:
         if not local.is_file():
             return None
         if kind == "parquet":
-            return pd.read_parquet(local)
+            return pd.read_parquet(local, columns=columns)
         payload = json.loads(local.read_text())
-        return payload if kind == "results" else pd.DataFrame(payload["data"], columns=payload["columns"])
+        if kind == "results":
+            return payload
+        frame = pd.DataFrame(payload["data"], columns=payload["columns"])
+        return frame if columns is None else frame[columns]
