@@ -12,7 +12,8 @@ when vectorbt is installed (pip install -e ".[bench]"), the grid's engine pass a
 Portfolio.from_signals over the same columns.
 
 --baseline times another checkout of the project (say a worktree of an earlier commit) the same way, its runs
-interleaved with this one's, so that both see the same machine; --rounds repeats each measurement.
+interleaved with this one's, so that both see the same machine; --rounds repeats each measurement, the
+checkouts' order flipped every round.
 
 "joblib" is hydra-joblib-launcher with 2 workers (Hydra's own plugin). Speed-ups are basic total / joblib
 total, measured in the same run.
@@ -140,21 +141,24 @@ def engine_against_vectorbt(fast: range, slow: range) -> None:
           f"from_signals {theirs * 1000:.0f} ms (ours / vectorbt = {ours / theirs:.2f})")
 
 
-def grid(fast: range, slow: range, checkouts: list[tuple[str, Path]]) -> None:
+def grid(fast: range, slow: range, checkouts: list[tuple[str, Path]], rounds: int = 1) -> None:
+    """Each round times every checkout, in turn; the order flips every round (whatever runs first or last on this
+    machine, each checkout gets it as often)."""
     n = len(fast) * len(slow)
     print(f"{n} configurations, sma_crossover on sp500; {os.cpu_count()} cores")
     sweep = ["-m", "+strategy=sma_crossover", "model=none", f"strategy.fast=range({fast.start},{fast.stop})",
              f"strategy.slow=range({slow.start},{slow.stop},{slow.step})", "hydra/launcher=batch", "resume=false"]
     beyond: dict[str, float] = {}
-    for label, root in checkouts:
-        single = run(["+strategy=sma_crossover", "model=none"], root)
-        # this checkout: its default sweeper (grid) and Hydra's basic one; a baseline: its own default
-        for sweeper in (["grid", "basic"] if root == ROOT else [""]):
-            batch = run([*sweep, f"hydra/sweeper={sweeper}"] if sweeper else sweep, root)
-            beyond[sweeper] = (batch - single) / n
-            named = f" with hydra/sweeper={sweeper}" if sweeper else ""
-            print(f"{label}: single run {single:.2f} s; batch launcher{named} {batch:.1f} s: {beyond[sweeper]:.3f} s "
-                  "per configuration beyond the single run", flush=True)
+    for turn in range(rounds):
+        for label, root in checkouts[::-1] if turn % 2 else checkouts:
+            single = run(["+strategy=sma_crossover", "model=none"], root)
+            # this checkout: its default sweeper (grid) and Hydra's basic one; a baseline: its own default
+            for sweeper in (["grid", "basic"] if root == ROOT else [""]):
+                batch = run([*sweep, f"hydra/sweeper={sweeper}"] if sweeper else sweep, root)
+                beyond[sweeper] = (batch - single) / n
+                named = f" with hydra/sweeper={sweeper}" if sweeper else ""
+                print(f"{label}: single run {single:.2f} s; batch launcher{named} {batch:.1f} s: "
+                      f"{beyond[sweeper]:.3f} s per configuration beyond the single run", flush=True)
     compose = composition_seconds()
     floor = mlflow_floor()
     print(f"Hydra's composition of one job {compose:.3f} s (the basic sweeper composes all {n} jobs before "
@@ -176,15 +180,15 @@ def main() -> None:
     args = parser.parse_args()
     checkouts = [("this", ROOT)] + ([("baseline", args.baseline.resolve())] if args.baseline else [])
     if args.grid:
-        grid(range(*args.fast), range(args.slow[0], args.slow[1], 10), checkouts)
+        grid(range(*args.fast), range(args.slow[0], args.slow[1], 10), checkouts, args.rounds)
         return
     lookbacks = ",".join(str(5 + 5 * i) for i in range(args.jobs))
     print(f"{args.jobs} jobs; {os.cpu_count()} cores; joblib = hydra/launcher=joblib hydra.launcher.n_jobs=2")
     print(f"{'checkout':<9} {'model':<6} {'single run s':>12} {'basic total s':>13} {'beyond 1st s/job':>16} "
           f"{'joblib total s':>14} {'joblib speed-up':>15}")
-    for _ in range(args.rounds):
+    for turn in range(args.rounds):
         for model in args.models:
-            for label, root in checkouts:
+            for label, root in checkouts[::-1] if turn % 2 else checkouts:
                 single, basic, job = per_job(root, model, args.jobs)
                 extra = ["trainer.epochs=10"] if model == "mlp" else []
                 joblib = (run(["-m", "+strategy=momentum", f"model={model}", *extra, f"strategy.lookback={lookbacks}",
