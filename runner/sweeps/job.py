@@ -173,9 +173,9 @@ def _tracked_job(cfg: DictConfig, state: dict[str, str], run_name: str) -> float
         return resumed
     # A rule's job takes a fraction of a second: its params, tags and metrics go in one batch and its files in one
     # upload at its end (a model's are logged as it goes, so that a long training shows its config meanwhile). Its
-    # figures and its tables' JSON views (26 ms a job: a third of its logging) are made from its logged Parquet
-    # tables, for the sweep's winner at the end (any run's later: python -m runner.report --figures RUN_ID); a
-    # model's training curves are drawn as it trains.
+    # figures and its tables' JSON views (26 ms of the ~105 ms a job spent logging) are made from its logged
+    # Parquet tables, for the sweep's winner at the end (any run's later: python -m runner.report --figures RUN_ID);
+    # a model's training curves are drawn as it trains.
     rule = rule_on_holdout(cfg)
     logger.defer_writes = rule
     if is_ray(hydra_cfg.launcher):
