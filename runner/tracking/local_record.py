@@ -60,6 +60,12 @@ def is_unreachable(error: BaseException) -> bool:
     return text.startswith("API request to") and "failed with" in text
 
 
+def cut_off(error: BaseException) -> bool:
+    """The server went away while it answered (its reply cut short): MLflow's HTTP retries end once a reply has
+    begun, so the request was not tried again, and the server may be back within their budget."""
+    return is_unreachable(error) and "Connection broken" in str(error)
+
+
 def server_lost(tracking_uri: str) -> str | None:
     return _server_lost.get(tracking_uri)
 
@@ -150,7 +156,10 @@ class RecordingLogger(MLflowLogger):
     def server_lost(self) -> str | None:
         return server_lost(self.tracking_uri)
 
-    def _forward(self, send: Any, *args: Any) -> None:
+    def _forward(self, send: Any, *args: Any, again: bool = True) -> None:
+        """``send(*args)``, sent once more (with MLflow's retries again) when the server went away mid-reply and
+        ``again``: a batch, inputs and files are safe to send twice (MLflow drops a metric it holds already). Not a
+        model (two logged models) nor a run's end (its deferred writes are gone from memory once tried)."""
         if self.server_lost:
             return
         from mlflow.exceptions import MlflowException
@@ -160,6 +169,9 @@ class RecordingLogger(MLflowLogger):
         except MlflowException as error:
             if not is_unreachable(error):
                 raise
+            if again and cut_off(error):
+                self._forward(send, *args, again=False)
+                return
             mark_server_lost(self.tracking_uri, error)
 
     def start_run(self, run_name: str | None = None, tags: Any = None, parent_run_id: str | None = None) -> Any:
@@ -168,15 +180,17 @@ class RecordingLogger(MLflowLogger):
 
         name = run_name or datetime.now().strftime("run_%Y%m%d_%H%M%S")
         run = None
-        if not self.server_lost:
-            start_id = uuid.uuid4().hex
+        start_id, tries = uuid.uuid4().hex, 2  # a second try when the server went away mid-reply
+        while run is None and tries and not self.server_lost:
+            tries -= 1
             try:
                 run = super().start_run(name, {**(tags or {}), START_ID_TAG: start_id}, parent_run_id)
-                self._drop_duplicates(run, start_id)
+                self._drop_duplicates(run, start_id)  # the same start id: a copy the cut-off try stored goes too
             except MlflowException as error:
                 if not is_unreachable(error):
                     raise
-                mark_server_lost(self.tracking_uri, error)
+                if not (tries and cut_off(error)):
+                    mark_server_lost(self.tracking_uri, error)
         if run is None:
             self.run_id = f"offline-{uuid.uuid4().hex}"
         self.record.start(experiment_name=self.experiment_name, tracking_uri=self.tracking_uri, run_name=name,
@@ -225,7 +239,7 @@ class RecordingLogger(MLflowLogger):
         self._forward(super()._send_artifacts, run_id, local_dir, artifact_path)
 
     def _send_model(self, model: torch.nn.Module, name: str, input_example: Any) -> None:
-        self._forward(super()._send_model, model, name, input_example)
+        self._forward(super()._send_model, model, name, input_example, again=False)
         self.record.update_run(model=name)
         if self.server_lost:  # the trained model exists only here: keep it in the record
             from runner.tracking.model_io import save_torch_model
@@ -244,4 +258,4 @@ class RecordingLogger(MLflowLogger):
             except MlflowException:
                 pass
             return
-        self._forward(super()._send_end, run_id, status)
+        self._forward(super()._send_end, run_id, status, again=False)
