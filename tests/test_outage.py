@@ -176,3 +176,77 @@ def test_a_sweep_stops_launching_once_the_server_is_gone(server: Server, tmp_pat
                                                            for job in recorded)
     runs = experiment_runs(server)
     assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
+class CuttingProxy:
+    """An HTTP/1.1 proxy in front of the real server that, once, forwards a request to ``path`` and then sends back
+    only the first half of the server's reply before closing the connection: a server that died while answering."""
+
+    def __init__(self, target: str, path: str) -> None:
+        import socket
+        import threading
+
+        self.target, self.path, self.cut = target, path, 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.uri = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection) -> None:
+        import http.client
+
+        reader = connection.makefile("rb")
+        upstream = http.client.HTTPConnection(self.target.removeprefix("http://"), timeout=60)
+        with connection:
+            while True:
+                line = reader.readline()
+                if not line.strip():
+                    return
+                method, path, _ = line.decode().split(" ", 2)
+                headers = {}
+                while (header := reader.readline().decode()).strip():
+                    key, _, value = header.partition(":")
+                    headers[key.strip()] = value.strip()
+                body = reader.read(int(headers.get("Content-Length", 0) or 0))
+                headers.pop("Connection", None)
+                upstream.request(method, path, body=body, headers=headers)
+                reply = upstream.getresponse()
+                content = reply.read()
+                dropped = ("transfer-encoding", "content-length", "connection")
+                head = [f"HTTP/1.1 {reply.status} {reply.reason}"] + [
+                    f"{k}: {v}" for k, v in reply.getheaders() if k.lower() not in dropped]
+                head.append(f"Content-Length: {len(content)}")
+                payload = ("\r\n".join(head) + "\r\n\r\n").encode()
+                if self.cut == 0 and path.startswith(self.path) and len(content) > 1:
+                    self.cut += 1  # stored by the server; the client gets half the reply
+                    connection.sendall(payload + content[: len(content) // 2])
+                    return
+                connection.sendall(payload + content)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_reply_cut_short_is_sent_again_and_costs_nothing(server: Server, tmp_path: Path, cli_env: dict) -> None:
+    proxy = CuttingProxy(server.uri, "/api/2.0/mlflow/runs/log-batch")
+    try:
+        env = {**cli_env, "MLFLOW_TRACKING_URI": proxy.uri}
+        done = run_cli(["runner", "+strategy=momentum", "model=none", "data.start=2016-01-01"], env, tmp_path)
+    finally:
+        proxy.close()
+    assert proxy.cut == 1  # the fault happened
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "stopped answering" not in done.stderr and "was lost" not in done.stderr
+    (run,) = experiment_runs(server)
+    assert run.info.status == "FINISHED" and "test_sharpe_ratio" in run.data.metrics
+    assert run.data.params["strategy.lookback"] and "config.yaml" in {
+        a.path for a in MlflowClient(server.uri).list_artifacts(run.info.run_id)}
