@@ -279,7 +279,20 @@ class MLflowLogger:
         if self._pending is not None and run_id == self.run_id:
             self._pending["inputs"].extend(inputs)
             return
-        when_unlocked(self.client.log_inputs, run_id, datasets=inputs)
+        self._link_inputs(run_id, inputs)
+
+    def _link_inputs(self, run_id: str, inputs: list[DatasetInput]) -> None:
+        """``log_inputs``, once more when the store refused a dataset as already there: two jobs that logged the
+        same data at the same moment both inserted it (MLflow checks, then inserts); the second call links it."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            when_unlocked(self.client.log_inputs, run_id, datasets=inputs)
+        except MlflowException as error:
+            text = str(error)
+            if "dataset" not in text or not ("duplicate key" in text or "UNIQUE constraint failed" in text):
+                raise
+            when_unlocked(self.client.log_inputs, run_id, datasets=inputs)
 
     def _send_artifacts(self, run_id: str, local_dir: str, artifact_path: str | None) -> None:
         if self._pending is not None and run_id == self.run_id:
@@ -303,7 +316,7 @@ class MLflowLogger:
                 when_unlocked(self.client.log_batch, run_id, metrics=some_metrics, params=some_params,
                               tags=some_tags, synchronous=True)
             if pending["inputs"]:
-                when_unlocked(self.client.log_inputs, run_id, datasets=pending["inputs"])
+                self._link_inputs(run_id, pending["inputs"])
             if any(Path(pending["files"]).iterdir()):
                 self.client.log_artifacts(run_id, pending["files"])
         finally:
