@@ -5,12 +5,15 @@ Each test runs its own ``mlflow server`` on 127.0.0.1 and stops and restarts it 
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -183,17 +186,12 @@ class CuttingProxy:
     only the first half of the server's reply before closing the connection: a server that died while answering."""
 
     def __init__(self, target: str, path: str) -> None:
-        import socket
-        import threading
-
         self.target, self.path, self.cut = target, path, 0
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.uri = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
-        import threading
-
         while True:
             try:
                 connection, _ = self.listener.accept()
@@ -202,8 +200,6 @@ class CuttingProxy:
             threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
 
     def _serve(self, connection) -> None:
-        import http.client
-
         reader = connection.makefile("rb")
         upstream = http.client.HTTPConnection(self.target.removeprefix("http://"), timeout=60)
         with connection:

@@ -76,8 +76,9 @@ def run_job(cfg: DictConfig) -> float:
     if server_lost(state["tracking_uri"]):  # a joblib worker that lost it in an earlier job
         print(f"[{run_name}] not run: the tracking server was lost", file=sys.stderr)
         return worst(state["mode"])
-    value = _tracked_job(cfg, state, run_name)
-    if rule_on_holdout(cfg):
+    rule = rule_on_holdout(cfg)
+    value = _tracked_job(cfg, state, run_name, rule)
+    if rule:
         settle()
     from runner.sweeps.progress import job_done
 
@@ -148,7 +149,7 @@ def point_to(logger: MLflowLogger, previous: Run, tags: dict[str, str], run_name
     return float(previous.data.metrics.get(metric, math.nan))
 
 
-def _tracked_job(cfg: DictConfig, state: dict[str, str], run_name: str) -> float:
+def _tracked_job(cfg: DictConfig, state: dict[str, str], run_name: str, rule: bool) -> float:
     from mlflow.exceptions import MlflowException
 
     from runner.sweeps.cluster import is_ray
@@ -176,7 +177,6 @@ def _tracked_job(cfg: DictConfig, state: dict[str, str], run_name: str) -> float
     # figures and its tables' JSON views (26 ms of the ~105 ms a job spent logging) are made from its logged
     # Parquet tables, for the sweep's winner at the end (any run's later: python -m runner.report --figures RUN_ID);
     # a model's training curves are drawn as it trains.
-    rule = rule_on_holdout(cfg)
     logger.defer_writes = rule
     if is_ray(hydra_cfg.launcher):
         from runner.sweeps.cluster import job_node
