@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    import subprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,6 +42,33 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def wait_for_running(tracking_uri: str, process: subprocess.Popen | None = None, tag: tuple[str, str] | None = None,
+                     deadline: float = 120) -> str:
+    """The id of a RUNNING run (carrying ``tag`` when given), polled read-only with sqlite3: an MlflowClient made
+    here while the CLI creates a fresh store's schema would race it, and either side can crash. A ``process``
+    that ends first fails the wait with its stderr."""
+    import sqlite3
+    import time
+
+    db = Path(tracking_uri[len("sqlite:///"):])
+    query = "SELECT run_uuid FROM runs WHERE status = 'RUNNING'"
+    if tag is not None:
+        query += " AND run_uuid IN (SELECT run_uuid FROM tags WHERE key = ? AND value = ?)"
+    start = time.monotonic()
+    while time.monotonic() - start < deadline:
+        assert process is None or process.poll() is None, process.communicate()[1][-3000:]
+        if db.exists():
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as connection:
+                    row = connection.execute(query, tag or ()).fetchone()
+                if row:
+                    return row[0]
+            except sqlite3.Error:
+                pass  # the schema is still being created
+        time.sleep(0.3)
+    raise AssertionError(f"no RUNNING run{f' tagged {tag}' if tag else ''} within {deadline} s")
 
 
 def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 300):

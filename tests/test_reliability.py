@@ -19,7 +19,7 @@ import pytest
 from mlflow import MlflowClient
 
 from runner.tracking.sanitize import REDACTED
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, wait_for_running
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -134,25 +134,6 @@ def test_unsorted_csv_is_sorted_and_runs(tmp_path: Path, cli_env: dict, tracking
     assert "sorted them by timestamp" in done.stderr
 
 
-def _wait_for_running(tracking_uri: str, deadline: float = 120) -> str:
-    """Poll the store read-only with sqlite3 (an MlflowClient here would race the CLI creating the schema)."""
-    import sqlite3
-
-    db = Path(tracking_uri[len("sqlite:///"):])
-    start = time.monotonic()
-    while time.monotonic() - start < deadline:
-        if db.exists():
-            try:
-                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as connection:
-                    row = connection.execute("SELECT run_uuid FROM runs WHERE status = 'RUNNING'").fetchone()
-                if row:
-                    return row[0]
-            except sqlite3.Error:
-                pass  # schema still being created
-        time.sleep(0.3)
-    raise AssertionError("no RUNNING run appeared")
-
-
 LONG_TRAINING = ["runner", "+strategy=momentum", "model=mlp", "trainer.epochs=100000", "trainer.patience=100000"]
 
 
@@ -162,7 +143,7 @@ def test_signals_during_training_end_the_run_killed(sig, tmp_path: Path, cli_env
     process = subprocess.Popen([sys.executable, "-m", *LONG_TRAINING], cwd=tmp_path, env=cli_env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        run_id = _wait_for_running(tracking_uri)
+        run_id = wait_for_running(tracking_uri)
         time.sleep(1.0)
         process.send_signal(sig)
         _, stderr = process.communicate(timeout=60)
@@ -178,7 +159,7 @@ def test_sigkill_leaves_a_stale_run_that_the_report_marks_killed(tmp_path: Path,
                                                                  tracking_uri: str) -> None:
     process = subprocess.Popen([sys.executable, "-m", *LONG_TRAINING], cwd=tmp_path, env=cli_env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    run_id = _wait_for_running(tracking_uri)
+    run_id = wait_for_running(tracking_uri)
     process.kill()
     process.wait(timeout=30)
     dry = run_cli(["runner.report", "--stale", "--json"], cli_env, tmp_path)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, wait_for_running
 
 FAST = ["model=none", "data.start=2010-01-01", "data.end=2014-12-31"]
 SYNTHETIC = ["model=none", "data=synthetic", "data.n_bars=600"]
@@ -233,15 +233,12 @@ def test_a_second_launch_of_a_running_sweep_name_stops_before_creating_anything(
                                                                                   tracking_uri: str) -> None:
     import subprocess
     import sys
-    import time
 
     lookbacks = ",".join(str(k) for k in range(2, 42))  # 40 rule jobs: the first launch runs for a while
     first = subprocess.Popen([sys.executable, "-m", "runner", "-m", "+strategy=momentum", *SYNTHETIC,
                               f"strategy.lookback={lookbacks}", "sweep_name=same"], env=cli_env, cwd=tmp_path,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not [p for p in _parents(tracking_uri, "same") if p.info.status == "RUNNING"] and time.time() < deadline:
-        time.sleep(0.5)
+    wait_for_running(tracking_uri, first, tag=("sweep_name", "same"))  # not an MlflowClient: see its docstring
     [parent] = _parents(tracking_uri, "same")
     second = run_cli(["runner", "-m", "+strategy=momentum", *SYNTHETIC, "strategy.lookback=3,4",
                       "sweep_name=same"], cli_env, tmp_path)
