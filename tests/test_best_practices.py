@@ -204,6 +204,47 @@ def test_clean_frees_failed_and_killed_runs_and_keeps_the_rest(tmp_path: Path, t
     logger.end_run()
 
 
+
+def test_clean_keeps_every_run_that_a_staying_run_points_at(tmp_path: Path, tracking_uri: str, cli_env: dict,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    """What a run that stays points at stays: a resumed job's earlier run (its pointer stays), that run's sweep parent
+    (through it), another tool's parent run (its nested run stays). Found by searching what points at the
+    candidates, and the same when the whole store is read instead (too many parents to search one by one)."""
+    import time
+
+    logger = MLflowLogger("exp", tracking_uri)
+    client = logger.client
+    old, new = 1_000_000_000_000, int(time.time() * 1000)  # 2001, and now
+
+    def run(name: str, status: str, start: int, **tags: str) -> str:
+        run_id = client.create_run(logger.experiment_id, start_time=start, tags=tags, run_name=name).info.run_id
+        client.set_terminated(run_id, status, end_time=start + 1000)
+        return run_id
+
+    parent = run("parent", "FINISHED", old, **{"runner.role": "sweep_parent", "config_hash": "p"})
+    resumed = run("resumed", "FINISHED", old, **{"mlflow.parentRunId": parent, "config_hash": "a"})
+    failed = run("failed", "FAILED", old, **{"mlflow.parentRunId": parent, "config_hash": "b"})
+    relaunch = run("relaunch", "FINISHED", new, **{"runner.role": "sweep_parent", "config_hash": "p"})
+    run("pointer", "FINISHED", new, **{"mlflow.parentRunId": relaunch, "config_hash": "a", "resumed_from": resumed})
+    foreign = run("foreign", "FAILED", old)  # another tool's run: no config hash
+    run("nested", "FINISHED", new, **{"mlflow.parentRunId": foreign})
+    lonely = run("lonely", "FAILED", old, config_hash="c")
+
+    done = run_cli(["runner.clean", "--older-than", "1d", "--json"], cli_env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert sorted(r["run_id"] for r in plan["runs"]) == sorted([failed, lonely])
+    assert {k["run_id"]: k["why"] for k in plan["kept"]} == {
+        resumed: "stands in for the resumed job pointer", parent: "the sweep parent of kept run resumed",
+        foreign: "the sweep parent of kept run nested"}
+    monkeypatch.setattr("runner.tracking.cleanup.CHILD_LOOKUPS", 0)  # read the whole store instead
+    assert clean.main(["--older-than", "1d", "--json", "--tracking-uri", tracking_uri]) == 0
+    whole = json.loads(capsys.readouterr().out)
+    assert (whole["runs"], whole["kept"]) == (plan["runs"], plan["kept"])
+    done = run_cli(["runner.clean", "--status", "FAILED", "--json"], cli_env, tmp_path)
+    assert sorted(r["run_id"] for r in json.loads(done.stdout)["runs"]) == sorted([failed, lonely])
+
 @pytest.mark.slow
 def test_a_sweep_logs_one_type_per_key_and_never_resumes_an_older_version(tmp_path: Path, cli_env: dict,
                                                                          tracking_uri: str) -> None:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
 
 CLEANABLE = ("FINISHED", "FAILED", "KILLED")
+CHILD_LOOKUPS = 100  # candidates that may have children, searched for one by one
 _RUN_DIR = re.compile(r"^[0-9a-f]{32}$")
 _AGE = re.compile(r"^(?:(?P<d>\d+(?:\.\d+)?)d)?(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?"
                   r"(?:(?P<s>\d+(?:\.\d+)?)s)?$")
@@ -99,23 +100,24 @@ def plan_cleanup(client: MlflowClient, experiments: list[Any], statuses: list[st
     """Select the runs matching every criterion given (none given: no runs, orphans only) and size them.
     Runs already soft-deleted (in the UI, or by an interrupted clean) that match are purged too.
 
-    One search reads every run of the store (deleted ones too): it decides both the candidates and which
-    folders no run owns."""
+    Reads what decides, not the whole store: the runs matching the status and age (a search), then the runs that
+    may point at one of them (``referring_runs``). Only a local artifact root with run folders in it makes it read
+    every run's id (which folders no run owns)."""
     from mlflow.entities import ViewType
 
-    every = client.search_experiments(view_type=ViewType.ALL, max_results=50000)  # deleted experiments own too
-    store_runs = all_runs(client, [e.experiment_id for e in every], deleted_too=True)
-    ids = {e.experiment_id for e in experiments}
+    every = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL, max_results=50000)]
     cutoff = None if older_than_s is None else (time.time() - older_than_s) * 1000
-    selecting = bool(statuses) or cutoff is not None or before_version is not None
-    candidates = [r for r in store_runs if selecting and r.info.experiment_id in ids
-                  and r.info.status in (statuses or CLEANABLE)  # never RUNNING or SCHEDULED
-                  and (cutoff is None or (r.info.start_time or 0) < cutoff)
-                  and (before_version is None or engine_version(r) < before_version)]
+    candidates = []
+    if statuses or cutoff is not None or before_version is not None:
+        found = [r for where in candidate_filters(statuses, cutoff)
+                 for r in all_runs(client, [e.experiment_id for e in experiments], where, deleted_too=True)]
+        candidates = [r for r in found if r.info.status in (statuses or CLEANABLE)  # never RUNNING or SCHEDULED
+                      and (cutoff is None or (r.info.start_time or 0) < cutoff)
+                      and (before_version is None or engine_version(r) < before_version)]
     plan = Plan()
-    why_kept = needed_runs(client, candidates, store_runs) if candidates else {}
+    why_kept = needed_runs(client, candidates, referring_runs(client, every, candidates)) if candidates else {}
     models_by_run: dict[str, list[tuple[str, str]]] = {}
-    for model in logged_models(client, sorted(ids)) if candidates else []:
+    for model in logged_models(client, [e.experiment_id for e in experiments]) if candidates else []:
         if model.source_run_id:
             models_by_run.setdefault(model.source_run_id, []).append((model.model_id, model.artifact_location))
     for run in candidates:
@@ -128,23 +130,55 @@ def plan_cleanup(client: MlflowClient, experiments: list[Any], statuses: list[st
         sizes = [folder_bytes(local_path(run.info.artifact_uri))] + [
             folder_bytes(local_path(location)) for _, location in plan.models[run_id]]
         plan.sizes[run_id] = None if any(s is None for s in sizes) else sum(sizes)
-    plan.orphans = find_orphans(client, experiments, {r.info.run_id for r in store_runs},
-                                [e.experiment_id for e in every])
+    plan.orphans = find_orphans(client, experiments, every)
     for path in plan.orphans:
         plan.sizes[str(path)] = folder_bytes(path)
     return plan
 
 
-def needed_runs(client: MlflowClient, candidates: list[Any], store_runs: list[Run]) -> dict[str, str]:
+def candidate_filters(statuses: list[str] | None, cutoff_ms: float | None) -> list[str]:
+    """Search filters for runs of these statuses (one each: MLflow's filters have no OR, nor IN but for run ids;
+    None: any status) started before ``cutoff_ms``."""
+    age = f"attributes.start_time < {int(cutoff_ms)}" if cutoff_ms is not None else ""
+    if not statuses:
+        return [age]
+    return [" and ".join(c for c in (f"attributes.status = '{status}'", age) if c) for status in statuses]
+
+
+def may_have_children(run: Run) -> bool:
+    """A sweep parent, or a run not made by the runner (another tool may nest runs under it): only the runner's sweep
+    parents have children among its runs."""
+    tags = run.data.tags
+    return tags.get("runner.role") == "sweep_parent" or "config_hash" not in tags
+
+
+def referring_runs(client: MlflowClient, experiment_ids: list[str], candidates: list[Run]) -> list[Run]:
+    """Every run that may point at a candidate: the resumed jobs' pointer runs (``resumed_from``), and the children
+    of each candidate that may have some (one search each: a tag's equality is an indexed lookup). With more than
+    ``CHILD_LOOKUPS`` such candidates, every run of the store (one read costs less than that many searches)."""
+    parents = [r.info.run_id for r in candidates if may_have_children(r)]
+    if len(parents) > CHILD_LOOKUPS:
+        return all_runs(client, experiment_ids, deleted_too=True)
+    found = {r.info.run_id: r for r in all_runs(client, experiment_ids, "tags.resumed_from IS NOT NULL",
+                                                deleted_too=True)}
+    for run_id in parents:
+        found.update((r.info.run_id, r) for r in all_runs(client, experiment_ids,
+                                                            f"tags.mlflow.parentRunId = '{run_id}'", deleted_too=True))
+    return list(found.values())
+
+
+def needed_runs(client: MlflowClient, candidates: list[Any], referring: list[Run]) -> dict[str, str]:
     """Candidates that must stay, and why: the run behind a registered model version, the sweep parent of a run
-    that stays, the run a resumed job that stays points at (``resumed_from``)."""
+    that stays, the run a resumed job that stays points at (``resumed_from``). ``referring``: the runs that may
+    point at a candidate (``referring_runs``)."""
     needed = {run_id: f"backs registered {', '.join(versions)}" for run_id, versions in
               registered_run_ids(client).items()}
     going = {r.info.run_id for r in candidates} - set(needed)
+    runs = list({r.info.run_id: r for r in [*referring, *candidates]}.values())
     changed = True
     while changed:  # a kept child keeps its parent, which may keep the run it resumed from, ...
         changed = False
-        for run in store_runs:
+        for run in runs:
             if run.info.run_id in going:
                 continue
             for tag, why in (("mlflow.parentRunId", "the sweep parent of kept run"),
@@ -157,20 +191,21 @@ def needed_runs(client: MlflowClient, candidates: list[Any], store_runs: list[Ru
     return needed
 
 
-def find_orphans(client: MlflowClient, experiments: list[Any], run_ids: set[str],
-                 every_experiment: list[str]) -> list[Path]:
+def find_orphans(client: MlflowClient, experiments: list[Any], every_experiment: list[str]) -> list[Path]:
     """Run folders (``<root>/<run id>``) and model folders (``<root>/models/m-...``) under the experiments'
-    local artifact roots that no run or logged model of the store owns (``run_ids``: every run, deleted too)."""
+    local artifact roots that no run or logged model of the store owns (deleted ones too)."""
     from mlflow.exceptions import MlflowException
 
     roots = {p for p in (local_path(e.artifact_location) for e in experiments) if p is not None and p.is_dir()}
+    folders = {root: sorted(p for p in root.iterdir() if p.is_dir() and _RUN_DIR.match(p.name)) for root in roots}
+    run_ids = {r.info.run_id for r in all_runs(client, every_experiment, deleted_too=True)} if any(
+        folders.values()) else set()
     orphans = []
     for root in sorted(roots):
-        orphans += [p for p in sorted(root.iterdir()) if p.is_dir() and _RUN_DIR.match(p.name)
-                    and p.name not in run_ids]
-        folders = sorted((root / "models").glob("m-*")) if (root / "models").is_dir() else []
-        live = {m.model_id for m in logged_models(client, every_experiment)} if folders else set()
-        for path in (p for p in folders if p.name not in live):
+        orphans += [p for p in folders[root] if p.name not in run_ids]
+        models = sorted((root / "models").glob("m-*")) if (root / "models").is_dir() else []
+        live = {m.model_id for m in logged_models(client, every_experiment)} if models else set()
+        for path in (p for p in models if p.name not in live):
             try:  # a deleted model is not searchable, but still owns its folder until it is purged
                 client.get_logged_model(path.name)
             except MlflowException:
