@@ -19,7 +19,8 @@ user runs them (a subprocess: the CLI's wall time, Python's start and imports in
 - ``runner.report`` top 10: the table and the deflated Sharpe over the experiment's trials on the top run's data;
 - ``runner.report --sweep NAME``: one sweep name's runs and trials;
 - the experiment-wide trials (``runner.report --ledger``);
-- ``runner.clean --status FAILED`` (the dry run);
+- ``runner.clean --status FAILED`` (the dry run), and beside it reading every run of the store (what its plan
+  did until it searched only what decides);
 - a sweep job's resume lookup: a FINISHED run of its config hash in its sweep.
 """
 
@@ -200,7 +201,7 @@ def main() -> None:
     from mlflow import MlflowClient
 
     from runner.sweeps.ledger import experiment_ledger, sweep_ledger
-    from runner.tracking.cleanup import parse_statuses, plan_cleanup
+    from runner.tracking.cleanup import all_runs, parse_statuses, plan_cleanup
     from runner.tracking.queries import best_run, search_ranked, version_filter
 
     work = Path(tempfile.mkdtemp(prefix="store_scale_"))
@@ -223,6 +224,8 @@ def main() -> None:
         ("report --sweep: the sweep's trials", lambda: sweep_ledger(client, experiment_id, sweep)),
         ("clean --status FAILED: the plan", lambda: plan_cleanup(client, [experiment], parse_statuses("FAILED"),
                                                                  None, None)),
+        ("clean: every run of the store (how its plan read)", lambda: all_runs(client, [experiment_id],
+                                                                             deleted_too=True)),
         ("resume lookup (a job's config hash)", lambda: client.search_runs([experiment_id], resume, max_results=1)),
         ("CLI: runner.report --top 10", cli(["-m", "runner.report", "--experiment", EXPERIMENT, "--top", "10"],
                                             args.server, work)),
