@@ -56,7 +56,7 @@ def clean(args: argparse.Namespace) -> dict[str, Any]:
 
     from runner.tracking.cleanup import folder_bytes, parse_age, parse_statuses, plan_cleanup, purge
     from runner.tracking.sanitize import redact_uri
-    from runner.tracking.store import resolve_tracking_uri, sqlite_path
+    from runner.tracking.store import resolve_tracking_uri, sqlite_path, store_lock
 
     statuses = parse_statuses(args.status) if args.status else None
     older_than = parse_age(args.older_than) if args.older_than else None
@@ -70,8 +70,9 @@ def clean(args: argparse.Namespace) -> dict[str, Any]:
     if args.yes and backend is None:
         raise ConfigError(f"--yes on the server {redact_uri(uri)} needs --backend-store-uri (the server's database, "
                          "as `mlflow gc` needs it) to purge the runs' rows.")
-    client = MlflowClient(uri)
-    experiments = client.search_experiments(max_results=50000)
+    with store_lock(uri):  # a run may be creating this store's schema now: wait for it, never race it
+        client = MlflowClient(uri)
+        experiments = client.search_experiments(max_results=50000)
     if args.experiment:
         known = {e.name: e for e in experiments}
         missing = [name for name in args.experiment if name not in known]

@@ -144,3 +144,23 @@ def test_a_killed_sweep_leaves_no_run_that_stale_cannot_find(tmp_path: Path, cli
     assert len(json.loads(marked.stdout)["stale_runs"]) == 2 == len(runs)
     assert {r.info.status for r in runs} == {"KILLED"}
     assert any(r.data.tags.get("runner.role") == "sweep_parent" for r in runs)
+
+
+@pytest.mark.slow
+def test_the_report_and_clean_wait_for_a_store_whose_schema_a_run_is_creating(tmp_path: Path, cli_env: dict,
+                                                                               tracking_uri: str) -> None:
+    """A run holds the store's lock while it creates a fresh sqlite store's schema; ``runner.report`` and
+    ``runner.clean`` started meanwhile wait for it: two processes creating one schema crash (either of them)."""
+    from runner.tracking.store import store_lock
+
+    db = Path(tracking_uri[len("sqlite:///"):])
+    db.touch()  # what a run creating the schema has left so far: the file, no table yet
+    with store_lock(tracking_uri):
+        waiting = [subprocess.Popen([sys.executable, "-m", *command], cwd=tmp_path, env=cli_env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                   for command in (["runner.report"], ["runner.clean", "--status", "FAILED"])]
+        time.sleep(10)  # both are started and at the store (they import in ~3 s)
+        assert [p.poll() for p in waiting] == [None, None] and db.stat().st_size == 0  # waiting, the store untouched
+    (_, report_err), (clean_out, clean_err) = [p.communicate(timeout=120) for p in waiting]
+    assert waiting[0].returncode == 2 and "no experiment named 'trading_experiment'" in report_err, report_err
+    assert waiting[1].returncode == 0 and "would delete 0 run(s)" in clean_out, clean_err

@@ -86,9 +86,11 @@ class MLflowLogger:
         db_path = sqlite_path(uri)
         if db_path is not None and not db_path.is_file():
             raise NotFoundError(f"no MLflow store at {uri}: run an experiment first, or pass --tracking-uri.")
-        experiment = MlflowClient(uri).get_experiment_by_name(experiment_name)
+        with store_lock(uri):  # a run may be creating this store's schema now: wait for it, never race it
+            client = MlflowClient(uri)
+            experiment = client.get_experiment_by_name(experiment_name)
         if experiment is None or experiment.lifecycle_stage == "deleted":
-            names = [e.name for e in MlflowClient(uri).search_experiments(max_results=20)]
+            names = [e.name for e in client.search_experiments(max_results=20)]
             raise NotFoundError(f"no experiment named {experiment_name!r} in {redact_uri(uri)}; experiments: "
                               f"{', '.join(names)}.")
         return cls(experiment_name, uri)
