@@ -106,18 +106,19 @@ def plan_cleanup(client: MlflowClient, experiments: list[Any], statuses: list[st
     from mlflow.entities import ViewType
 
     every = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL, max_results=50000)]
+    ids = [e.experiment_id for e in experiments]
     cutoff = None if older_than_s is None else (time.time() - older_than_s) * 1000
     candidates = []
     if statuses or cutoff is not None or before_version is not None:
         found = [r for where in candidate_filters(statuses, cutoff)
-                 for r in all_runs(client, [e.experiment_id for e in experiments], where, deleted_too=True)]
+                 for r in all_runs(client, ids, where, deleted_too=True)]
         candidates = [r for r in found if r.info.status in (statuses or CLEANABLE)  # never RUNNING or SCHEDULED
                       and (cutoff is None or (r.info.start_time or 0) < cutoff)
                       and (before_version is None or engine_version(r) < before_version)]
     plan = Plan()
     why_kept = needed_runs(client, candidates, referring_runs(client, every, candidates)) if candidates else {}
     models_by_run: dict[str, list[tuple[str, str]]] = {}
-    for model in logged_models(client, [e.experiment_id for e in experiments]) if candidates else []:
+    for model in logged_models(client, ids) if candidates else []:
         if model.source_run_id:
             models_by_run.setdefault(model.source_run_id, []).append((model.model_id, model.artifact_location))
     for run in candidates:
