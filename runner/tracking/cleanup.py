@@ -100,23 +100,30 @@ def plan_cleanup(client: MlflowClient, experiments: list[Any], statuses: list[st
     """Select the runs matching every criterion given (none given: no runs, orphans only) and size them.
     Runs already soft-deleted (in the UI, or by an interrupted clean) that match are purged too.
 
-    Reads what decides, not the whole store: the runs matching the status and age (a search), then the runs that
-    may point at one of them (``referring_runs``). Only a local artifact root with run folders in it makes it read
-    every run's id (which folders no run owns)."""
+    Where an experiment's artifact root is a local folder holding run folders, the orphans need every run's id:
+    then one read of the whole store (deleted runs too) decides everything. Elsewhere (a server's proxied or
+    object-store root) it reads only what decides: the runs matching the status and age (a search per status), and
+    the runs that may point at one of them (``referring_runs``)."""
     from mlflow.entities import ViewType
 
     every = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL, max_results=50000)]
     ids = [e.experiment_id for e in experiments]
+    folders = run_folders(experiments)
+    store_runs = all_runs(client, every, deleted_too=True) if any(folders.values()) else None
     cutoff = None if older_than_s is None else (time.time() - older_than_s) * 1000
     candidates = []
     if statuses or cutoff is not None or before_version is not None:
-        found = [r for where in candidate_filters(statuses, cutoff)
-                 for r in all_runs(client, ids, where, deleted_too=True)]
+        found = ([r for r in store_runs if r.info.experiment_id in ids] if store_runs is not None else
+                 [r for where in candidate_filters(statuses, cutoff) for r in all_runs(client, ids, where,
+                                                                                        deleted_too=True)])
         candidates = [r for r in found if r.info.status in (statuses or CLEANABLE)  # never RUNNING or SCHEDULED
                       and (cutoff is None or (r.info.start_time or 0) < cutoff)
                       and (before_version is None or engine_version(r) < before_version)]
     plan = Plan()
-    why_kept = needed_runs(client, candidates, referring_runs(client, every, candidates)) if candidates else {}
+    why_kept: dict[str, str] = {}
+    if candidates:
+        referring = store_runs if store_runs is not None else referring_runs(client, every, candidates)
+        why_kept = needed_runs(client, candidates, referring)
     models_by_run: dict[str, list[tuple[str, str]]] = {}
     for model in logged_models(client, ids) if candidates else []:
         if model.source_run_id:
@@ -131,7 +138,7 @@ def plan_cleanup(client: MlflowClient, experiments: list[Any], statuses: list[st
         sizes = [folder_bytes(local_path(run.info.artifact_uri))] + [
             folder_bytes(local_path(location)) for _, location in plan.models[run_id]]
         plan.sizes[run_id] = None if any(s is None for s in sizes) else sum(sizes)
-    plan.orphans = find_orphans(client, experiments, every)
+    plan.orphans = find_orphans(client, folders, {r.info.run_id for r in store_runs or []}, every)
     for path in plan.orphans:
         plan.sizes[str(path)] = folder_bytes(path)
     return plan
@@ -192,17 +199,20 @@ def needed_runs(client: MlflowClient, candidates: list[Any], referring: list[Run
     return needed
 
 
-def find_orphans(client: MlflowClient, experiments: list[Any], every_experiment: list[str]) -> list[Path]:
-    """Run folders (``<root>/<run id>``) and model folders (``<root>/models/m-...``) under the experiments'
-    local artifact roots that no run or logged model of the store owns (deleted ones too)."""
+def run_folders(experiments: list[Any]) -> dict[Path, list[Path]]:
+    """The run folders (``<root>/<run id>``) under each of the experiments' local artifact roots (none elsewhere)."""
+    roots = {p for p in (local_path(e.artifact_location) for e in experiments) if p is not None and p.is_dir()}
+    return {root: sorted(p for p in root.iterdir() if p.is_dir() and _RUN_DIR.match(p.name)) for root in roots}
+
+
+def find_orphans(client: MlflowClient, folders: dict[Path, list[Path]], run_ids: set[str],
+                 every_experiment: list[str]) -> list[Path]:
+    """Run folders (``folders``: ``run_folders``) and model folders (``<root>/models/m-...``) that no run or logged
+    model of the store owns (``run_ids``: every run, deleted ones too)."""
     from mlflow.exceptions import MlflowException
 
-    roots = {p for p in (local_path(e.artifact_location) for e in experiments) if p is not None and p.is_dir()}
-    folders = {root: sorted(p for p in root.iterdir() if p.is_dir() and _RUN_DIR.match(p.name)) for root in roots}
-    run_ids = {r.info.run_id for r in all_runs(client, every_experiment, deleted_too=True)} if any(
-        folders.values()) else set()
     orphans = []
-    for root in sorted(roots):
+    for root in sorted(folders):
         orphans += [p for p in folders[root] if p.name not in run_ids]
         models = sorted((root / "models").glob("m-*")) if (root / "models").is_dir() else []
         live = {m.model_id for m in logged_models(client, every_experiment)} if models else set()
