@@ -199,6 +199,7 @@ def main() -> None:
     if not args.server or not args.db:
         raise SystemExit("needs --server and --db (or source .ci/tracking_server.sh start)")
     from mlflow import MlflowClient
+    from mlflow.entities import ViewType
 
     from runner.sweeps.ledger import experiment_ledger, sweep_ledger
     from runner.tracking.cleanup import all_runs, parse_statuses, plan_cleanup
@@ -224,8 +225,8 @@ def main() -> None:
         ("report --sweep: the sweep's trials", lambda: sweep_ledger(client, experiment_id, sweep)),
         ("clean --status FAILED: the plan", lambda: plan_cleanup(client, [experiment], parse_statuses("FAILED"),
                                                                  None, None)),
-        ("clean: every run of the store (how its plan read)", lambda: all_runs(client, [experiment_id],
-                                                                             deleted_too=True)),
+        ("clean: every run of the store (how its plan read)", lambda: all_runs(client, [
+            e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)], deleted_too=True)),
         ("resume lookup (a job's config hash)", lambda: client.search_runs([experiment_id], resume, max_results=1)),
         ("CLI: runner.report --top 10", cli(["-m", "runner.report", "--experiment", EXPERIMENT, "--top", "10"],
                                             args.server, work)),
