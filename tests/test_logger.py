@@ -92,6 +92,55 @@ def test_get_best_run_max_min_nan_inf_failed_and_empty(tracking_uri: str) -> Non
         logger.get_best_run("val sharpe %")
 
 
+def ranked_both_ways(logger: MLflowLogger) -> None:
+    """Both routes of ``search_ranked`` (narrowing, MLflow's own ordering) name the same runs in the same order."""
+    from runner.tracking.queries import search_ranked
+
+    client, experiments = logger.client, [logger.experiment_id]
+    for mode in ("max", "min"):
+        for top in (1, 3, 50):
+            for scope in (None, "params.group = 'a'"):
+                routes = [[r.info.run_id for r in search_ranked(client, experiments, "val_sharpe_ratio", mode, scope,
+                                                                top, in_store=in_store)] for in_store in (False, True)]
+                assert routes[0] == routes[1], (mode, top, scope)
+                assert routes[0]  # something was ranked
+
+
+def test_both_ranking_routes_name_the_same_runs(tracking_uri: str) -> None:
+    """Ties (broken by the latest start, then the run id), NaN, a stored inf, failed runs and a filter, by either
+    route; the store's route is what a PostgreSQL-backed store uses (``RUNNER_SERVER_DATABASE``)."""
+    logger = MLflowLogger("routes", tracking_uri)
+    values = [0.5, -1.0, 0.5, float("nan"), 2.0, 0.5, 1e-7, -3.0, 2.0, 0.25]
+    for i, value in enumerate(values):
+        logger.start_run()
+        logger.log_params({"group": "a" if i % 2 else "b"})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            logger.log_metrics({"val_sharpe_ratio": value})
+        logger.end_run("FAILED" if i == 4 else "FINISHED")  # the first 2.0 failed: it never ranks
+    client = MlflowClient(tracking_uri)
+    stored_inf = client.create_run(logger.experiment_id)
+    client.log_metric(stored_inf.info.run_id, "val_sharpe_ratio", float("inf"))
+    client.set_terminated(stored_inf.info.run_id)
+    ranked_both_ways(logger)
+
+
+def test_the_store_database_decides_the_route(monkeypatch: pytest.MonkeyPatch) -> None:
+    from runner.errors import ConfigError
+    from runner.tracking.queries import SERVER_DATABASE_ENV, store_database
+
+    monkeypatch.delenv(SERVER_DATABASE_ENV, raising=False)
+    assert store_database("sqlite:////tmp/mlflow.db") == "sqlite"
+    assert store_database("postgresql+psycopg://u@h/db") == "postgresql"
+    assert store_database("http://127.0.0.1:5000") is None  # a server's database is not visible to a client
+    monkeypatch.setenv(SERVER_DATABASE_ENV, "PostgreSQL")
+    assert store_database("https://tracking.example") == "postgresql"
+    assert store_database("sqlite:////tmp/mlflow.db") == "sqlite"  # the URI says it: the variable is for servers
+    monkeypatch.setenv(SERVER_DATABASE_ENV, "oracle")
+    with pytest.raises(ConfigError, match="RUNNER_SERVER_DATABASE='oracle' is not valid: .* sqlite, postgresql"):
+        store_database("http://127.0.0.1:5000")
+
+
 def test_stored_inf_from_another_client_never_wins(tracking_uri: str) -> None:
     logger = MLflowLogger("inf", tracking_uri)
     good = _run(logger, {"val_sharpe_ratio": 2.0})

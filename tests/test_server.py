@@ -102,3 +102,36 @@ def test_register_and_clean_on_the_server(tmp_path: Path, cli_env: dict, capsys:
     for name in ("failed", "killed"):
         assert not any(any(p.rglob("*.json")) for p in on_disk[name] if p.exists())
     assert any(on_disk["kept"][0].rglob("*.json"))
+
+
+def test_rankings_on_postgresql_are_the_same_by_either_route(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """RUNNER_SERVER_DATABASE=postgresql ranks in the store (MLflow's order_by): the same runs in the same order as
+    the narrowing, through the API and through runner.report."""
+    import warnings
+
+    from runner import report
+    from runner.logger import MLflowLogger
+    from runner.tracking.queries import SERVER_DATABASE_ENV, ranks_in_store
+    from tests.test_logger import ranked_both_ways
+
+    logger = MLflowLogger(f"server_routes_{tmp_path.name}", SERVER)
+    for i, value in enumerate([0.5, -1.0, 0.5, float("nan"), 2.0, 0.5, 1e-7, -3.0, 2.0, 0.25]):
+        logger.start_run()
+        logger.log_params({"group": "a" if i % 2 else "b"})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            logger.log_metrics({"val_sharpe_ratio": value})
+        logger.end_run("FAILED" if i == 4 else "FINISHED")
+    ranked_both_ways(logger)
+    capsys.readouterr()  # MLflow's "View run" lines for the runs above
+    printed = {}
+    for named in ("", "postgresql"):
+        monkeypatch.setenv(SERVER_DATABASE_ENV, named)
+        assert ranks_in_store(logger.client) is bool(named)
+        assert report.main(["--tracking-uri", SERVER, "--experiment", logger.experiment_name, "--top", "5",
+                            "--all-versions", "--json"]) == 0
+        printed[named] = json.loads(capsys.readouterr().out)
+    assert printed[""] == printed["postgresql"]
+    assert [row["run_id"] for row in printed[""]["runs"]][:1] == [
+        logger.get_best_run("val_sharpe_ratio", all_versions=True)["run_id"]]
