@@ -15,13 +15,17 @@ not copied (no timed query reads one). Reused when the experiment already holds 
 
 Timed (median of ``--repeat``, after one warm-up), in this process with the project's own functions and as a
 user runs them (a subprocess: the CLI's wall time, Python's start and imports included):
-- ``get_best_run``: the experiment's best run by val_sharpe_ratio;
-- ``runner.report`` top 10: the table and the deflated Sharpe over the experiment's trials on the top run's data;
+- ``get_best_run``: the experiment's best run by val_sharpe_ratio, ranked both ways (``runner.tracking.queries``):
+  narrowing (the default for a server) and in the store (``RUNNER_SERVER_DATABASE=postgresql``);
+- ``runner.report`` top 10: the ranking (both ways), and the deflated Sharpe over the experiment's trials on the top
+  run's data;
 - ``runner.report --sweep NAME``: one sweep name's runs and trials;
 - the experiment-wide trials (``runner.report --ledger``);
 - ``runner.clean --status FAILED`` (the dry run), and beside it reading every run of the store (what its plan
   did until it searched only what decides);
 - a sweep job's resume lookup: a FINISHED run of its config hash in its sweep.
+The CLI cases run with ``RUNNER_SERVER_DATABASE=postgresql``. ``--indexes`` and ``--statistics`` tune the
+database before timing (what the README's sizing advice was drawn from).
 """
 
 from __future__ import annotations
@@ -131,7 +135,8 @@ INDEXES = {"runner_latest_metrics_key_value": "latest_metrics (key, value)",
            "runner_tags_key_value": "tags (key, value)"}
 
 
-def indexes(db: str, what: str) -> None:
+def indexes(db: str, what: str, statistics: int | None) -> None:
+    """Add or drop our two indexes; set the statistics target of ``latest_metrics.value`` (-1: the default, 100)."""
     import psycopg
 
     with psycopg.connect(db, autocommit=True) as connection:
@@ -140,10 +145,15 @@ def indexes(db: str, what: str) -> None:
                 connection.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {on}")
             elif what == "drop":
                 connection.execute(f"DROP INDEX IF EXISTS {name}")
+        if statistics is not None:
+            connection.execute(f"ALTER TABLE latest_metrics ALTER COLUMN value SET STATISTICS {int(statistics)}")
         connection.execute("ANALYZE")
         present = [row[0] for row in connection.execute("SELECT indexname FROM pg_indexes WHERE indexname = ANY(%s)",
                                                         (list(INDEXES),))]
-    print(f"indexes of ours present: {', '.join(present) or 'none'}")
+        target = connection.execute("SELECT attstattarget FROM pg_attribute WHERE attname = 'value' AND "
+                                    "attrelid = 'latest_metrics'::regclass").fetchone()[0]
+    print(f"indexes of ours present: {', '.join(present) or 'none'}; latest_metrics.value statistics target: "
+          f"{target if target not in (None, -1) else 'default (100)'}")
 
 
 class TooSlow(BaseException):  # noqa: N818 - not an Exception: MLflow's client wraps every Exception
@@ -174,7 +184,9 @@ def timed(what: Callable[[], object], repeat: int, cap: float) -> str:
 
 
 def cli(args: list[str], server: str, work: Path) -> Callable[[], object]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": server}
+    from runner.tracking.queries import SERVER_DATABASE_ENV
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": server, SERVER_DATABASE_ENV: "postgresql"}
 
     def run() -> None:
         # at the cap, TooSlow interrupts the wait, and subprocess.run kills the child
@@ -192,6 +204,9 @@ def main() -> None:
     parser.add_argument("--indexes", choices=("keep", "add", "drop"), default="keep",
                         help="add (or drop) the two indexes one would try first: latest_metrics (key, value) and "
                              "tags (key, value)")
+    parser.add_argument("--statistics", type=int, default=None,
+                        help="set the statistics target of latest_metrics.value (PostgreSQL's default: 100; -1 "
+                             "restores it)")
     parser.add_argument("--server", default=os.environ.get("RUNNER_TEST_SERVER_URI"))
     parser.add_argument("--db", default=os.environ.get("RUNNER_TEST_SERVER_DB"),
                         help="the server's own database (to copy rows)")
@@ -203,24 +218,31 @@ def main() -> None:
 
     from runner.sweeps.ledger import experiment_ledger, sweep_ledger
     from runner.tracking.cleanup import all_runs, parse_statuses, plan_cleanup
-    from runner.tracking.queries import best_run, search_ranked, version_filter
+    from runner.tracking.queries import best_run, count_older, search_ranked, version_filter
 
     work = Path(tempfile.mkdtemp(prefix="store_scale_"))
     experiment_id = fill(args.server, args.db, args.runs, work)
-    indexes(args.db, args.indexes)
+    indexes(args.db, args.indexes, args.statistics)
     client = MlflowClient(args.server)
     experiment = client.get_experiment(experiment_id)
     sweep = f"{SEED_SWEEP}_7"
     child = client.search_runs([experiment_id], f"tags.sweep_name = '{sweep}' and attributes.status = 'FINISHED'",
                                max_results=1)[0]
-    top = search_ranked(client, [experiment_id], "val_sharpe_ratio", "max", version_filter(None), 10)
+    top = search_ranked(client, [experiment_id], "val_sharpe_ratio", "max", version_filter(None), 10, in_store=True)
     digest = top[0].data.tags["data_digest"]
     resume = version_filter(f"tags.config_hash = '{child.data.tags['config_hash']}' and attributes.status = "
                             f"'FINISHED' and tags.sweep_name = '{sweep}'")
     cases: list[tuple[str, Callable[[], object]]] = [
-        ("get_best_run (experiment)", lambda: best_run(client, [experiment_id], "val_sharpe_ratio", "max")),
-        ("report top 10: ranking", lambda: search_ranked(client, [experiment_id], "val_sharpe_ratio", "max",
-                                                          version_filter(None), 10)),
+        ("get_best_run (experiment), narrowing", lambda: best_run(client, [experiment_id], "val_sharpe_ratio", "max",
+                                                                   in_store=False)),
+        ("get_best_run (experiment), ranked in the store", lambda: best_run(
+            client, [experiment_id], "val_sharpe_ratio", "max", in_store=True)),
+        ("report top 10: ranking, narrowing", lambda: search_ranked(
+            client, [experiment_id], "val_sharpe_ratio", "max", version_filter(None), 10, in_store=False)),
+        ("report top 10: ranking, in the store", lambda: search_ranked(
+            client, [experiment_id], "val_sharpe_ratio", "max", version_filter(None), 10, in_store=True)),
+        ("older-engine count (part of get_best_run)", lambda: count_older(client, [experiment_id],
+                                                                          "val_sharpe_ratio")),
         ("report top 10: trials on its data", lambda: experiment_ledger(client, experiment_id, None, digest)),
         ("report --sweep: the sweep's trials", lambda: sweep_ledger(client, experiment_id, sweep)),
         ("clean --status FAILED: the plan", lambda: plan_cleanup(client, [experiment], parse_statuses("FAILED"),
