@@ -2,7 +2,8 @@
 # Start (or stop) a throwaway PostgreSQL cluster on 127.0.0.1 and an MLflow server on it, bound to RUNNER_TEST_HOST
 # (127.0.0.1 unless .ci/test_network.sh set it: this side of the private test network, where a worker node in its
 # namespace reaches the server).
-#   source .ci/tracking_server.sh start   -> exports RUNNER_TEST_SERVER_URI, _DB and _ARTIFACTS
+#   source .ci/tracking_server.sh start   -> exports RUNNER_TEST_SERVER_URI, _DB and _ARTIFACTS, and
+#                                            RUNNER_SERVER_DATABASE=postgresql
 #   .ci/tracking_server.sh stop
 set -euo pipefail
 STATE="${RUNNER_SERVER_STATE:-/tmp/runner-ci-server}"
@@ -36,6 +37,7 @@ start() {
       export RUNNER_TEST_SERVER_URI="http://$HOST:$MLFLOW_PORT"
       export RUNNER_TEST_SERVER_DB="postgresql://postgres@127.0.0.1:$PG_PORT/mlflow"  # for mlflow gc
       export RUNNER_TEST_SERVER_ARTIFACTS="$STATE/artifacts"
+      export RUNNER_SERVER_DATABASE=postgresql  # rankings against this server sort in PostgreSQL (README)
       echo "tracking server up at $RUNNER_TEST_SERVER_URI"
       return 0
     fi
