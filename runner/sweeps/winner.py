@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.tracking.lifecycle import LOST_TAG
-from runner.tracking.queries import data_digests, differing_params, members_filter
+from runner.tracking.queries import data_digests, differing_params, ranked, run_to_dict
 from runner.tracking.sanitize import to_jsonable
 
 if TYPE_CHECKING:
@@ -99,8 +99,8 @@ def summarise(logger: MLflowLogger, state: dict[str, str]) -> tuple[dict[str, An
     resumed = {r.data.tags["resumed_from"] for r in children if "resumed_from" in r.data.tags}
     ledger = sweep_ledger(logger.client, logger.experiment_id, state["sweep_name"], tagged)
     members = ledger.members(str(ENGINE_VERSION))
-    best = (logger.get_best_run(metric, mode, filter_string=members_filter([r.info.run_id for r in members]))
-            if members else None)
+    finishers = ranked(members, metric, mode)  # read just now: ranked here, as the store would rank them
+    best = run_to_dict(finishers[0]) if finishers else None
     keys = differing_params(members)
     summary: dict[str, Any] = {"sweep_name": state["sweep_name"], "parent_run_id": parent, "metric": metric,
                                "mode": mode, "jobs": len(children), "failed_jobs": failed, "winner": None,
