@@ -2,7 +2,7 @@
 queries a user waits on, timed against it.
 
     source .ci/tracking_server.sh start      # or any server: --server URI --db postgresql://... (its database)
-    python bench/store_scale.py [--runs 100000] [--repeat 3]
+    python bench/store_scale.py [--runs 100000] [--repeat 10] [--statistics 10000] [--plan-cache-mode MODE]
 
 How the store is filled: one real sweep through the CLI (``+strategy=momentum model=none data=sp500``, 10 jobs
 and one whose parameter is invalid: a parent, 10 FINISHED children, 1 FAILED child, with every param, metric,
@@ -24,8 +24,8 @@ user runs them (a subprocess: the CLI's wall time, Python's start and imports in
 - ``runner.clean --status FAILED`` (the dry run), and beside it reading every run of the store (what its plan
   did until it searched only what decides);
 - a sweep job's resume lookup: a FINISHED run of its config hash in its sweep.
-The CLI cases run with ``RUNNER_SERVER_DATABASE=postgresql``. ``--indexes`` and ``--statistics`` tune the
-database before timing (what the README's sizing advice was drawn from).
+The CLI cases run with ``RUNNER_SERVER_DATABASE=postgresql``. ``--indexes``, ``--statistics`` and
+``--plan-cache-mode`` tune the database before timing (what the README's sizing advice was drawn from).
 """
 
 from __future__ import annotations
@@ -135,11 +135,17 @@ INDEXES = {"runner_latest_metrics_key_value": "latest_metrics (key, value)",
            "runner_tags_key_value": "tags (key, value)"}
 
 
-def indexes(db: str, what: str, statistics: int | None) -> None:
-    """Add or drop our two indexes; set the statistics target of ``latest_metrics.value`` (-1: the default, 100)."""
+def indexes(db: str, what: str, statistics: int | None, plan_cache_mode: str | None) -> None:
+    """Add or drop our two indexes; set the statistics target of ``latest_metrics.value`` (-1: the default, 100)
+    and the database's ``plan_cache_mode`` (for new connections: restart the MLflow server after changing it)."""
     import psycopg
 
     with psycopg.connect(db, autocommit=True) as connection:
+        if plan_cache_mode is not None:
+            name = connection.execute("SELECT current_database()").fetchone()[0]
+            connection.execute(f"ALTER DATABASE {name} SET plan_cache_mode = {plan_cache_mode}")
+            print(f"plan_cache_mode = {plan_cache_mode} for new connections: restart the MLflow server, then run "
+                  "this again")
         for name, on in INDEXES.items():
             if what == "add":
                 connection.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {on}")
@@ -152,8 +158,9 @@ def indexes(db: str, what: str, statistics: int | None) -> None:
                                                         (list(INDEXES),))]
         target = connection.execute("SELECT attstattarget FROM pg_attribute WHERE attname = 'value' AND "
                                     "attrelid = 'latest_metrics'::regclass").fetchone()[0]
+        mode = connection.execute("SHOW plan_cache_mode").fetchone()[0]
     print(f"indexes of ours present: {', '.join(present) or 'none'}; latest_metrics.value statistics target: "
-          f"{target if target not in (None, -1) else 'default (100)'}")
+          f"{target if target not in (None, -1) else 'default (100)'}; plan_cache_mode (a new connection's): {mode}")
 
 
 class TooSlow(BaseException):  # noqa: N818 - not an Exception: MLflow's client wraps every Exception
@@ -199,7 +206,9 @@ def cli(args: list[str], server: str, work: Path) -> Callable[[], object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=10,
+                        help="timings per case after a warm-up; past 5 a search is a prepared statement on the "
+                             "server's connection (psycopg), and PostgreSQL may switch it to a generic plan")
     parser.add_argument("--cap", type=float, default=120, help="stop a case after this many seconds")
     parser.add_argument("--indexes", choices=("keep", "add", "drop"), default="keep",
                         help="add (or drop) the two indexes one would try first: latest_metrics (key, value) and "
@@ -207,6 +216,8 @@ def main() -> None:
     parser.add_argument("--statistics", type=int, default=None,
                         help="set the statistics target of latest_metrics.value (PostgreSQL's default: 100; -1 "
                              "restores it)")
+    parser.add_argument("--plan-cache-mode", choices=("auto", "force_custom_plan", "force_generic_plan"),
+                        help="set the database's plan_cache_mode (then restart the MLflow server)")
     parser.add_argument("--server", default=os.environ.get("RUNNER_TEST_SERVER_URI"))
     parser.add_argument("--db", default=os.environ.get("RUNNER_TEST_SERVER_DB"),
                         help="the server's own database (to copy rows)")
@@ -222,7 +233,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="store_scale_"))
     experiment_id = fill(args.server, args.db, args.runs, work)
-    indexes(args.db, args.indexes, args.statistics)
+    indexes(args.db, args.indexes, args.statistics, args.plan_cache_mode)
     client = MlflowClient(args.server)
     experiment = client.get_experiment(experiment_id)
     sweep = f"{SEED_SWEEP}_7"

@@ -5,10 +5,10 @@ Ranking by a metric takes one of two routes, by the store's database (``ranks_in
   metric ordering join as a nested loop (no automatic index), quadratic in the number of runs (``bench/best_run.py``;
   the best of 10,000 runs: 3.5 s). Filtering on a metric bound needs no such join, so we narrow with
   ``metrics.m >= bound`` (a supported filter) until the candidates are few (0.2 s at 10,000).
-- PostgreSQL: MLflow's ``order_by``, one sort in the database (the top 10 of 100,000 runs: 0.6-0.7 s with the
-  README's statistics target, 1.6 s without; ``bench/store_scale.py``). There the narrowing's last rounds cost a
-  walk over every run each (a filter that matches few runs: PostgreSQL walks the runs in start-time order testing
-  each): 5.5-6.6 s.
+- PostgreSQL: MLflow's ``order_by``, one sort in the database (the top 10 of 100,000 runs: 0.6-0.7 s, 1.6-1.7 s
+  where PostgreSQL runs the prepared search with a generic plan: the README's tuning; ``bench/store_scale.py``).
+  There the narrowing's last rounds cost a walk over every run each (a filter that matches few runs: PostgreSQL
+  walks the runs in start-time order testing each): 5.5-6.6 s.
 A client cannot see a tracking server's database (MLflow's ``server-info`` says ``SqlStore`` for both), so for an
 ``http(s)`` URI ``RUNNER_SERVER_DATABASE`` names it; unset, the narrowing runs, which is never slow on either.
 """
