@@ -142,8 +142,11 @@ def indexes(db: str, what: str, statistics: int | None, plan_cache_mode: str | N
 
     with psycopg.connect(db, autocommit=True) as connection:
         if plan_cache_mode is not None:
-            name = connection.execute("SELECT current_database()").fetchone()[0]
-            connection.execute(f"ALTER DATABASE {name} SET plan_cache_mode = {plan_cache_mode}")
+            from psycopg import sql
+
+            database = connection.execute("SELECT current_database()").fetchone()[0]
+            connection.execute(sql.SQL("ALTER DATABASE {} SET plan_cache_mode = {}").format(
+                sql.Identifier(database), sql.SQL(plan_cache_mode)))  # one of argparse's choices
             print(f"plan_cache_mode = {plan_cache_mode} for new connections: restart the MLflow server, then run "
                   "this again")
         for name, on in INDEXES.items():
