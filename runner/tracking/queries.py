@@ -180,10 +180,10 @@ def search_ranked(client: MlflowClient, experiment_ids: list[str], metric_name: 
         while True:
             narrowed = base if bound is None else f"{base} and metrics.`{metric_name}` {comparator} {_literal(bound)}"
             runs = list(client.search_runs(experiment_ids, filter_string=narrowed, max_results=probe))
-            ranked = _rank([r for r in runs if _finite(r, metric_name)], metric_name, mode)
+            best = ranked(runs, metric_name, mode)
             if len(runs) < probe:
-                return ranked[:max_results]
-            new_bound = _value(ranked[max_results - 1], metric_name) if len(ranked) >= max_results else None
+                return best[:max_results]
+            new_bound = _value(best[max_results - 1], metric_name) if len(best) >= max_results else None
             if new_bound is None or new_bound == bound:  # ties or non-finite values crowd the probe
                 return list(client.search_runs(experiment_ids, order_by=order, max_results=max_results,
                                                filter_string=finite_filter(metric_name, filter_string)))
