@@ -48,14 +48,21 @@ def check_stop() -> None:
 # SQLAlchemy, interrupted inside a statement, invalidates its connection without rolling back, and the sqlite file
 # stays locked by it: ending the sweep's runs then fails ("database is locked") and leaves them RUNNING. Raised in
 # the caller (MLflow's store), the stop goes through the store's session handling, which rolls back and closes.
-UNINTERRUPTIBLE = ("omegaconf", "sqlalchemy")
+# Hydra's reader of a packaged config (its own hydra/config.yaml, read again for every job a sweep composes) closes
+# the file in a ``finally`` that a stop inside ``open`` leaves unbound: its UnboundLocalError hides the stop.
+# Modules by their full dotted name or a package above it.
+UNINTERRUPTIBLE = ("omegaconf", "sqlalchemy", "hydra._internal.core_plugins.importlib_resources_config_source")
+
+
+def _uninterruptible(module: str) -> bool:
+    return any(module == name or module.startswith(name + ".") for name in UNINTERRUPTIBLE)
 
 
 def _caller_outside(frame: Any) -> Any:
     """The innermost frame that called into ``UNINTERRUPTIBLE`` code, when ``frame`` runs inside it; else None."""
     caller, inside = None, False
     while frame is not None:
-        if str(frame.f_globals.get("__name__", "")).split(".")[0] in UNINTERRUPTIBLE:
+        if _uninterruptible(str(frame.f_globals.get("__name__", ""))):
             inside, caller = True, None
         elif inside and caller is None:
             caller = frame
