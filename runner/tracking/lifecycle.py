@@ -1,10 +1,10 @@
 """Run lifecycle: signals become KILLED runs, exceptions FAILED runs with the error logged.
 
 MLflow alone leaves a SIGTERM'd run RUNNING and marks an un-``with``ed failed run FINISHED at exit. A
-signal handler raises at once (inside OmegaConf or SQLAlchemy, as soon as they return: ``UNINTERRUPTIBLE``),
-but an exception raised while the interpreter runs a finaliser (``__del__``, a GC callback) is printed and
-swallowed; so the handler also records the request, and long loops call ``check_stop()``, which raises it
-again: a stop is never lost.
+signal handler raises at once (inside OmegaConf, SQLAlchemy or Hydra's config reader, as soon as they return:
+``UNINTERRUPTIBLE``), but an exception raised while the interpreter runs a finaliser (``__del__``, a GC callback)
+is printed and swallowed; so the handler also records the request, and long loops call ``check_stop()``, which
+raises it again: a stop is never lost.
 """
 
 from __future__ import annotations
