@@ -143,7 +143,15 @@ def figures_report(logger: MLflowLogger, run_id: str) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
-    from runner.tracking.queries import and_filter, count_older, data_digests, search_ranked, version_filter
+    from runner.tracking.queries import (
+        OLDER_COUNTED,
+        and_filter,
+        count_older,
+        data_digests,
+        older_count,
+        search_ranked,
+        version_filter,
+    )
     from runner.views.report_table import WIDTH, format_table, rows_for, to_csv
 
     logger = open_experiment(args.experiment, args.tracking_uri)
@@ -170,8 +178,8 @@ def report(args: argparse.Namespace) -> int:
         available = sorted(known[0].data.metrics) if known else []
         hint = f"; metrics here include {', '.join(available[:8])}" if available else "; it has no finished runs"
         if older:
-            hint += (f"; {older} run(s) of older engine versions have it (python -m runner.report --all-versions "
-                     "ranks them; the README's changelog says what changed)")
+            hint += (f"; {older_count(older)} run(s) of older engine versions have it (python -m runner.report "
+                     "--all-versions ranks them; the README's changelog says what changed)")
         version = "" if args.all_versions else f" of engine version {ENGINE_VERSION}"
         chosen = ", ".join(f"{k}={v}" for k, v in (("data", args.data), ("strategy", args.strategy),
                                                     ("model", args.model)) if v)
@@ -193,6 +201,7 @@ def report(args: argparse.Namespace) -> int:
                                       "n_trials": belief["n_trials"], "trials_scope": belief["scope"],
                                       "engine_version": ENGINE_VERSION,
                                       "all_versions": args.all_versions, "older_runs_left_out": older,
+                                      "older_runs_counted_to": OLDER_COUNTED,
                                       "data_digests": digests, "mixed_data": len(digests) > 1,
                                       "registered": registered, "runs": rows}), indent=2))
     else:
@@ -204,8 +213,8 @@ def report(args: argparse.Namespace) -> int:
         if left_out:
             say(f"(left out to fit {WIDTH} columns: {', '.join(left_out)}; --wide shows them)")
         if older:
-            say(f"left out {older} finished run(s) of older engine versions (their metrics mean something else; "
-                  "--all-versions ranks them too)")
+            say(f"left out {older_count(older)} finished run(s) of older engine versions (their metrics mean something "
+                "else; --all-versions ranks them too)")
         if len(digests) > 1:
             say(f"these runs mix data: {len(digests)} data digests ({', '.join(digests)}); a metric compares runs "
                   "on the same bars only (--digest D keeps one)")

@@ -18,6 +18,7 @@ from runner.config.schema import register
 from runner.engine import ENGINE_VERSION
 from runner.logger import MLflowLogger
 from runner.tracking.cleanup import folder_bytes
+from runner.tracking.queries import OLDER_COUNTED, count_older, older_count
 from runner.tracking.recorder import run_params
 from tests.conftest import ROOT, run_cli
 
@@ -54,6 +55,10 @@ def test_older_engine_versions_are_left_out_and_counted(tmp_path: Path, tracking
 
     best = logger.get_best_run("val_sharpe_ratio")
     assert best["run_id"] == current and best["older_runs_left_out"] == 2
+    # counted up to a cap: each run counted is read whole (a store holding thousands took minutes to count)
+    client = MlflowClient(tracking_uri)
+    assert [count_older(client, [logger.experiment_id], "val_sharpe_ratio", cap=cap) for cap in (1, 2, 5)] == [1, 2, 2]
+    assert (older_count(OLDER_COUNTED - 1), older_count(OLDER_COUNTED)) == (f"{OLDER_COUNTED - 1}", f"{OLDER_COUNTED}+")
     every = logger.get_best_run("val_sharpe_ratio", all_versions=True)
     assert every["run_id"] == untagged and every["older_runs_left_out"] == 0
 
@@ -63,6 +68,7 @@ def test_older_engine_versions_are_left_out_and_counted(tmp_path: Path, tracking
     assert report.main(["--experiment", "exp", "--json"]) == 0
     ranked = json.loads(capsys.readouterr().out)
     assert [r["run_id"] for r in ranked["runs"]][0] == current and ranked["older_runs_left_out"] == 2
+    assert ranked["older_runs_counted_to"] == OLDER_COUNTED
     assert report.main(["--experiment", "exp", "--json", "--all-versions"]) == 0
     assert json.loads(capsys.readouterr().out)["runs"][0]["run_id"] == untagged
 

@@ -43,6 +43,7 @@ PROBE_RUNS = 25
 SERVER_DATABASE_ENV = "RUNNER_SERVER_DATABASE"
 DATABASES = ("sqlite", "postgresql", "mysql", "mssql")  # MLflow's SQL stores
 ORDERS_IN_STORE = ("postgresql",)  # measured; MySQL and SQL Server are not (the narrowing is right on any)
+OLDER_COUNTED = 25  # where count_older stops: every run it counts is read whole (3-7 ms a run of ours, measured)
 
 
 def _literal(value: float) -> str:
@@ -81,23 +82,23 @@ def version_filter(filter_string: str | None = None, version: int = ENGINE_VERSI
     return and_filter(filter_string, f"tags.`{ENGINE_VERSION_TAG}` = '{version}'") or ""
 
 
-def count_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str) -> int:
-    """How many runs match, page by page (MLflow has no count query)."""
-    total, token = 0, None
-    while True:
-        page = client.search_runs(experiment_ids, filter_string=filter_string, max_results=5000, page_token=token)
-        total += len(page)
-        token = page.token
-        if not token:
-            return total
-
-
 def count_older(client: MlflowClient, experiment_ids: list[str], metric_name: str,
-                filter_string: str | None = None) -> int:
-    """Finished runs with a finite ``metric_name`` logged by an older engine version (or before the tag existed)."""
+                filter_string: str | None = None, cap: int = OLDER_COUNTED) -> int:
+    """Finished runs with a finite ``metric_name`` logged by another engine version (or before the tag existed),
+    counted up to ``cap``: a count of ``cap`` means that many or more (``older_count``). MLflow has no count query,
+    and a search reads each run it returns whole: counted to the end, 4,545 such runs took 39 s over a server."""
     base = finite_filter(metric_name, filter_string)
-    return sum(count_runs(client, experiment_ids, f"{base} and tags.`{ENGINE_VERSION_TAG}` {clause}")
-               for clause in ("IS NULL", f"!= '{ENGINE_VERSION}'"))
+    counted = 0
+    for clause in ("IS NULL", f"!= '{ENGINE_VERSION}'"):
+        if counted < cap:
+            counted += len(client.search_runs(experiment_ids, f"{base} and tags.`{ENGINE_VERSION_TAG}` {clause}",
+                                              max_results=cap - counted))
+    return counted
+
+
+def older_count(counted: int) -> str:
+    """``count_older``'s count as a user reads it: ``25+`` where the count stopped at its cap."""
+    return f"{counted}+" if counted >= OLDER_COUNTED else str(counted)
 
 
 def engine_version(run: Run) -> int:
@@ -198,8 +199,9 @@ def best_run(client: MlflowClient, experiment_ids: list[str], metric_name: str, 
     """``{"run_id", "metrics", "params", "older_runs_left_out", "data_digest", "mixed_data"}`` of the best finished
     run, or None when no run has the metric. Only runs of the current engine version compete unless
     ``all_versions``; the count says how many finished runs of older versions with a finite metric were left out (0
-    with ``all_versions``). ``mixed_data``: a run in scope ran on other bars (another data digest), so the best
-    value may be best for its data only. ``in_store``: as for ``search_ranked``."""
+    with ``all_versions``; ``OLDER_COUNTED`` means that many or more). ``mixed_data``: a run in scope ran on other
+    bars (another data digest), so the best value may be best for its data only. ``in_store``: as for
+    ``search_ranked``."""
     scope = filter_string if all_versions else version_filter(filter_string)
     runs = search_ranked(client, experiment_ids, metric_name, mode, scope, max_results=1, in_store=in_store)
     if not runs:
