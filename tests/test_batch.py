@@ -129,10 +129,18 @@ def test_batched_children_log_what_the_basic_launchers_jobs_log(tmp_path: Path, 
             assert files == rest and "mlflow.loggedArtifacts" not in run.data.tags
         if rank > 0:
             assert _files(client, other.info.run_id) == rest and "mlflow.loggedArtifacts" not in other.data.tags
-    [best] = [b for b in (json.loads(f.read_text()) for f in tmp_path.glob("outputs/multirun/*/*/best_run.json"))
-              if b["sweep_name"] == "batched"]
+    bests = {b["sweep_name"]: b for b in (json.loads(f.read_text())
+                                          for f in tmp_path.glob("outputs/multirun/*/*/best_run.json"))}
+    best = bests["batched"]
     parent = client.get_run(best["parent_run_id"])
     assert best["winner"]["run_id"] == ranked[0].info.run_id and parent.data.metrics["n_trials"] == 6
+    # The winner's statistics over its trials, the batch's from the returns it computed, the basic sweep's from the
+    # tables its jobs logged: the same numbers
+    batched_stats, basic_stats = ({k: v for k, v in bests[name]["trials"].items() if k != "scope"}
+                                  for name in ("batched", "basic"))
+    assert batched_stats.keys() == basic_stats.keys() and {"pbo", "spa_pvalue", "deflated_sharpe_ratio",
+                                                           "n_trials_effective"} <= batched_stats.keys()
+    assert batched_stats == basic_stats
 
 
 @pytest.mark.slow

@@ -302,6 +302,8 @@ def track(launch: Launch, job: Job, item: Derived, prepared: Prepared | None, ou
     failed)."""
     from runner.errors import UserError
     from runner.pipeline import ServerLost, run_tracked
+    from runner.sweeps.launch import remember_segment_rows
+    from runner.sweeps.trials import segment_rows, selection_segment
     from runner.tracking.local_record import server_lost
 
     if server_lost(state["tracking_uri"]):
@@ -316,6 +318,9 @@ def track(launch: Launch, job: Job, item: Derived, prepared: Prepared | None, ou
     except Exception:  # noqa: BLE001 - a bug (ours or the strategy's): FAILED with its traceback; the rest go on
         print(f"[{label}] failed:\n{traceback.format_exc()}", file=sys.stderr)
         return math.nan, True
+    segment = selection_segment(state["metric"])
+    if segment in ("train", "val", "test"):  # its sweep's end needs these bars: from here, not read back
+        remember_segment_rows(outcome.run_id, segment_rows(outcome.result.portfolio_values(), segment))
     value = outcome.selection_value
     if math.isfinite(value) and launch.figures > 0:
         key = value if state["mode"] == "max" else -value

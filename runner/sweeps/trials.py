@@ -24,6 +24,8 @@ import numpy as np
 from runner.stats import deflated_sharpe_ratio, effective_number_of_trials, moments, probability_of_backtest_overfitting
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import pandas as pd
     from mlflow.entities import Run
 
@@ -63,14 +65,21 @@ def per_bar_risk_free(run: Run) -> float:
 
 
 def segment_table(run: Run, segment: str) -> pd.DataFrame:
-    """The run's bars of one segment: ``timestamp``, ``strategy_return`` and ``benchmark_return`` (buy and hold of
-    the same bars), read from the run's artifact location directly (a ``runs:/`` URI would look it up twice more)."""
-    import pandas as pd
-
+    """The run's bars of one segment (``segment_rows``), read from the run's artifact location directly (a
+    ``runs:/`` URI would look it up twice more)."""
     from runner.tracking.tables import read_backtest_table
 
     columns = ["timestamp", "close", "strategy_return"] + ([] if segment in TABLES else ["segment"])
-    table = read_backtest_table(run.info.artifact_uri, TABLES.get(segment, "portfolio_values"), columns=columns)
+    return segment_rows(read_backtest_table(run.info.artifact_uri, TABLES.get(segment, "portfolio_values"),
+                                            columns=columns), segment)
+
+
+def segment_rows(table: pd.DataFrame, segment: str) -> pd.DataFrame:
+    """A per-bar table's rows of one segment: ``timestamp``, ``strategy_return`` and ``benchmark_return`` (buy and
+    hold of the same bars). ``table``: the segment's own table (oos, final_test, cpcv), or one with a ``segment``
+    column (portfolio_values, as logged or as the engine's result gives it)."""
+    import pandas as pd
+
     if segment == "cpcv":  # the paths' mean return per bar: what cpcv_sharpe_ratio_mean averages over
         table = table.groupby("timestamp", sort=True).agg(close=("close", "first"),
                                                           strategy_return=("strategy_return", "mean")).reset_index()
@@ -169,8 +178,11 @@ def _joint(stats: dict[str, Any], frames: dict[str, pd.DataFrame], excess: dict[
     stats.update(reality_checks(benchmark, np.column_stack([p[usable, 0] for p in paired])))
 
 
-def trials_statistics(metric: str, ledger: Ledger, members: list[Run], winner_id: str) -> dict[str, Any]:
-    """The trials statistics of a sweep's winner (see the module docstring), with the reasons for any left out."""
+def trials_statistics(metric: str, ledger: Ledger, members: list[Run], winner_id: str,
+                      known: Mapping[str, pd.DataFrame] | None = None) -> dict[str, Any]:
+    """The trials statistics of a sweep's winner (see the module docstring), with the reasons for any left out.
+    ``known``: run id -> its selection segment's ``segment_rows``, where this process has them already (the batch
+    launcher's configurations); the others' are read from their logged tables."""
     from runner.bootstrap import sharpe_interval
 
     segment = selection_segment(metric)
@@ -180,7 +192,9 @@ def trials_statistics(metric: str, ledger: Ledger, members: list[Run], winner_id
         return stats
     finished = [r for r in members if r.info.status == "FINISHED"]
     winner = next(r for r in finished if r.info.run_id == winner_id)
-    frames = {r.info.run_id: segment_table(r, segment) for r in finished}
+    known = known or {}
+    frames = {r.info.run_id: known[r.info.run_id] if r.info.run_id in known else segment_table(r, segment)
+              for r in finished}
     excess = {r.info.run_id: excess_returns(r, segment, frames[r.info.run_id]) for r in finished}
     sharpes = [s for s in (moments(v)[0] for v in excess.values()) if math.isfinite(s)]
     sr_variance = float(np.var(sharpes, ddof=1)) if len(sharpes) > 1 else 0.0

@@ -13,6 +13,9 @@ from runner.tracking.queries import data_digests, differing_params, ranked, run_
 from runner.tracking.sanitize import to_jsonable
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import pandas as pd
     from matplotlib.figure import Figure
     from mlflow.entities import Run
 
@@ -82,10 +85,11 @@ def _job_order(run: Run) -> int:
     return int(number) if number.isdigit() else 0
 
 
-def summarise(logger: MLflowLogger, state: dict[str, str]) -> tuple[dict[str, Any], list[Any]]:
+def summarise(logger: MLflowLogger, state: dict[str, str], known: Mapping[str, pd.DataFrame] | None = None,
+              ) -> tuple[dict[str, Any], list[Any]]:
     """(the sweep's summary with its winner, the runs that stand for its trials). This launch's jobs are reported
     as jobs; the winner is the best of every configuration its sweep name evaluated over all launches (the
-    ledger), and is judged against all of them."""
+    ledger), and is judged against all of them. ``known``: as for ``trials_statistics``."""
     from runner.engine import ENGINE_VERSION
     from runner.sweeps.ledger import sweep_ledger, sweep_runs
 
@@ -124,7 +128,7 @@ def summarise(logger: MLflowLogger, state: dict[str, str]) -> tuple[dict[str, An
             "test_metrics": segment_metrics(best["metrics"], held_out or selection or "test"),
             "command": f"python -m runner {winner.data.tags.get('overrides', '')}".strip()}
         try:
-            summary["trials"] = trials_statistics(metric, ledger, members, best["run_id"])
+            summary["trials"] = trials_statistics(metric, ledger, members, best["run_id"], known)
         except Exception as error:  # noqa: BLE001 - shown as the reason (a missing table, say); the winner stands
             summary["trials"] = {"n_trials": ledger.n_trials, "scope": ledger.scope,
                                  "reason": f"no trials statistics: {error}"}
@@ -161,12 +165,14 @@ def _record_on_parent(logger: MLflowLogger, summary: dict[str, Any], members: li
     logger.end_run("FINISHED" if winner is not None else "FAILED")
 
 
-def report_sweep(sweep_dir: Path, state: dict[str, str]) -> list[str]:
-    """Print and save the winner of this sweep's children; returns the names of the failed jobs."""
+def report_sweep(sweep_dir: Path, state: dict[str, str], known: Mapping[str, pd.DataFrame] | None = None,
+                 ) -> list[str]:
+    """Print and save the winner of this sweep's children; returns the names of the failed jobs. ``known``: as for
+    ``trials_statistics``."""
     from runner.tracking.logger import MLflowLogger
 
     logger = MLflowLogger(state["experiment_name"], state["tracking_uri"])
-    summary, members = summarise(logger, state)
+    summary, members = summarise(logger, state, known)
     (sweep_dir / "best_run.json").write_text(json.dumps(to_jsonable(summary), indent=2))
     print(format_winner(summary))
     from runner.tracking.store import ui_links
