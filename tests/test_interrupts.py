@@ -102,39 +102,62 @@ def test_sigterm_while_a_model_trains(tmp_path: Path, cli_env: dict, tracking_ur
     _check(tracking_uri, code, lines, sent, signal.SIGTERM)
 
 
-# The real CLI, with a SIGTERM sent at one exact moment: while Hydra opens a packaged config file (its own
-# hydra/config.yaml) to compose a basic sweep's second job, the first one done. Hydra's reader closes that file in a
-# ``finally`` that an interrupt inside ``open`` leaves unbound: the UnboundLocalError used to hide the stop (Hydra's
-# traceback, exit 1; 33 of 400 stops at random moments of a composition ended so, measured in one process).
-SIGNAL_WHILE_HYDRA_OPENS_A_CONFIG = """
+# The real CLI, with a signal sent at one exact moment (``when``: a profile hook's test on a called function's frame,
+# true once). There a stop raised at once used to be printed with a traceback, not the one line:
+# - while Hydra opens a packaged config file (its own hydra/config.yaml) to compose a basic sweep's second job, the
+#   first one done: its reader closes that file in a ``finally`` that an interrupt inside ``open`` leaves unbound,
+#   and the UnboundLocalError hid the stop (Hydra's traceback, exit 1; 33 of 400 stops at random moments of a
+#   composition ended so, measured in one process);
+# - in tqdm's ``__del__``, as the training's bar is freed: Python printed "Exception ignored in" and its traceback.
+SIGNAL_AT_A_MOMENT = """
 import os, runpy, signal, sys
 
 jobs = 0
 
-def signal_on_open(frame, event, arg):
+def hydra_opens_the_second_jobs_config(frame):
     global jobs
-    if event != "call":
-        return
     caller = frame.f_back
     if frame.f_code.co_name == "load_sweep_config" and caller.f_code.co_filename.endswith("basic_launcher.py"):
         jobs += 1
-    elif jobs >= 2 and frame.f_code.co_name == "open" and caller.f_code.co_name == "_read_config":
-        sys.setprofile(None)
-        os.kill(os.getpid(), signal.SIGTERM)
+    return jobs >= 2 and frame.f_code.co_name == "open" and caller.f_code.co_name == "_read_config"
 
-sys.setprofile(signal_on_open)
-sys.argv[0] = "runner"
+def a_training_bar_is_freed(frame):
+    return frame.f_code.co_name == "__del__" and frame.f_globals["__name__"] == "tqdm.std"
+
+def signal_when(frame, event, arg):
+    if event == "call" and WHEN(frame):
+        sys.setprofile(None)
+        os.kill(os.getpid(), SIGNAL)
+
+WHEN, SIGNAL = globals()[sys.argv[1]], signal.Signals[sys.argv[2]]
+sys.setprofile(signal_when)
+sys.argv[:3] = ["runner"]
 runpy.run_module("runner", run_name="__main__", alter_sys=True)
 """
 
 
+def _signal_at_a_moment(tmp_path: Path, env: dict, when: str, sig: signal.Signals, args: list[str]) -> tuple[int,
+                                                                                                          list[str]]:
+    result = subprocess.run([sys.executable, "-c", SIGNAL_AT_A_MOMENT, when, sig.name, *args], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    return result.returncode, (result.stdout + result.stderr).splitlines()
+
+
 def test_sigterm_while_hydra_opens_the_next_jobs_config(tmp_path: Path, cli_env: dict, tracking_uri: str) -> None:
     args = ["-m", "+strategy=momentum", *RULE, "strategy.lookback=2,3,4", "hydra/launcher=basic"]
-    result = subprocess.run([sys.executable, "-c", SIGNAL_WHILE_HYDRA_OPENS_A_CONFIG, *args], env=cli_env,
-                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    lines = (result.stdout + result.stderr).splitlines()
-    _check(tracking_uri, result.returncode, lines, time.time(), signal.SIGTERM)
+    code, lines = _signal_at_a_moment(tmp_path, cli_env, "hydra_opens_the_second_jobs_config", signal.SIGTERM, args)
+    _check(tracking_uri, code, lines, time.time(), signal.SIGTERM)
     assert any("val_sharpe_ratio = " in line for line in lines)  # the first job ran; none started after the stop
     client = MlflowClient(tracking_uri)
     runs = client.search_runs([client.get_experiment_by_name("trading_experiment").experiment_id])
     assert len(runs) == 2, [(r.info.run_name, r.info.status) for r in runs]  # the parent and the first job
+
+
+def test_ctrl_c_as_a_trainings_progress_bar_is_freed(tmp_path: Path, cli_env: dict, tracking_uri: str) -> None:
+    args = ["-m", "+strategy=momentum", *MODEL, "strategy.lookback=2,3,4", "hydra/launcher=basic"]
+    code, lines = _signal_at_a_moment(tmp_path, cli_env, "a_training_bar_is_freed", signal.SIGINT, args)
+    _check(tracking_uri, code, lines, time.time(), signal.SIGINT)
+    assert any(line.startswith("trained ") for line in lines)  # the first job trained; none started after the stop
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("trading_experiment").experiment_id])
+    assert sorted(r.info.status for r in runs) == ["KILLED", "KILLED"], [(r.info.run_name, r.info.status) for r in runs]

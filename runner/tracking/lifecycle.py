@@ -1,10 +1,10 @@
 """Run lifecycle: signals become KILLED runs, exceptions FAILED runs with the error logged.
 
 MLflow alone leaves a SIGTERM'd run RUNNING and marks an un-``with``ed failed run FINISHED at exit. A
-signal handler raises at once (inside OmegaConf, SQLAlchemy or Hydra's config reader, as soon as they return:
-``UNINTERRUPTIBLE``), but an exception raised while the interpreter runs a finaliser (``__del__``, a GC callback)
-is printed and swallowed; so the handler also records the request, and long loops call ``check_stop()``, which
-raises it again: a stop is never lost.
+signal handler raises at once (inside OmegaConf, SQLAlchemy, Hydra's config reader or a ``__del__``, as soon as
+they return: ``UNINTERRUPTIBLE``), but an exception raised while the interpreter runs another finaliser (a GC
+callback) is printed and swallowed; so the handler also records the request, and long loops call ``check_stop()``,
+which raises it again: a stop is never lost.
 """
 
 from __future__ import annotations
@@ -50,19 +50,23 @@ def check_stop() -> None:
 # the caller (MLflow's store), the stop goes through the store's session handling, which rolls back and closes.
 # Hydra's reader of a packaged config (its own hydra/config.yaml, read again for every job a sweep composes) closes
 # the file in a ``finally`` that a stop inside ``open`` leaves unbound: its UnboundLocalError hides the stop.
-# Modules by their full dotted name or a package above it.
+# Modules by their full dotted name or a package above it. Finalisers too (``__del__``, wherever it is): Python
+# prints what one raises ("Exception ignored in", with its traceback) and goes on, as when tqdm's bar is freed the
+# moment a model's training returns.
 UNINTERRUPTIBLE = ("omegaconf", "sqlalchemy", "hydra._internal.core_plugins.importlib_resources_config_source")
 
 
-def _uninterruptible(module: str) -> bool:
-    return any(module == name or module.startswith(name + ".") for name in UNINTERRUPTIBLE)
+def _uninterruptible(frame: Any) -> bool:
+    module = str(frame.f_globals.get("__name__", ""))
+    return frame.f_code.co_name == "__del__" or any(module == name or module.startswith(name + ".")
+                                                    for name in UNINTERRUPTIBLE)
 
 
 def _caller_outside(frame: Any) -> Any:
     """The innermost frame that called into ``UNINTERRUPTIBLE`` code, when ``frame`` runs inside it; else None."""
     caller, inside = None, False
     while frame is not None:
-        if _uninterruptible(str(frame.f_globals.get("__name__", ""))):
+        if _uninterruptible(frame):
             inside, caller = True, None
         elif inside and caller is None:
             caller = frame
