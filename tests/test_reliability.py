@@ -250,24 +250,46 @@ def test_help_lists_the_groups_without_heavy_imports(tmp_path: Path, cli_env: di
 
 
 def test_a_signal_swallowed_in_a_finaliser_still_stops_the_run() -> None:
-    """Python prints and drops an exception raised inside ``__del__``; the recorded request still stops."""
+    """Python prints and drops an exception raised inside a finaliser (here a ``weakref.finalize`` callback); the
+    recorded request still stops."""
+    import weakref
+
     from runner.tracking.lifecycle import Terminated, check_stop, signals_as_interrupts
 
-    class SignalsWhileCollected:
-        def __del__(self) -> None:
-            os.kill(os.getpid(), signal.SIGTERM)
+    class Collected:
+        pass
 
     reached_check = False
     with signals_as_interrupts():
         with pytest.raises(Terminated, match="SIGTERM"):
-            finaliser = SignalsWhileCollected()
-            del finaliser  # the handler's raise happens inside __del__ and is swallowed
+            collected = Collected()
+            weakref.finalize(collected, os.kill, os.getpid(), signal.SIGTERM)
+            del collected  # the handler's raise happens inside the finaliser and is swallowed
             sum(range(100_000))  # plain work: nothing raises here
             reached_check = True
             check_stop()
     assert reached_check  # the stop came from the recorded request, not from the lost raise
     check_stop()  # leaving the tracked section clears the request
 
+
+def test_a_signal_inside_a_del_is_raised_as_it_returns() -> None:
+    """``__del__`` (tqdm's bar, freed as a model's training returns) is never interrupted: the stop is raised in the
+    frame that freed the object, as soon as ``__del__`` has run to its end."""
+    from runner.tracking.lifecycle import Terminated, signals_as_interrupts
+
+    steps: list[str] = []
+
+    class SignalsWhileCollected:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            steps.append("__del__ ran to its end")
+
+    with signals_as_interrupts():
+        with pytest.raises(Terminated, match="SIGTERM"):
+            finaliser = SignalsWhileCollected()
+            del finaliser
+            steps.append("the next line ran")
+    assert steps == ["__del__ ran to its end"]
 
 
 def stopped_while(work: Callable[[], object], signum: int, delay: float) -> BaseException | None:
