@@ -175,10 +175,8 @@ def search_ranked(client: MlflowClient, experiment_ids: list[str], metric_name: 
     probe = max(PROBE_RUNS, 2 * max_results)
     bound: float | None = None
     try:
-        if ranks_in_store(client) if in_store is None else in_store:  # ties: MLflow orders as _rank does
-            return list(client.search_runs(experiment_ids, order_by=order, max_results=max_results,
-                                           filter_string=finite_filter(metric_name, filter_string)))
-        while True:
+        narrowing = not (ranks_in_store(client) if in_store is None else in_store)
+        while narrowing:
             narrowed = base if bound is None else f"{base} and metrics.`{metric_name}` {comparator} {_literal(bound)}"
             runs = list(client.search_runs(experiment_ids, filter_string=narrowed, max_results=probe))
             best = ranked(runs, metric_name, mode)
@@ -186,9 +184,11 @@ def search_ranked(client: MlflowClient, experiment_ids: list[str], metric_name: 
                 return best[:max_results]
             new_bound = _value(best[max_results - 1], metric_name) if len(best) >= max_results else None
             if new_bound is None or new_bound == bound:  # ties or non-finite values crowd the probe
-                return list(client.search_runs(experiment_ids, order_by=order, max_results=max_results,
-                                               filter_string=finite_filter(metric_name, filter_string)))
+                break
             bound = new_bound
+        # the store orders: in store, or where the narrowing cannot (ties: MLflow orders as _rank does)
+        return list(client.search_runs(experiment_ids, order_by=order, max_results=max_results,
+                                       filter_string=finite_filter(metric_name, filter_string)))
     except MlflowException as error:
         raise ConfigError(f"invalid run filter {filter_string!r}: {error.message}") from None
 
