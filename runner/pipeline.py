@@ -192,6 +192,7 @@ def run_single(cfg: DictConfig) -> float:
     from runner.config.schema import typed
     from runner.evaluation.experiment import prepare, summary
     from runner.tracking.local_record import RECORD_DIR, run_logger, server_lost
+    from runner.tracking.queries import DATA_DIGEST_TAG
     from runner.tracking.store import check_tracking_server
 
     started = time.perf_counter()
@@ -202,7 +203,8 @@ def run_single(cfg: DictConfig) -> float:
     uri = tracking_uri_for(resolved["tracking"])
     check_tracking_server(uri)
     logger = run_logger(resolved["experiment_name"], uri, run_folder() / RECORD_DIR)
-    logger.start_run(resolved["run_name"] or run_title(), tags=run_tags(resolved))  # pid/host: --stale
+    logger.start_run(resolved["run_name"] or run_title(),  # pid/host: --stale; the digest: what run_tracked tags
+                     tags={**run_tags(resolved), DATA_DIGEST_TAG: prepared.book.digest()})
     prepared, outcome = run_tracked(logger, cfg, prepared)
     print(summary(outcome, prepared, uri))
     if resolved["verbose"]:

@@ -261,3 +261,26 @@ def test_deferred_writes_reach_the_store_whole_at_the_runs_end(ending: str, trac
     assert run.data.tags["note"] == "second" and run.data.metrics["val_sharpe_ratio"] == 1.5
     assert [m.value for m in client.get_metric_history(run_id, "loss")] == [float(i) for i in range(1200)]
     assert [a.path for a in client.list_artifacts(run_id, "extra")] == ["extra/a.json"]
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+def test_a_tag_is_sent_again_wherever_the_run_could_lack_it(deferred: bool, tracking_uri: str) -> None:
+    """A tag the run was started with is not sent again with the same value, but every change is, a change back
+    to the start's value too, and the next run of the same logger gets every tag it is given, whatever the last
+    run held."""
+    logger = MLflowLogger("trading_experiment", tracking_uri)
+    logger.defer_writes = deferred
+    client = MlflowClient(tracking_uri)
+    logger.start_run(run_name="first", tags={"data_digest": "aaa", "kind": "x"})
+    first = logger.run_id
+    logger.set_tags({"data_digest": "aaa", "kind": "y"})
+    logger.set_tags({"kind": "x"})
+    logger.end_run()
+    logger.start_run(run_name="second")
+    second = logger.run_id
+    logger.set_tags({"data_digest": "aaa", "kind": "x"})
+    logger.end_run()
+    assert {k: client.get_run(first).data.tags[k] for k in ("data_digest", "kind")} == {"data_digest": "aaa",
+                                                                                        "kind": "x"}
+    assert {k: client.get_run(second).data.tags.get(k) for k in ("data_digest", "kind")} == {"data_digest": "aaa",
+                                                                                             "kind": "x"}

@@ -199,6 +199,7 @@ class RecordingLogger(MLflowLogger):
         recorded = dict(run.data.tags) if run else {ENGINE_VERSION_TAG: str(ENGINE_VERSION), **{
             str(k): str(redact_value(k, v)) for k, v in (tags or {}).items()}}
         self.record.add("tags.json", recorded)
+        self._tags_held = recorded  # what set_tags need not send again (offline too: the record holds them)
         return run
 
     def _drop_duplicates(self, run: Run, start_id: str) -> None:

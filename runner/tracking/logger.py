@@ -76,6 +76,7 @@ class MLflowLogger:
         self.defer_writes = False  # True: each run's writes go to the store in one batch and one upload at its end
         self.metric_keys: set[str] = set()  # the metric keys logged by this logger to its active or attached run
         self._pending: dict[str, Any] | None = None
+        self._tags_held: dict[str, str] = {}  # the active run's tags as this logger set them
 
     @classmethod
     def open_existing(cls, experiment_name: str, tracking_uri: str | None = None) -> MLflowLogger:
@@ -127,6 +128,7 @@ class MLflowLogger:
                             run_name=run_name or datetime.now().strftime("run_%Y%m%d_%H%M%S"))
         self.run_id = run.info.run_id
         self.metric_keys = set()
+        self._tags_held = run_tags
         if self.defer_writes:
             self._pending = {"params": {}, "tags": {}, "metrics": [], "inputs": [],
                              "files": tempfile.mkdtemp(prefix="runner_run_")}
@@ -139,6 +141,7 @@ class MLflowLogger:
         self.client.get_run(run_id)  # fails clearly if it does not exist
         self.run_id = run_id
         self.metric_keys = set()
+        self._tags_held = {}
 
     def detach(self) -> None:
         """Stop logging into an ``attach``ed run, leaving its status as it is."""
@@ -221,17 +224,22 @@ class MLflowLogger:
             self._send_batch(run_id, metrics=items[start:start + MAX_METRICS_PER_BATCH])
 
     def set_tags(self, tags: Mapping[str, Any], run_id: str | None = None) -> None:
-        """Set tags in one batch (values redacted, cut to MLflow's tag limit with a marker)."""
+        """Set tags in one batch (values redacted, cut to MLflow's tag limit with a marker); a tag this logger gave
+        the active run already, with the same value, is not sent again (a run started with its data digest)."""
         from mlflow.entities import RunTag
 
         target = run_id or self._require_run()
+        held = self._tags_held if target == self.run_id else {}
         items = []
         for key, value in tags.items():
             text = str(redact_value(key, value))
             if len(text) > MAX_TAG_VALUE_LENGTH:
                 text = text[: MAX_TAG_VALUE_LENGTH - 20] + "...<truncated>"
-            items.append(RunTag(validate_key(key, "tag"), text))
-        self._send_batch(target, tags=items)
+            if held.get(validate_key(key, "tag")) != text:
+                items.append(RunTag(key, text))
+        if items:
+            self._send_batch(target, tags=items)
+            held.update((item.key, item.value) for item in items)
 
     def log_dict(self, dictionary: Any, artifact_file: str) -> None:
         """Log a JSON (or YAML, by extension) artifact with numpy/pandas/datetime/NaN made standard."""
