@@ -311,12 +311,14 @@ class MLflowLogger:
         self.client.log_artifacts(run_id, local_dir, artifact_path)
 
     def _flush(self, run_id: str) -> None:
-        """A ``defer_writes`` run's params, tags and metrics in as few ``log_batch`` calls as MLflow's limits allow
-        (usually one), then its files in one upload."""
+        """A ``defer_writes`` run's files in one upload, then its params, tags and metrics in as few ``log_batch``
+        calls as MLflow's limits allow (usually one)."""
         pending, self._pending = self._pending, None
         if pending is None:
             return
         try:
+            if any(Path(pending["files"]).iterdir()):  # first: MLflow reads the run to find its artifact store
+                self.client.log_artifacts(run_id, pending["files"])  # (its whole record: still small now)
             params, tags, metrics = list(pending["params"].values()), list(pending["tags"].values()), pending["metrics"]
             while params or tags or metrics:
                 some_params, params = params[:MAX_PARAMS_PER_BATCH], params[MAX_PARAMS_PER_BATCH:]
@@ -327,8 +329,6 @@ class MLflowLogger:
                               tags=some_tags, synchronous=True)
             if pending["inputs"]:
                 self._link_inputs(run_id, pending["inputs"])
-            if any(Path(pending["files"]).iterdir()):
-                self.client.log_artifacts(run_id, pending["files"])
         finally:
             shutil.rmtree(pending["files"], ignore_errors=True)
 
