@@ -98,7 +98,7 @@ def test_batched_children_log_what_the_basic_launchers_jobs_log(tmp_path: Path, 
                                                                  tracking_uri: str) -> None:
     grid = ["strategy.fast=5,10,20", "strategy.slow=40,60"]
     batch = run_cli(["runner", "-m", *SYNTHETIC, *grid, "hydra/launcher=batch", "hydra.launcher.figures=2",
-                     "sweep_name=batched"], cli_env, tmp_path)
+                     "hydra.launcher.writer=1", "sweep_name=batched"], cli_env, tmp_path)  # written by its process
     assert batch.returncode == 0, batch.stderr[-3000:]
     assert "batch: 6/6 configurations done" in batch.stdout and "(6 FINISHED, 0 failed, 0 already run)" in batch.stdout
     basic = run_cli(["runner", "-m", *SYNTHETIC, *grid, "sweep_name=basic"], cli_env, tmp_path)
@@ -147,7 +147,7 @@ def test_batched_children_log_what_the_basic_launchers_jobs_log(tmp_path: Path, 
 def test_a_bad_configuration_fails_alone_and_a_relaunch_resumes(tmp_path: Path, cli_env: dict,
                                                                 tracking_uri: str) -> None:
     args = ["runner", "-m", *SYNTHETIC, "strategy.fast=5,50,10", "strategy.slow=40", "hydra/launcher=batch",
-            "sweep_name=grid"]
+            "hydra.launcher.writer=1", "sweep_name=grid"]
     first = run_cli(args, cli_env, tmp_path)
     assert first.returncode == 1  # as with the basic launcher: a failed job fails the sweep, after the winner
     assert "strategy.fast must be < strategy.slow, got fast=50, slow=40" in first.stderr

@@ -91,7 +91,8 @@ def test_a_signal_between_or_during_rule_jobs(launcher: str, sig: signal.Signals
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_inside_a_batch_of_rule_configurations(sig: signal.Signals, tmp_path: Path, cli_env: dict,
                                                         tracking_uri: str) -> None:
-    code, lines, sent = _interrupt(tmp_path, cli_env, [*RULE, JOBS, "hydra/launcher=batch", "hydra.launcher.chunk=4"],
+    code, lines, sent = _interrupt(tmp_path, cli_env, [*RULE, JOBS, "hydra/launcher=batch", "hydra.launcher.chunk=4",
+                                                       "hydra.launcher.writer=1"],  # its runs written by a process
                                    sig, "configurations done in", wait_s=0.3)  # a chunk is logged: the next runs
     _check(tracking_uri, code, lines, sent, sig)
 

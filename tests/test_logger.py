@@ -6,7 +6,10 @@ import copy
 import json
 import math
 import warnings
+from pathlib import Path
+from urllib.parse import urlparse
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,7 +18,9 @@ from mlflow import MlflowClient
 
 from runner.logger import MLflowLogger, NoActiveRunError
 from runner.tracking.model_io import load_torch_model
+from runner.tracking.queries import ENGINE_VERSION_TAG
 from runner.tracking.sanitize import REDACTED, config_to_container, flatten, table_json, to_jsonable
+from runner.tracking.writer import RunWriter
 
 
 def tiny_model() -> torch.nn.Module:
@@ -237,14 +242,19 @@ def test_config_params_are_resolved_and_redacted(monkeypatch) -> None:
     assert "topsecret" not in json.dumps(flat) and not math.isnan(flat["model.lr"])
 
 
+@pytest.mark.parametrize("writer", [False, pytest.param(True, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("ending", ["FINISHED", "FAILED"])
-def test_deferred_writes_reach_the_store_whole_at_the_runs_end(ending: str, tracking_uri: str, tmp_path) -> None:
+def test_deferred_writes_reach_the_store_whole_at_the_runs_end(ending: str, writer: bool, tracking_uri: str,
+                                                               tmp_path) -> None:
     """``defer_writes``: nothing but the run itself before its end; then every param, tag (the last value of a
-    key), metric (history too, over MLflow's 1,000-per-batch limit) and file, whatever the ending."""
+    key), metric (history too, over MLflow's 1,000-per-batch limit) and file, whatever the ending; written by
+    this process or by a ``RunWriter``'s (the run then is not MLflow's active run, and has the same tags)."""
     logger = MLflowLogger("trading_experiment", tracking_uri)
     logger.defer_writes = True
+    logger.writer = RunWriter(tracking_uri) if writer else None
     client = MlflowClient(tracking_uri)
     logger.start_run(run_name="deferred", tags={"given": "at start"})
+    assert (mlflow.active_run() is None) == writer
     run_id = logger.run_id
     logger.log_params({f"p{i}": i for i in range(150)})  # two of MLflow's 100-param batches
     logger.set_tags({"note": "first"})
@@ -256,11 +266,41 @@ def test_deferred_writes_reach_the_store_whole_at_the_runs_end(ending: str, trac
     assert not early.data.params and not early.data.metrics and early.data.tags["given"] == "at start"
     assert not client.list_artifacts(run_id)
     logger.end_run(ending)
+    if logger.writer is not None:
+        logger.writer.close()
+    assert mlflow.active_run() is None
     run = client.get_run(run_id)
     assert run.info.status == ending and len(run.data.params) == 150 and run.data.params["p149"] == "149"
+    assert {"mlflow.user", "mlflow.source.name", "mlflow.runName", ENGINE_VERSION_TAG} <= run.data.tags.keys()
     assert run.data.tags["note"] == "second" and run.data.metrics["val_sharpe_ratio"] == 1.5
     assert [m.value for m in client.get_metric_history(run_id, "loss")] == [float(i) for i in range(1200)]
     assert [a.path for a in client.list_artifacts(run_id, "extra")] == ["extra/a.json"]
+
+
+@pytest.mark.slow
+def test_a_write_the_writer_could_not_make_is_raised_and_its_run_still_ends(tracking_uri: str) -> None:
+    """The writer's process failed to write a run: the launching process gets that error, with the writer's
+    traceback, when it checks or closes; the run is ended as it was handed over, and the next runs are written."""
+    logger = MLflowLogger("trading_experiment", tracking_uri)
+    logger.defer_writes = True
+    logger.writer = RunWriter(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    logger.start_run(run_name="lost files")
+    broken = logger.run_id
+    logger.log_dict({"a": 1}, "extra/a.json")
+    where = Path(urlparse(client.get_run(broken).info.artifact_uri).path)  # a broken artifact store: a file
+    where.parent.mkdir(parents=True, exist_ok=True)  # where the run's artifact folder goes
+    where.write_text("not a folder")
+    logger.end_run("FINISHED")
+    logger.start_run(run_name="next")
+    after = logger.run_id
+    logger.log_metrics({"x": 1.0})
+    logger.end_run("FINISHED")
+    with pytest.raises(OSError) as raised:
+        logger.writer.close()
+    assert "Traceback" in str(raised.value.__cause__) and "write_deferred" in str(raised.value.__cause__)
+    assert client.get_run(broken).info.status == "FINISHED" and where.read_text() == "not a folder"
+    assert client.get_run(after).data.metrics == {"x": 1.0} and client.get_run(after).info.status == "FINISHED"
 
 
 @pytest.mark.parametrize("deferred", [False, True])

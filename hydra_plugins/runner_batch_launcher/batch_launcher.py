@@ -17,13 +17,13 @@ if TYPE_CHECKING:
 class BatchLauncher(Launcher):
     """Groups a sweep's rule configurations into engine passes; runs other jobs as the basic launcher does."""
 
-    def __init__(self, figures: int = 3, chunk: int = 128) -> None:
+    def __init__(self, figures: int = 3, chunk: int = 128, writer: int = 64) -> None:
         from runner.errors import ConfigError
 
-        if chunk < 1 or figures < 0:
-            raise ConfigError(f"hydra.launcher.chunk={chunk} and hydra.launcher.figures={figures}: chunk must be at "
-                              "least 1 and figures at least 0.")
-        self.figures, self.chunk = figures, chunk
+        for key, value, least in (("chunk", chunk, 1), ("figures", figures, 0), ("writer", writer, 0)):
+            if value < least:
+                raise ConfigError(f"hydra.launcher.{key}={value}: must be at least {least}.")
+        self.figures, self.chunk, self.writer = figures, chunk, writer
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
         self.config: DictConfig | None = None
@@ -35,5 +35,5 @@ class BatchLauncher(Launcher):
         from runner.sweeps.batch import Launch, launch_jobs
 
         assert self.hydra_context is not None and self.task_function is not None and self.config is not None
-        launch = Launch(self.hydra_context, self.task_function, self.config, self.figures, self.chunk)
+        launch = Launch(self.hydra_context, self.task_function, self.config, self.figures, self.chunk, self.writer)
         return launch_jobs(launch, [list(o) for o in job_overrides], initial_job_idx)

@@ -11,6 +11,7 @@ class BatchLauncherConf:
     _target_: str = "hydra_plugins.runner_batch_launcher.batch_launcher.BatchLauncher"
     figures: int = 3  # the best batched configurations of a launch that get figures (0: none)
     chunk: int = 128  # configurations per engine pass: bounds memory (~10 arrays of bars x chunk floats)
+    writer: int = 64  # a group of at least this many goes into a local store through a second process (0: never)
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="batch", node=BatchLauncherConf, provider="trading-runner")

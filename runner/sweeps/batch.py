@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from runner.data.universe import Universe
     from runner.evaluation.outcome import Outcome, Prepared
     from runner.tracking.logger import MLflowLogger
+    from runner.tracking.writer import RunWriter
 
 VARIED = "strategy."  # the keys a group's jobs may differ in
 YOUNG_OBJECTS = 20_000  # the garbage collector's youngest generation while a group runs (700 by default)
@@ -64,6 +65,7 @@ class Launch:
     config: DictConfig
     figures: int
     chunk: int
+    writer: int  # a group of at least this many configurations is written by a second process (0: never)
     groups: dict[str, bool] = field(default_factory=dict)  # key -> whether it names a config group (asked once)
     logger: MLflowLogger | None = None  # the batched groups' logger (children are logged one after another)
     best: list[tuple[float, int, str, Derived, Prepared, Outcome]] = field(default_factory=list)  # a heap, worst on top
@@ -210,16 +212,40 @@ def run_group(launch: Launch, jobs: list[Job], first: DictConfig) -> dict[int, J
     finished = finished_runs(logger, state)
     started, returns, book = time.time(), {}, None
     counts = {"FINISHED": 0, "FAILED": 0, "resumed": 0}
-    with fewer_collections():
+    with fewer_collections(), writer_for(launch, logger, len(jobs)) as writer:
         for begin in range(0, len(jobs), launch.chunk):
             chunk = [(job, derive(job)) for job in jobs[begin:begin + launch.chunk]]
             values, book = run_chunk(launch, chunk, state, logger, finished, book, counts)
             for (job, item), value in zip(chunk, values, strict=True):
                 returns[job.number] = job_return(job, item, value, state["mode"])
+            if writer is not None:
+                writer.check()
             print(f"[{state['sweep_name']}] batch: {begin + len(chunk)}/{len(jobs)} configurations done in "
                   f"{time.time() - started:.1f} s ({counts['FINISHED']} FINISHED, {counts['FAILED']} failed, "
                   f"{counts['resumed']} already run)")
     return returns
+
+
+@contextmanager
+def writer_for(launch: Launch, logger: MLflowLogger, configurations: int) -> Iterator[RunWriter | None]:
+    """A ``RunWriter`` for the group's runs while it runs, when the group has ``launch.writer`` configurations
+    or more and logs into a local store (a tracking server's runs keep their local record, written here); every
+    run handed to it is written and ended when the group ends, however it ends."""
+    from runner.tracking.local_record import keeps_record
+    from runner.tracking.writer import RunWriter
+
+    if not launch.writer or configurations < launch.writer or keeps_record(logger.tracking_uri):
+        yield None
+        return
+    writer = logger.writer = RunWriter(logger.tracking_uri)
+    try:
+        yield writer
+    except BaseException:
+        logger.writer = None
+        writer.close(raise_failure=False)  # the error on its way out is the one to see
+        raise
+    logger.writer = None
+    writer.close()
 
 
 @contextmanager

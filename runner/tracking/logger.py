@@ -47,7 +47,10 @@ from runner.tracking.tables import views_tag, write_backtest_files
 
 if TYPE_CHECKING:
     import torch
+    from mlflow import MlflowClient
     from mlflow.entities import DatasetInput, Run
+
+    from runner.tracking.writer import RunWriter
 
 
 class NoActiveRunError(LookupError):
@@ -77,6 +80,7 @@ class MLflowLogger:
         self.metric_keys: set[str] = set()  # the metric keys logged by this logger to its active or attached run
         self._pending: dict[str, Any] | None = None
         self._tags_held: dict[str, str] = {}  # the active run's tags as this logger set them
+        self.writer: RunWriter | None = None  # with defer_writes: a process that writes and ends each run
 
     @classmethod
     def open_existing(cls, experiment_name: str, tracking_uri: str | None = None) -> MLflowLogger:
@@ -123,9 +127,16 @@ class MLflowLogger:
         run_tags.update({str(k): str(redact_value(k, v))[:MAX_TAG_VALUE_LENGTH] for k, v in (tags or {}).items()})
         if parent_run_id:
             run_tags["mlflow.parentRunId"] = parent_run_id
+        run_name = run_name or datetime.now().strftime("run_%Y%m%d_%H%M%S")
         self._mlflow.set_tracking_uri(self.tracking_uri)
-        run = when_unlocked(self._mlflow.start_run, experiment_id=self.experiment_id, tags=run_tags,
-                            run_name=run_name or datetime.now().strftime("run_%Y%m%d_%H%M%S"))
+        if self.writer is not None and self.defer_writes:  # not MLflow's active run: another process ends it
+            from mlflow.tracking.context.registry import resolve_tags  # the tags MLflow's start_run adds
+
+            run = when_unlocked(self.client.create_run, self.experiment_id, run_name=run_name,
+                                tags=resolve_tags({**run_tags, "mlflow.runName": run_name}))
+        else:
+            run = when_unlocked(self._mlflow.start_run, experiment_id=self.experiment_id, tags=run_tags,
+                                run_name=run_name)
         self.run_id = run.info.run_id
         self.metric_keys = set()
         self._tags_held = run_tags
@@ -292,17 +303,7 @@ class MLflowLogger:
         self._link_inputs(run_id, inputs)
 
     def _link_inputs(self, run_id: str, inputs: list[DatasetInput]) -> None:
-        """``log_inputs``, once more when the store refused a dataset as already there: two jobs that logged the
-        same data at the same moment both inserted it (MLflow checks, then inserts); the second call links it."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            when_unlocked(self.client.log_inputs, run_id, datasets=inputs)
-        except MlflowException as error:
-            text = str(error)
-            if "dataset" not in text or not ("duplicate key" in text or "UNIQUE constraint failed" in text):
-                raise
-            when_unlocked(self.client.log_inputs, run_id, datasets=inputs)
+        link_inputs(self.client, run_id, inputs)
 
     def _send_artifacts(self, run_id: str, local_dir: str, artifact_path: str | None) -> None:
         if self._pending is not None and run_id == self.run_id:
@@ -310,35 +311,19 @@ class MLflowLogger:
             return
         self.client.log_artifacts(run_id, local_dir, artifact_path)
 
-    def _flush(self, run_id: str) -> None:
-        """A ``defer_writes`` run's files in one upload, then its params, tags and metrics in as few ``log_batch``
-        calls as MLflow's limits allow (usually one)."""
-        pending, self._pending = self._pending, None
-        if pending is None:
-            return
-        try:
-            if any(Path(pending["files"]).iterdir()):  # first: MLflow reads the run to find its artifact store
-                self.client.log_artifacts(run_id, pending["files"])  # (its whole record: still small now)
-            params, tags, metrics = list(pending["params"].values()), list(pending["tags"].values()), pending["metrics"]
-            while params or tags or metrics:
-                some_params, params = params[:MAX_PARAMS_PER_BATCH], params[MAX_PARAMS_PER_BATCH:]
-                some_tags, tags = tags[:MAX_PARAMS_PER_BATCH], tags[MAX_PARAMS_PER_BATCH:]
-                room = MAX_METRICS_PER_BATCH - len(some_params) - len(some_tags)  # entities per request
-                some_metrics, metrics = metrics[:room], metrics[room:]
-                when_unlocked(self.client.log_batch, run_id, metrics=some_metrics, params=some_params,
-                              tags=some_tags, synchronous=True)
-            if pending["inputs"]:
-                self._link_inputs(run_id, pending["inputs"])
-        finally:
-            shutil.rmtree(pending["files"], ignore_errors=True)
-
     def _send_model(self, model: torch.nn.Module, name: str, input_example: Any) -> None:
         when_unlocked(log_torch_model, model, name, input_example)
 
     def _send_end(self, run_id: str, status: str) -> None:
+        pending = None
+        if run_id == self.run_id:
+            pending, self._pending = self._pending, None
+        if pending is not None and self.writer is not None:  # written and ended by the writer's process
+            self.writer.submit(run_id, pending, status)
+            return
         try:
-            if run_id == self.run_id:
-                self._flush(run_id)
+            if pending is not None:
+                write_deferred(self.client, run_id, pending)
         finally:  # the run ends even when its deferred writes could not be sent
             self._mlflow.set_tracking_uri(self.tracking_uri)
             active = self._mlflow.active_run()
@@ -389,4 +374,35 @@ class MLflowLogger:
         return best_run(self.client, [self.experiment_id], metric_name, mode, filter_string, all_versions)
 
 
+def write_deferred(client: MlflowClient, run_id: str, pending: dict[str, Any]) -> None:
+    """A ``defer_writes`` run's files in one upload, then its params, tags and metrics in as few ``log_batch``
+    calls as MLflow's limits allow (usually one), then its inputs; its staged files are removed after."""
+    try:
+        if any(Path(pending["files"]).iterdir()):  # first: MLflow reads the run to find its artifact store
+            client.log_artifacts(run_id, pending["files"])  # (its whole record: still small now)
+        params, tags, metrics = list(pending["params"].values()), list(pending["tags"].values()), pending["metrics"]
+        while params or tags or metrics:
+            some_params, params = params[:MAX_PARAMS_PER_BATCH], params[MAX_PARAMS_PER_BATCH:]
+            some_tags, tags = tags[:MAX_PARAMS_PER_BATCH], tags[MAX_PARAMS_PER_BATCH:]
+            room = MAX_METRICS_PER_BATCH - len(some_params) - len(some_tags)  # entities per request
+            some_metrics, metrics = metrics[:room], metrics[room:]
+            when_unlocked(client.log_batch, run_id, metrics=some_metrics, params=some_params, tags=some_tags,
+                          synchronous=True)
+        if pending["inputs"]:
+            link_inputs(client, run_id, pending["inputs"])
+    finally:
+        shutil.rmtree(pending["files"], ignore_errors=True)
 
+
+def link_inputs(client: MlflowClient, run_id: str, inputs: list[DatasetInput]) -> None:
+    """``log_inputs``, once more when the store refused a dataset as already there: two jobs that logged the
+    same data at the same moment both inserted it (MLflow checks, then inserts); the second call links it."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        when_unlocked(client.log_inputs, run_id, datasets=inputs)
+    except MlflowException as error:
+        text = str(error)
+        if "dataset" not in text or not ("duplicate key" in text or "UNIQUE constraint failed" in text):
+            raise
+        when_unlocked(client.log_inputs, run_id, datasets=inputs)

@@ -1,0 +1,110 @@
+"""``RunWriter``: a second process that writes finished deferred runs into a local MLflow store (their files,
+then params, tags and metrics, then inputs) and ends them, while the launching process computes the next.
+
+MLflow's sqlite store spends its time in Python (SQLAlchemy), under the GIL: a thread would not overlap it with
+the next configuration's work, a process does. The launching process creates each run (it needs the run's id)
+and hands over what ``MLflowLogger.defer_writes`` kept for its end; at most ``ahead`` runs wait for the writer,
+so a stop finds little left to write. The process is spawned with SIGINT, SIGTERM and SIGHUP ignored (Python
+keeps an ignored signal ignored): Ctrl-C reaches a terminal's whole process group, and the launching process,
+which handles the stop, ends what the writer has not (``RunWriter.close``, then the sweep's own clean-up).
+"""
+
+from __future__ import annotations
+
+import signal
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from concurrent.futures import Future
+
+    from mlflow import MlflowClient
+
+AHEAD = 16  # runs handed over and not yet written, at most (a stop waits for them: about a second)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+_client: MlflowClient | None = None  # the writer process's own client
+
+
+class RunWriter:
+    """``submit(run_id, pending, status)`` each deferred run's end; ``close()`` once: waits for every run to be
+    written, then raises the first write that failed (with the writer's traceback)."""
+
+    def __init__(self, tracking_uri: str, ahead: int = AHEAD) -> None:
+        import multiprocessing
+
+        self.ahead = ahead
+        self._waiting: deque[Future[None]] = deque()
+        self._failed: BaseException | None = None
+        with stops_ignored():  # inherited by the spawned process
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=open_store, initargs=(tracking_uri,))
+            self._waiting.append(self._pool.submit(int))  # the process starts now, not at the first run's end
+
+    def submit(self, run_id: str, pending: dict[str, Any], status: str) -> None:
+        """Hand over a run's deferred writes and its end, then wait while more than ``ahead`` runs wait (a stop
+        meanwhile finds this run handed over already)."""
+        self._waiting.append(self._pool.submit(end_run, run_id, pending, status))
+        while len(self._waiting) > self.ahead:
+            self._settle(self._waiting.popleft())
+
+    def check(self) -> None:
+        """Raise the first failed write now, if the writer has reported one."""
+        while self._waiting and self._waiting[0].done():
+            self._settle(self._waiting.popleft())
+        if self._failed is not None:
+            raise self._failed
+
+    def close(self, raise_failure: bool = True) -> None:
+        """Wait for every run handed over to be written and ended, stop the process, and raise the first failed
+        write (``raise_failure``; not while another exception is on its way out)."""
+        try:
+            while self._waiting:
+                self._settle(self._waiting.popleft())
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._failed is not None and raise_failure:
+            raise self._failed
+
+    def _settle(self, future: Future[None]) -> None:
+        error = future.exception()
+        if error is not None and self._failed is None:
+            self._failed = error
+
+
+@contextmanager
+def stops_ignored() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP ignored for the moment a process is started (it inherits that)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def open_store(tracking_uri: str) -> None:
+    """The writer process's client on the store (created by the launching process already)."""
+    global _client
+    from mlflow import MlflowClient
+
+    _client = MlflowClient(tracking_uri)
+
+
+def end_run(run_id: str, pending: dict[str, Any], status: str) -> None:
+    """In the writer process: the run's deferred writes, then its end (even when the writes failed)."""
+    from runner.tracking.logger import write_deferred
+    from runner.tracking.store import when_unlocked
+
+    assert _client is not None
+    try:
+        write_deferred(_client, run_id, pending)
+    finally:
+        when_unlocked(_client.set_terminated, run_id, status)
