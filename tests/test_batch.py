@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +166,23 @@ def test_a_bad_configuration_fails_alone_and_a_relaunch_resumes(tmp_path: Path, 
     assert len(pointers) == 2 and {p.data.tags["resumed_from"] for p in pointers} == {
         r.info.run_id for r in children.values() if r.info.status == "FINISHED"}
     assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
+@pytest.mark.slow
+def test_a_sweep_launched_from_a_script_is_not_launched_again_by_the_writer(tmp_path: Path, cli_env: dict,
+                                                                          tracking_uri: str) -> None:
+    """A script without ``if __name__ == "__main__"``: a spawned writer would run it again (a second sweep), so
+    its runs are written from the launching process."""
+    script = tmp_path / "my_sweep.py"
+    args = ["runner", "-m", *SYNTHETIC, "strategy.fast=5,10", "strategy.slow=40", "hydra/launcher=batch",
+            "hydra.launcher.writer=1", "sweep_name=scripted"]
+    script.write_text(f"import runpy, sys\nsys.argv = {args!r}\nrunpy.run_module('runner', run_name='__main__')\n")
+    done = subprocess.run([sys.executable, str(script)], env=cli_env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = _runs(tracking_uri)
+    assert len([r for r in runs if r.data.tags.get("runner.role") == "sweep_parent"]) == 1
+    assert len(_children(runs, "scripted")) == 2 and {r.info.status for r in runs} == {"FINISHED"}
 
 
 @pytest.mark.slow

@@ -10,7 +10,8 @@ folder. The group's last job is also composed by Hydra and compared with what wa
 (an interpolation, a resolver reading the job number) and every job of the group is composed by Hydra instead.
 
 Each configuration's child run carries its params, tags, metrics, tables, config and Hydra files, written in one
-``log_batch`` and one upload at its end (``MLflowLogger.defer_writes``); figures are drawn for the ``figures``
+``log_batch`` and one upload at its end (``MLflowLogger.defer_writes``), by a second process for a large group on a
+local store (``runner.tracking.writer``, ``hydra.launcher.writer``); figures are drawn for the ``figures``
 best configurations of the launch only (``hydra.launcher.figures``); any run's figures come from running its
 config alone (``python -m runner`` with the run's ``overrides`` tag), which gives the same numbers.
 """
@@ -229,12 +230,14 @@ def run_group(launch: Launch, jobs: list[Job], first: DictConfig) -> dict[int, J
 @contextmanager
 def writer_for(launch: Launch, logger: MLflowLogger, configurations: int) -> Iterator[RunWriter | None]:
     """A ``RunWriter`` for the group's runs while it runs, when the group has ``launch.writer`` configurations
-    or more and logs into a local store (a tracking server's runs keep their local record, written here); every
-    run handed to it is written and ended when the group ends, however it ends."""
+    or more, logs into a local store (a tracking server's runs keep their local record, written here) and the
+    process was launched so that a spawned one does not run its script again; every run handed to it is written
+    and ended when the group ends, however it ends."""
     from runner.tracking.local_record import keeps_record
-    from runner.tracking.writer import RunWriter
+    from runner.tracking.writer import RunWriter, spawn_leaves_main_alone
 
-    if not launch.writer or configurations < launch.writer or keeps_record(logger.tracking_uri):
+    if (not launch.writer or configurations < launch.writer or keeps_record(logger.tracking_uri)
+            or not spawn_leaves_main_alone()):
         yield None
         return
     writer = logger.writer = RunWriter(logger.tracking_uri)

@@ -12,6 +12,7 @@ which handles the stop, ends what the writer has not (``RunWriter.close``, then 
 from __future__ import annotations
 
 import signal
+import sys
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -72,6 +73,17 @@ class RunWriter:
         error = future.exception()
         if error is not None and self._failed is None:
             self._failed = error
+
+
+def spawn_leaves_main_alone() -> bool:
+    """Whether a spawned process leaves this process's ``__main__`` alone, as it does for ``python -m package``
+    (a package's ``__main__``) and for a main with no file (``-c``, a notebook). A script's top level, or a module's
+    run with ``-m``, would run again in it, unguarded by ``if __name__ == "__main__"``: a second sweep."""
+    main = sys.modules.get("__main__")
+    name = getattr(getattr(main, "__spec__", None), "name", None)
+    if name is not None:
+        return name == "__main__" or name.endswith(".__main__")
+    return getattr(main, "__file__", None) is None
 
 
 @contextmanager
