@@ -164,8 +164,10 @@ class MLflowLogger:
             raise ConfigError(f"status {status!r} is not one of {RUN_STATUSES}.")
         if self.run_id is None:
             return
-        self._send_end(self.run_id, status)
-        self.run_id = None
+        try:
+            self._send_end(self.run_id, status)
+        finally:  # ended in the store even when its writes failed: the next run can start
+            self.run_id = None
 
     def __enter__(self) -> MLflowLogger:
         if self.run_id is None:
@@ -324,6 +326,9 @@ class MLflowLogger:
         try:
             if pending is not None:
                 write_deferred(self.client, run_id, pending)
+        except BaseException as error:  # not FINISHED without what it computed: a resume would stand on it
+            status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+            raise
         finally:  # the run ends even when its deferred writes could not be sent
             self._mlflow.set_tracking_uri(self.tracking_uri)
             active = self._mlflow.active_run()

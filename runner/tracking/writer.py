@@ -111,12 +111,16 @@ def open_store(tracking_uri: str) -> None:
 
 
 def end_run(run_id: str, pending: dict[str, Any], status: str) -> None:
-    """In the writer process: the run's deferred writes, then its end (even when the writes failed)."""
+    """In the writer process: the run's deferred writes, then its end: FAILED when the writes failed (a run
+    without what it computed is not FINISHED: a resume would stand on it)."""
     from runner.tracking.logger import write_deferred
     from runner.tracking.store import when_unlocked
 
     assert _client is not None
     try:
         write_deferred(_client, run_id, pending)
+    except Exception:
+        status = "FAILED"
+        raise
     finally:
         when_unlocked(_client.set_terminated, run_id, status)
