@@ -4,9 +4,9 @@ then params, tags and metrics, then inputs) and ends them, while the launching p
 MLflow's sqlite store spends its time in Python (SQLAlchemy), under the GIL: a thread would not overlap it with
 the next configuration's work, a process does. The launching process creates each run (it needs the run's id)
 and hands over what ``MLflowLogger.defer_writes`` kept for its end; at most ``ahead`` runs wait for the writer,
-so a stop finds little left to write. The process is spawned with SIGINT, SIGTERM and SIGHUP ignored (Python
-keeps an ignored signal ignored): Ctrl-C reaches a terminal's whole process group, and the launching process,
-which handles the stop, ends what the writer has not (``RunWriter.close``, then the sweep's own clean-up).
+so a stop finds little left to write. The process ignores SIGINT, SIGTERM and SIGHUP: Ctrl-C reaches a terminal's
+whole process group, and the launching process, which handles the stop, waits for the runs handed over
+(``RunWriter.close``) and the sweep's own clean-up ends the rest.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class RunWriter:
         self.ahead = ahead
         self._waiting: deque[Future[None]] = deque()
         self._failed: BaseException | None = None
-        with stops_ignored():  # inherited by the spawned process
+        with stops_held_back():  # and ignored in the spawned process
             self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=open_store, initargs=(tracking_uri,))
             self._waiting.append(self._pool.submit(int))  # the process starts now, not at the first run's end
@@ -87,19 +87,25 @@ def spawn_leaves_main_alone() -> bool:
 
 
 @contextmanager
-def stops_ignored() -> Iterator[None]:
-    """SIGINT, SIGTERM and SIGHUP ignored for the moment a process is started (it inherits that)."""
+def stops_held_back() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP ignored and blocked while a process is started: it inherits both (an ignored
+    signal stays ignored through exec, and Python leaves it so), and one that reaches this process meanwhile is
+    held pending by the block (Linux keeps a blocked signal even while it is ignored) and handled after, except in
+    the instant multiprocessing's resource tracker starts (once per process: it unblocks SIGINT and SIGTERM). Only
+    the main thread sets signal handlers."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
-        for sig, handler in previous.items():
+        for sig, handler in handlers.items():
             signal.signal(sig, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def open_store(tracking_uri: str) -> None:
