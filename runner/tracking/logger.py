@@ -44,13 +44,11 @@ from runner.tracking.store import (
     when_unlocked,
 )
 from runner.tracking.tables import views_tag, write_backtest_files
+from runner.tracking.writer import RunWriter, link_inputs, write_deferred
 
 if TYPE_CHECKING:
     import torch
-    from mlflow import MlflowClient
     from mlflow.entities import DatasetInput, Run
-
-    from runner.tracking.writer import RunWriter
 
 
 class NoActiveRunError(LookupError):
@@ -302,9 +300,6 @@ class MLflowLogger:
         if self._pending is not None and run_id == self.run_id:
             self._pending["inputs"].extend(inputs)
             return
-        self._link_inputs(run_id, inputs)
-
-    def _link_inputs(self, run_id: str, inputs: list[DatasetInput]) -> None:
         link_inputs(self.client, run_id, inputs)
 
     def _send_artifacts(self, run_id: str, local_dir: str, artifact_path: str | None) -> None:
@@ -377,37 +372,3 @@ class MLflowLogger:
         (counted up to ``OLDER_COUNTED`` of ``runner.tracking.queries``: that count means that many or more).
         """
         return best_run(self.client, [self.experiment_id], metric_name, mode, filter_string, all_versions)
-
-
-def write_deferred(client: MlflowClient, run_id: str, pending: dict[str, Any]) -> None:
-    """A ``defer_writes`` run's files in one upload, then its params, tags and metrics in as few ``log_batch``
-    calls as MLflow's limits allow (usually one), then its inputs; its staged files are removed after."""
-    try:
-        if any(Path(pending["files"]).iterdir()):  # first: MLflow reads the run to find its artifact store
-            client.log_artifacts(run_id, pending["files"])  # (its whole record: still small now)
-        params, tags, metrics = list(pending["params"].values()), list(pending["tags"].values()), pending["metrics"]
-        while params or tags or metrics:
-            some_params, params = params[:MAX_PARAMS_PER_BATCH], params[MAX_PARAMS_PER_BATCH:]
-            some_tags, tags = tags[:MAX_PARAMS_PER_BATCH], tags[MAX_PARAMS_PER_BATCH:]
-            room = MAX_METRICS_PER_BATCH - len(some_params) - len(some_tags)  # entities per request
-            some_metrics, metrics = metrics[:room], metrics[room:]
-            when_unlocked(client.log_batch, run_id, metrics=some_metrics, params=some_params, tags=some_tags,
-                          synchronous=True)
-        if pending["inputs"]:
-            link_inputs(client, run_id, pending["inputs"])
-    finally:
-        shutil.rmtree(pending["files"], ignore_errors=True)
-
-
-def link_inputs(client: MlflowClient, run_id: str, inputs: list[DatasetInput]) -> None:
-    """``log_inputs``, once more when the store refused a dataset as already there: two jobs that logged the
-    same data at the same moment both inserted it (MLflow checks, then inserts); the second call links it."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        when_unlocked(client.log_inputs, run_id, datasets=inputs)
-    except MlflowException as error:
-        text = str(error)
-        if "dataset" not in text or not ("duplicate key" in text or "UNIQUE constraint failed" in text):
-            raise
-        when_unlocked(client.log_inputs, run_id, datasets=inputs)

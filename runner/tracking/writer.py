@@ -1,5 +1,6 @@
-"""``RunWriter``: a second process that writes finished deferred runs into a local MLflow store (their files,
-then params, tags and metrics, then inputs) and ends them, while the launching process computes the next.
+"""A deferred run's writes at its end (``write_deferred``: files, then params, tags and metrics, then inputs), made
+by the logging process or by ``RunWriter``: a second process that writes finished deferred runs into a local
+MLflow store and ends them, while the launching process computes the next.
 
 MLflow's sqlite store spends its time in Python (SQLAlchemy), under the GIL: a thread would not overlap it with
 the next configuration's work, a process does. The launching process creates each run (it needs the run's id)
@@ -11,18 +12,23 @@ whole process group, and the launching process, which handles the stop, waits fo
 
 from __future__ import annotations
 
+import shutil
 import signal
 import sys
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from runner.tracking.sanitize import MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH
+from runner.tracking.store import when_unlocked
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from concurrent.futures import Future
 
     from mlflow import MlflowClient
+    from mlflow.entities import DatasetInput
 
 AHEAD = 16  # runs handed over and not yet written, at most (a stop waits for them: about a second)
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
@@ -35,6 +41,7 @@ class RunWriter:
 
     def __init__(self, tracking_uri: str, ahead: int = AHEAD) -> None:
         import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
         self.ahead = ahead
         self._waiting: deque[Future[None]] = deque()
@@ -119,9 +126,6 @@ def open_store(tracking_uri: str) -> None:
 def end_run(run_id: str, pending: dict[str, Any], status: str) -> None:
     """In the writer process: the run's deferred writes, then its end: FAILED when the writes failed (a run
     without what it computed is not FINISHED: a resume would stand on it)."""
-    from runner.tracking.logger import write_deferred
-    from runner.tracking.store import when_unlocked
-
     assert _client is not None
     try:
         write_deferred(_client, run_id, pending)
@@ -130,3 +134,37 @@ def end_run(run_id: str, pending: dict[str, Any], status: str) -> None:
         raise
     finally:
         when_unlocked(_client.set_terminated, run_id, status)
+
+
+def write_deferred(client: MlflowClient, run_id: str, pending: dict[str, Any]) -> None:
+    """A ``defer_writes`` run's files in one upload, then its params, tags and metrics in as few ``log_batch``
+    calls as MLflow's limits allow (usually one), then its inputs; its staged files are removed after."""
+    try:
+        if any(Path(pending["files"]).iterdir()):  # first: MLflow reads the run to find its artifact store
+            client.log_artifacts(run_id, pending["files"])  # (its whole record: still small now)
+        params, tags, metrics = list(pending["params"].values()), list(pending["tags"].values()), pending["metrics"]
+        while params or tags or metrics:
+            some_params, params = params[:MAX_PARAMS_PER_BATCH], params[MAX_PARAMS_PER_BATCH:]
+            some_tags, tags = tags[:MAX_PARAMS_PER_BATCH], tags[MAX_PARAMS_PER_BATCH:]
+            room = MAX_METRICS_PER_BATCH - len(some_params) - len(some_tags)  # entities per request
+            some_metrics, metrics = metrics[:room], metrics[room:]
+            when_unlocked(client.log_batch, run_id, metrics=some_metrics, params=some_params, tags=some_tags,
+                          synchronous=True)
+        if pending["inputs"]:
+            link_inputs(client, run_id, pending["inputs"])
+    finally:
+        shutil.rmtree(pending["files"], ignore_errors=True)
+
+
+def link_inputs(client: MlflowClient, run_id: str, inputs: list[DatasetInput]) -> None:
+    """``log_inputs``, once more when the store refused a dataset as already there: two jobs that logged the
+    same data at the same moment both inserted it (MLflow checks, then inserts); the second call links it."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        when_unlocked(client.log_inputs, run_id, datasets=inputs)
+    except MlflowException as error:
+        text = str(error)
+        if "dataset" not in text or not ("duplicate key" in text or "UNIQUE constraint failed" in text):
+            raise
+        when_unlocked(client.log_inputs, run_id, datasets=inputs)
