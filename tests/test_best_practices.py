@@ -51,6 +51,7 @@ def test_older_engine_versions_are_left_out_and_counted(tmp_path: Path, tracking
     _run(logger, "current_worse", 0.5)
     untagged = _older_run(tracking_uri, logger.experiment_id, 3.0, None)
     _older_run(tracking_uri, logger.experiment_id, 2.0, "1")
+    newer = _older_run(tracking_uri, logger.experiment_id, 4.0, str(ENGINE_VERSION + 1))  # a newer checkout's run
     assert MlflowClient(tracking_uri).get_run(current).data.tags["runner.engine_version"] == str(ENGINE_VERSION)
 
     best = logger.get_best_run("val_sharpe_ratio")
@@ -60,7 +61,7 @@ def test_older_engine_versions_are_left_out_and_counted(tmp_path: Path, tracking
     assert [count_older(client, [logger.experiment_id], "val_sharpe_ratio", cap=cap) for cap in (1, 2, 5)] == [1, 2, 2]
     assert (older_count(OLDER_COUNTED - 1), older_count(OLDER_COUNTED)) == (f"{OLDER_COUNTED - 1}", f"{OLDER_COUNTED}+")
     every = logger.get_best_run("val_sharpe_ratio", all_versions=True)
-    assert every["run_id"] == untagged and every["older_runs_left_out"] == 0
+    assert every["run_id"] == newer and every["older_runs_left_out"] == 0
 
     done = run_cli(["runner.report", "--experiment", "exp"], cli_env, tmp_path)
     assert done.returncode == 0, done.stderr
@@ -70,7 +71,7 @@ def test_older_engine_versions_are_left_out_and_counted(tmp_path: Path, tracking
     assert [r["run_id"] for r in ranked["runs"]][0] == current and ranked["older_runs_left_out"] == 2
     assert ranked["older_runs_counted_to"] == OLDER_COUNTED
     assert report.main(["--experiment", "exp", "--json", "--all-versions"]) == 0
-    assert json.loads(capsys.readouterr().out)["runs"][0]["run_id"] == untagged
+    assert [r["run_id"] for r in json.loads(capsys.readouterr().out)["runs"]][:2] == [newer, untagged]
 
 
 def test_the_readme_parameter_table_is_generated_and_in_sync() -> None:

@@ -368,7 +368,8 @@ class MLflowLogger:
 
         Bounded queries; NaN and +/-inf never win (MLflow stores inf as +/-1.8e308, so the bounds filter
         drops it); ties go to the most recently started run (MLflow's secondary order). Only runs of the
-        current engine version compete unless ``all_versions=True``; ``older_runs_left_out`` counts the rest
-        (counted up to ``OLDER_COUNTED`` of ``runner.tracking.queries``: that count means that many or more).
+        current engine version compete unless ``all_versions=True``; ``older_runs_left_out`` counts those of older
+        versions (counted up to ``OLDER_COUNTED`` of ``runner.tracking.queries``: that count means that many or
+        more; runs of a newer version are left out and not counted).
         """
         return best_run(self.client, [self.experiment_id], metric_name, mode, filter_string, all_versions)

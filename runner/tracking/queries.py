@@ -83,13 +83,17 @@ def version_filter(filter_string: str | None = None, version: int = ENGINE_VERSI
 
 
 def count_older(client: MlflowClient, experiment_ids: list[str], metric_name: str,
-                filter_string: str | None = None, cap: int = OLDER_COUNTED) -> int:
-    """Finished runs with a finite ``metric_name`` logged by another engine version (or before the tag existed),
-    counted up to ``cap``: a count of ``cap`` means that many or more (``older_count``). MLflow has no count query,
-    and a search reads each run it returns whole: counted to the end, 4,545 such runs took 39 s over a server."""
+                filter_string: str | None = None, cap: int = OLDER_COUNTED, version: int = ENGINE_VERSION) -> int:
+    """Finished runs with a finite ``metric_name`` logged by an engine version below ``version`` (or before the tag
+    existed), counted up to ``cap``: a count of ``cap`` means that many or more (``older_count``). MLflow has no
+    count query, and a search reads each run it returns whole: counted to the end, 4,545 such runs took 39 s over
+    a server. Each older version is asked for by equality, which a database answers from the tag's rows; a
+    ``!=`` filter made PostgreSQL walk every run of the experiment (2.1-2.4 s at 100,000 runs, against 0.17-0.22
+    s for ``= '1'``), and counted runs of a newer engine as older. Runs of a newer version (a newer checkout's) are
+    left out of a ranking and not counted: this version cannot say what their metrics mean."""
     base = finite_filter(metric_name, filter_string)
     counted = 0
-    for clause in ("IS NULL", f"!= '{ENGINE_VERSION}'"):
+    for clause in ("IS NULL", *(f"= '{older}'" for older in range(version - 1, 0, -1))):
         if counted < cap:
             counted += len(client.search_runs(experiment_ids, f"{base} and tags.`{ENGINE_VERSION_TAG}` {clause}",
                                               max_results=cap - counted))
