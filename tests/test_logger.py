@@ -112,7 +112,7 @@ def ranked_both_ways(logger: MLflowLogger) -> None:
 
 
 def test_both_ranking_routes_name_the_same_runs(tracking_uri: str) -> None:
-    """Ties (broken by the latest start, then the run id), NaN, a stored inf, failed runs and a filter, by either
+    """Ties (broken by the latest start, then the run id), NaN, stored infinities, failed runs and a filter, by either
     route; the store's route is what a PostgreSQL-backed store uses (``RUNNER_SERVER_DATABASE``)."""
     logger = MLflowLogger("routes", tracking_uri)
     values = [0.5, -1.0, 0.5, float("nan"), 2.0, 0.5, 1e-7, -3.0, 2.0, 0.25]
@@ -124,9 +124,10 @@ def test_both_ranking_routes_name_the_same_runs(tracking_uri: str) -> None:
             logger.log_metrics({"val_sharpe_ratio": value})
         logger.end_run("FAILED" if i == 4 else "FINISHED")  # the first 2.0 failed: it never ranks
     client = MlflowClient(tracking_uri)
-    stored_inf = client.create_run(logger.experiment_id)
-    client.log_metric(stored_inf.info.run_id, "val_sharpe_ratio", float("inf"))
-    client.set_terminated(stored_inf.info.run_id)
+    for infinity in (float("inf"), float("-inf")):  # stored as +/-1.797e308: neither ranks, by either route
+        stored = client.create_run(logger.experiment_id)
+        client.log_metric(stored.info.run_id, "val_sharpe_ratio", infinity)
+        client.set_terminated(stored.info.run_id)
     ranked_both_ways(logger)
 
 
