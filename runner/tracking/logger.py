@@ -44,11 +44,13 @@ from runner.tracking.store import (
     when_unlocked,
 )
 from runner.tracking.tables import views_tag, write_backtest_files
-from runner.tracking.writer import RunWriter, link_inputs, write_deferred
+from runner.tracking.writer import link_inputs, write_deferred
 
 if TYPE_CHECKING:
     import torch
     from mlflow.entities import DatasetInput, Run
+
+    from runner.tracking.writer import RunWriter
 
 
 class NoActiveRunError(LookupError):
