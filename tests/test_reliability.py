@@ -272,6 +272,32 @@ def test_a_signal_swallowed_in_a_finaliser_still_stops_the_run() -> None:
     check_stop()  # leaving the tracked section clears the request
 
 
+def test_a_stop_swallowed_after_the_runs_last_check_still_ends_it_killed(tmp_path: Path) -> None:
+    """A stop swallowed (here in a finaliser) after the run's last ``check_stop``: its code ends normally, and the run
+    still ends KILLED with the stop raised on (never FINISHED, nor a sweep going on to its next job)."""
+    import weakref
+
+    from runner.tracking.lifecycle import Terminated, check_stop, tracked_run
+    from runner.tracking.logger import MLflowLogger
+
+    class Collected:
+        pass
+
+    logger = MLflowLogger("stops", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = logger.start_run("swallowed")
+    ran_to_its_end = False
+    with pytest.raises(Terminated, match="SIGTERM"):
+        with tracked_run(logger):
+            collected = Collected()
+            weakref.finalize(collected, os.kill, os.getpid(), signal.SIGTERM)
+            del collected  # the handler's raise happens inside the finaliser and is swallowed
+            sum(range(100_000))
+            ran_to_its_end = True
+    assert ran_to_its_end
+    assert MlflowClient(logger.tracking_uri).get_run(run.info.run_id).info.status == "KILLED"
+    check_stop()  # delivered once: nothing left pending
+
+
 def test_a_signal_inside_a_del_is_raised_as_it_returns() -> None:
     """``__del__`` (tqdm's bar, freed as a model's training returns) is never interrupted: the stop is raised in the
     frame that freed the object, as soon as ``__del__`` has run to its end."""
@@ -284,8 +310,8 @@ def test_a_signal_inside_a_del_is_raised_as_it_returns() -> None:
             os.kill(os.getpid(), signal.SIGTERM)
             steps.append("__del__ ran to its end")
 
-    with signals_as_interrupts():
-        with pytest.raises(Terminated, match="SIGTERM"):
+    with pytest.raises(Terminated, match="SIGTERM"):
+        with signals_as_interrupts():
             finaliser = SignalsWhileCollected()
             del finaliser
             steps.append("the next line ran")
@@ -301,14 +327,14 @@ def stopped_while(work: Callable[[], object], signum: int, delay: float) -> Base
 
     timer = threading.Timer(delay, os.kill, (os.getpid(), signum))
     stopped = None
-    with signals_as_interrupts():
-        timer.start()
-        try:
+    try:
+        with signals_as_interrupts():  # as a tracked run's: the stop leaves the section, caught outside it
+            timer.start()
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline:
                 work()
-        except Terminated as stop:
-            stopped = stop
+    except Terminated as stop:
+        stopped = stop
     timer.join()
     return stopped
 

@@ -179,8 +179,10 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from runner.sweeps.winner import report_sweep
+        from runner.tracking.lifecycle import check_stop
         from runner.tracking.local_record import is_unreachable, server_lost
 
+        check_stop()  # a stop swallowed after the last job's run (in a finaliser): the sweep ends KILLED, not here
         state, lock, known = _active.pop("state"), _active.pop("lock"), _active.pop("segment_rows", {})
         if _active.pop("ray", False):
             from runner.sweeps.cluster import disconnect

@@ -3,8 +3,9 @@
 MLflow alone leaves a SIGTERM'd run RUNNING and marks an un-``with``ed failed run FINISHED at exit. A
 signal handler raises at once (inside OmegaConf, SQLAlchemy, Hydra's config reader or a ``__del__``, as soon as
 they return: ``UNINTERRUPTIBLE``), but an exception raised while the interpreter runs another finaliser (a GC
-callback) is printed and swallowed; so the handler also records the request, and long loops call ``check_stop()``,
-which raises it again: a stop is never lost.
+callback) is printed and swallowed; so the handler also records the request, long loops call ``check_stop()``,
+which raises it again, and a tracked section that ends with the request still recorded raises it as it ends: a stop
+is never lost.
 """
 
 from __future__ import annotations
@@ -37,9 +38,12 @@ class Terminated(KeyboardInterrupt):
 
 
 def check_stop() -> None:
-    """Raise ``Terminated`` if a stop was requested (by a signal) and not yet handled."""
+    """Raise ``Terminated`` if a stop was requested (by a signal) and not yet handled. Raised here, in plain code,
+    it is delivered: the request is cleared (a signal handler's own raise may land in a finaliser, which drops it)."""
+    global _pending_stop
     if _pending_stop is not None:
-        raise Terminated(_pending_stop)
+        stop, _pending_stop = _pending_stop, None
+        raise Terminated(stop)
 
 
 # Code a stop must not interrupt midway. OmegaConf restores a config it was changing only on an Exception, so a
@@ -125,6 +129,9 @@ def interrupted(interrupt: KeyboardInterrupt) -> str:
 
 @contextlib.contextmanager
 def signals_as_interrupts() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP raise ``Terminated`` inside the block. A block that ends with a stop still
+    recorded (its raise was swallowed, and no ``check_stop()`` came after) raises it as it ends; one that a stop
+    ends has delivered it."""
     global _pending_stop
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -132,10 +139,13 @@ def signals_as_interrupts() -> Iterator[None]:
     previous = {sig: signal.signal(sig, _raise_terminated) for sig in HANDLED_SIGNALS}
     try:
         yield
+    except KeyboardInterrupt:
+        _pending_stop = None
+        raise
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-        _pending_stop = None
+    check_stop()
 
 
 @contextlib.contextmanager
