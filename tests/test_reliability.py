@@ -269,7 +269,7 @@ def test_a_signal_swallowed_in_a_finaliser_still_stops_the_run() -> None:
             reached_check = True
             check_stop()
     assert reached_check  # the stop came from the recorded request, not from the lost raise
-    check_stop()  # leaving the tracked section clears the request
+    check_stop()  # the check above delivered it: nothing is left pending
 
 
 def test_a_stop_swallowed_after_the_runs_last_check_still_ends_it_killed(tmp_path: Path) -> None:
