@@ -164,3 +164,56 @@ def test_the_bootstrap_interval_of_a_sharpe_brackets_it_and_narrows_with_more_ba
     assert long[1] - long[0] < (short[1] - short[0]) / 2  # 16x the bars: about a quarter of the width
     assert sharpe_interval(returns, 252) == long  # seeded
     assert all(math.isnan(v) for v in sharpe_interval(np.zeros(100), 252))
+
+
+WORKER_SCRIPT = """
+import json, os, signal, sys
+import numpy as np
+from runner.sweeps.bootstrap_worker import BootstrapWorker
+
+def children():
+    found = []
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as listed:
+            found += [int(pid) for pid in listed.read().split()]
+    return found
+
+rng = np.random.default_rng(7)
+benchmark, trials = rng.standard_normal(300) * 0.01, rng.standard_normal((300, 6)) * 0.01
+worker = BootstrapWorker.start()
+out = {"children_at_start": len(children()),
+       "checks": worker.reality_checks(benchmark, trials), "interval": worker.sharpe_interval(trials[:, 0], 252),
+       "arch_here": "arch" in sys.modules}
+try:
+    worker.reality_checks(benchmark[:7], trials)  # wrong shapes: the same error as here, raised here
+except ValueError as error:
+    out["error"] = type(error).__name__
+for pid in children():
+    os.kill(pid, signal.SIGKILL)  # the worker lost: this process computes instead
+out["after_loss"] = worker.reality_checks(benchmark, trials)
+worker.close()
+out["children_at_end"] = len(children())
+print(json.dumps(out))
+"""
+
+
+def test_a_sweeps_bootstrap_worker_gives_this_process_numbers_and_outlives_nothing() -> None:
+    """runner.sweeps.bootstrap_worker: a sweep's reality checks and interval computed by a second process (so this
+    one never imports arch) equal this process's, seeded; an error there is raised here; a worker lost mid-sweep
+    leaves the computation to this process with the same numbers; ``close()`` leaves no process behind."""
+    import json
+    import subprocess
+    import sys
+
+    from runner.bootstrap import reality_checks, sharpe_interval
+
+    done = subprocess.run([sys.executable, "-c", WORKER_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout)
+    rng = np.random.default_rng(7)
+    benchmark, trials = rng.standard_normal(300) * 0.01, rng.standard_normal((300, 6)) * 0.01
+    expected = reality_checks(benchmark, trials)
+    assert out["children_at_start"] == 1 and out["children_at_end"] == 0
+    assert out["checks"] == expected and out["after_loss"] == expected
+    assert out["interval"] == sharpe_interval(trials[:, 0], 252)
+    assert out["arch_here"] is False and out["error"] == "ValueError"

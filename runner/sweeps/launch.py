@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 STATE_FILE = ".mlflow_sweep.json"
 LOCK_FILE = ".mlflow_sweep.lock"
-_active: dict[str, Any] = {}  # the sweep this process launched: its state, its folder lock, rows computed here
+_active: dict[str, Any] = {}  # the sweep this process launched: state, folder lock, rows computed here, worker
 
 
 def remember_segment_rows(run_id: str, rows: pd.DataFrame) -> None:
@@ -88,6 +88,9 @@ def end_active_sweep(error: BaseException) -> str | None:
     state = _active.pop("state", None)
     lock = _active.pop("lock", None)
     _active.pop("segment_rows", None)
+    worker = _active.pop("bootstrap_worker", None)
+    if worker is not None:
+        worker.close()
     if _active.pop("ray", False):  # first: Ray stops the jobs still running, so none can outlive the sweep
         from runner.sweeps.cluster import disconnect
 
@@ -188,10 +191,11 @@ class SweepCallback(Callback):
             from runner.sweeps.cluster import disconnect
 
             disconnect()
+        worker = _active.pop("bootstrap_worker", None)
         try:
             if server_lost(state["tracking_uri"]):
                 raise ServerLost(state["sweep_dir"], state["tracking_uri"])
-            failed = report_sweep(Path(config.hydra.sweep.dir), state, known)
+            failed = report_sweep(Path(config.hydra.sweep.dir), state, known, worker)
             parent_record(state).finish("FINISHED")
         except ServerLost:
             parent_record(state).finish("FAILED")
@@ -203,6 +207,8 @@ class SweepCallback(Callback):
             print(f"error: the sweep's winner could not be reported: {error}", file=sys.stderr)
             sys.exit(1)
         finally:
+            if worker is not None:
+                worker.close()
             lock.release()
         if failed:
             print(f"error: {len(failed)} job(s) failed or lost a process: {', '.join(failed)}", file=sys.stderr)
@@ -274,6 +280,9 @@ class SweepCallback(Callback):
                                        run_id=run.info.run_id, parent_run_id=None, parent_record=None)
             parent_record(state).add("tags.json", {**run.data.tags, "sweep_id": run.info.run_id})
         _active.update(state=state, lock=lock)
+        from runner.sweeps.bootstrap_worker import BootstrapWorker
+
+        _active["bootstrap_worker"] = BootstrapWorker.start()  # imports arch while the jobs run, for the end
         logger.client.set_tag(run.info.run_id, "sweep_id", run.info.run_id)
         if on_ray:  # the jobs' connection, before the launcher makes its own
             connect(config.hydra.launcher, job_env(state))

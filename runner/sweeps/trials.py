@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from mlflow.entities import Run
 
+    from runner.sweeps.bootstrap_worker import BootstrapWorker
     from runner.sweeps.ledger import Ledger
 
 SEGMENTS = ("train", "val", "test", "oos", "final_test", "cpcv")  # oos: walk-forward's stitched record; cpcv: paths
@@ -149,10 +150,13 @@ def _pbo(matrix: np.ndarray) -> tuple[float | None, str | None]:
 
 
 def _joint(stats: dict[str, Any], frames: dict[str, pd.DataFrame], excess: dict[str, np.ndarray], winner_id: str,
-           sr: float, n: int, skew: float, kurtosis: float, sr_variance: float) -> None:
+           sr: float, n: int, skew: float, kurtosis: float, sr_variance: float,
+           worker: BootstrapWorker | None) -> None:
     """N_eff and its DSR, PBO and the reality checks: the statistics that need every trial on the same bars."""
     from runner.bootstrap import reality_checks
 
+    if worker is not None:
+        reality_checks = worker.reality_checks
     why = _same_bars(frames)
     if why:
         stats["pbo_reason"] = stats["spa_reason"] = why
@@ -179,12 +183,16 @@ def _joint(stats: dict[str, Any], frames: dict[str, pd.DataFrame], excess: dict[
 
 
 def trials_statistics(metric: str, ledger: Ledger, members: list[Run], winner_id: str,
-                      known: Mapping[str, pd.DataFrame] | None = None) -> dict[str, Any]:
+                      known: Mapping[str, pd.DataFrame] | None = None, worker: BootstrapWorker | None = None,
+                      ) -> dict[str, Any]:
     """The trials statistics of a sweep's winner (see the module docstring), with the reasons for any left out.
     ``known``: run id -> its selection segment's ``segment_rows``, where this process has them already (the batch
-    launcher's configurations); the others' are read from their logged tables."""
+    launcher's configurations); the others' are read from their logged tables. ``worker``: the sweep's
+    ``BootstrapWorker``, which runs the bootstrap tests (the same numbers); without one they run here."""
     from runner.bootstrap import sharpe_interval
 
+    if worker is not None:
+        sharpe_interval = worker.sharpe_interval
     segment = selection_segment(metric)
     stats: dict[str, Any] = {"n_trials": ledger.n_trials, "scope": ledger.scope, "segment": segment}
     if segment is None:
@@ -204,7 +212,7 @@ def trials_statistics(metric: str, ledger: Ledger, members: list[Run], winner_id
         stats["deflated_sharpe_ratio"] = deflated_sharpe_ratio(sr, n, skew, kurtosis, ledger.n_trials, sr_variance)
     else:
         stats["reason"] = f"the winner's {segment} returns have no variance: no Sharpe to deflate"
-    _joint(stats, frames, excess, winner_id, sr, n, skew, kurtosis, sr_variance)
+    _joint(stats, frames, excess, winner_id, sr, n, skew, kurtosis, sr_variance, worker)
     held_out = stats["held_out"] = held_out_segment(segment, winner)
     if held_out is not None:
         test = {name: [r.data.metrics.get(f"{held_out}_{name}", math.nan) for r in finished] for name in COMPARED}

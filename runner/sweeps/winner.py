@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from mlflow.entities import Run
 
+    from runner.sweeps.bootstrap_worker import BootstrapWorker
     from runner.tracking.logger import MLflowLogger
 
 SHOWN_METRICS = ("sharpe_ratio", "total_return", "max_drawdown", "num_trades")
@@ -86,10 +87,10 @@ def _job_order(run: Run) -> int:
 
 
 def summarise(logger: MLflowLogger, state: dict[str, str], known: Mapping[str, pd.DataFrame] | None = None,
-              ) -> tuple[dict[str, Any], list[Any]]:
+              worker: BootstrapWorker | None = None) -> tuple[dict[str, Any], list[Any]]:
     """(the sweep's summary with its winner, the runs that stand for its trials). This launch's jobs are reported
     as jobs; the winner is the best of every configuration its sweep name evaluated over all launches (the
-    ledger), and is judged against all of them. ``known``: as for ``trials_statistics``."""
+    ledger), and is judged against all of them. ``known`` and ``worker``: as for ``trials_statistics``."""
     from runner.engine import ENGINE_VERSION
     from runner.sweeps.ledger import sweep_ledger, sweep_runs
 
@@ -128,7 +129,7 @@ def summarise(logger: MLflowLogger, state: dict[str, str], known: Mapping[str, p
             "test_metrics": segment_metrics(best["metrics"], held_out or selection or "test"),
             "command": f"python -m runner {winner.data.tags.get('overrides', '')}".strip()}
         try:
-            summary["trials"] = trials_statistics(metric, ledger, members, best["run_id"], known)
+            summary["trials"] = trials_statistics(metric, ledger, members, best["run_id"], known, worker)
         except Exception as error:  # noqa: BLE001 - shown as the reason (a missing table, say); the winner stands
             summary["trials"] = {"n_trials": ledger.n_trials, "scope": ledger.scope,
                                  "reason": f"no trials statistics: {error}"}
@@ -166,13 +167,13 @@ def _record_on_parent(logger: MLflowLogger, summary: dict[str, Any], members: li
 
 
 def report_sweep(sweep_dir: Path, state: dict[str, str], known: Mapping[str, pd.DataFrame] | None = None,
-                 ) -> list[str]:
-    """Print and save the winner of this sweep's children; returns the names of the failed jobs. ``known``: as for
-    ``trials_statistics``."""
+                 worker: BootstrapWorker | None = None) -> list[str]:
+    """Print and save the winner of this sweep's children; returns the names of the failed jobs. ``known`` and
+    ``worker``: as for ``trials_statistics``."""
     from runner.tracking.logger import MLflowLogger
 
     logger = MLflowLogger(state["experiment_name"], state["tracking_uri"])
-    summary, members = summarise(logger, state, known)
+    summary, members = summarise(logger, state, known, worker)
     (sweep_dir / "best_run.json").write_text(json.dumps(to_jsonable(summary), indent=2))
     print(format_winner(summary))
     from runner.tracking.store import ui_links
