@@ -57,7 +57,7 @@ class BootstrapWorker:
             except (OSError, EOFError, ValueError, pickle.UnpicklingError):
                 pass
             self.close()  # gone or failed: this process computes, and every later call too
-        from runner import bootstrap
+        import runner.bootstrap as bootstrap
 
         return getattr(bootstrap, name)(*args)
 
@@ -79,7 +79,7 @@ def serve() -> None:
     os.dup2(2, 1)  # whatever an import prints cannot corrupt the replies
     import arch.bootstrap  # noqa: F401 - the import this process exists to take off the sweep's path
 
-    from runner import bootstrap
+    import runner.bootstrap as bootstrap
 
     requests = sys.stdin.buffer
     while True:
