@@ -62,7 +62,9 @@ def _check(tracking_uri: str, code: int, lines: list[str], sent: float, sig: sig
     [parent] = [r for r in runs if r.data.tags.get("runner.role") == "sweep_parent"]
     children = [r for r in runs if r is not parent]
     assert parent.info.status == "KILLED" and children
-    assert {r.info.status for r in children} <= {"FINISHED", "KILLED"}  # nothing RUNNING, nothing FAILED
+    others = [(r.info.run_name, r.info.status, r.data.tags.get("error")) for r in children
+              if r.info.status not in ("FINISHED", "KILLED")]
+    assert not others, (others, lines[-12:])  # nothing RUNNING, nothing FAILED; what ended otherwise, and why
     assert max(r.info.start_time for r in children) <= sent * 1000 + 200  # no job started after the signal
     assert len(children) < 40
 
