@@ -279,11 +279,12 @@ def test_deferred_writes_reach_the_store_whole_at_the_runs_end(ending: str, writ
 
 
 @pytest.mark.parametrize("writer", [False, pytest.param(True, marks=pytest.mark.slow)])
-def test_a_deferred_run_whose_writes_fail_ends_failed_with_the_error_raised(writer: bool, tracking_uri: str) -> None:
+def test_a_deferred_run_whose_writes_fail_ends_failed_with_the_error_raised(writer: bool, tracking_uri: str,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
     """A deferred run's writes failed at its end (here its artifact folder is a file): it ends FAILED, never
     FINISHED without what it computed (a resume would stand on it), and the error is raised: by ``end_run``, or,
-    written by a ``RunWriter``, when the writer is closed, with the writer's traceback; the next runs are
-    written."""
+    written by a ``RunWriter``, when the writer is closed, with the writer's traceback (and on the run's ``error``
+    tag), or, closed while a stop is on its way out, as one line; the next runs are written."""
     logger = MLflowLogger("trading_experiment", tracking_uri)
     logger.defer_writes = True
     logger.writer = RunWriter(tracking_uri) if writer else None
@@ -308,6 +309,16 @@ def test_a_deferred_run_whose_writes_fail_ends_failed_with_the_error_raised(writ
         with pytest.raises(OSError) as raised:
             logger.writer.close()
         assert "Traceback" in str(raised.value.__cause__) and "write_deferred" in str(raised.value.__cause__)
+        assert client.get_run(broken).data.tags["error"].startswith("its writes failed: ")  # said on the run too
+        logger.writer = RunWriter(tracking_uri)  # closed as a stop leaves: not raised, one line
+        logger.start_run(run_name="lost again")
+        again = Path(urlparse(client.get_run(logger.run_id).info.artifact_uri).path)
+        again.parent.mkdir(parents=True, exist_ok=True)
+        again.write_text("not a folder")
+        logger.log_dict({"a": 1}, "extra/a.json")
+        logger.end_run("KILLED")
+        logger.writer.close(raise_failure=False)
+        assert "warning: a run's writes failed, so it ended FAILED" in capsys.readouterr().err
     assert client.get_run(broken).info.status == "FAILED" and where.read_text() == "not a folder"
     assert client.get_run(after).data.metrics == {"x": 1.0} and client.get_run(after).info.status == "FINISHED"
 

@@ -16,7 +16,7 @@ import shutil
 import signal
 import sys
 from collections import deque
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,14 +67,17 @@ class RunWriter:
 
     def close(self, raise_failure: bool = True) -> None:
         """Wait for every run handed over to be written and ended, stop the process, and raise the first failed
-        write (``raise_failure``; not while another exception is on its way out)."""
+        write (``raise_failure``); while another exception is on its way out, one line says it instead."""
         try:
             while self._waiting:
                 self._settle(self._waiting.popleft())
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
-        if self._failed is not None and raise_failure:
-            raise self._failed
+        if self._failed is not None:
+            if raise_failure:
+                raise self._failed
+            print(f"warning: a run's writes failed, so it ended FAILED (its 'error' tag says why): "
+                  f"{type(self._failed).__name__}: {self._failed}", file=sys.stderr)
 
     def _settle(self, future: Future[None]) -> None:
         error = future.exception()
@@ -129,8 +132,11 @@ def end_run(run_id: str, pending: dict[str, Any], status: str) -> None:
     assert _client is not None
     try:
         write_deferred(_client, run_id, pending)
-    except Exception:
+    except Exception as error:
         status = "FAILED"
+        why = f"its writes failed: {type(error).__name__}: {error}"
+        with suppress(Exception):  # why, on the run itself: its launching process may not say it (a stop)
+            when_unlocked(_client.set_tag, run_id, "error", why[:1000])
         raise
     finally:
         when_unlocked(_client.set_terminated, run_id, status)
