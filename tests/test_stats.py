@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -200,6 +201,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one CPU: a sweep starts no worker")
 def test_a_sweeps_bootstrap_worker_gives_this_process_numbers_and_outlives_nothing() -> None:
     """runner.sweeps.bootstrap_worker: a sweep's reality checks and interval computed by a second process (so this
     one never imports arch) equal this process's, seeded; an error there is raised here; a worker lost mid-sweep
